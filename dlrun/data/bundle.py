@@ -1,0 +1,160 @@
+"""The result of every dataset builder, plus the split and scaling helpers they share.
+
+A builder returns a `DatasetBundle`: train / val / test `Split`s of NumPy arrays and a `meta`
+dict with what the model builder and the evaluator need (input shape, number of classes or
+outputs, vocabulary, scaler statistics). `meta` holds only JSON types so it can be saved
+with the run and read back by `dlrun eval`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dlrun.errors import DataError
+
+
+@dataclass
+class Split:
+    """One split: inputs `x` and targets `y`, aligned along the first axis."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise DataError(f"split has {len(self.x)} inputs but {len(self.y)} targets")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, index: np.ndarray) -> Split:
+        """The rows at `index` (a copy)."""
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class DatasetBundle:
+    """Train / validation / test splits and the metadata a model and evaluator need.
+
+    `val` is None when the validation fraction is 0; `test` is None when the dataset has no
+    test split and none was asked for. Standard `meta` keys: name, task ('classification' or
+    'regression'), input_shape (one sample), input_dtype, output_dim, num_classes
+    (classification), and per family: classes, vocab, scaler, true_weights...
+    """
+
+    train: Split
+    val: Split | None
+    test: Split | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def splits(self) -> dict[str, Split]:
+        """The splits that exist, by name."""
+        out = {"train": self.train}
+        if self.val is not None:
+            out["val"] = self.val
+        if self.test is not None:
+            out["test"] = self.test
+        return out
+
+
+def check_fraction(name: str, value: float, dataset: str) -> float:
+    """A fraction in [0, 1), else DataError naming the dataset option."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"dataset {dataset!r}: {name} must be a number, got {value!r}") from None
+    if not 0.0 <= f < 1.0 or math.isnan(f):
+        raise DataError(f"dataset {dataset!r}: {name} must be in [0, 1), got {value!r}")
+    return f
+
+
+def check_positive_int(name: str, value: Any, dataset: str, minimum: int = 1) -> int:
+    """An integer >= minimum, else DataError naming the dataset option."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise DataError(f"dataset {dataset!r}: {name} must be an integer >= {minimum}, "
+                        f"got {value!r}")
+    return int(value)
+
+
+def split_counts(n: int, fractions: tuple[float, ...], dataset: str) -> tuple[int, ...]:
+    """Row counts for the trailing parts given their fractions; the rest is the first part."""
+    if sum(fractions) >= 1.0:
+        raise DataError(f"dataset {dataset!r}: split fractions {fractions} leave no training data")
+    counts = tuple(int(round(n * f)) for f in fractions)
+    first = n - sum(counts)
+    if first < 1:
+        raise DataError(f"dataset {dataset!r}: {n} samples are too few to split {fractions}")
+    return (first, *counts)
+
+
+def random_split(
+    split: Split, fractions: tuple[float, ...], seed: int, dataset: str
+) -> list[Split | None]:
+    """Seeded random split into [rest, part_1, part_2, ...]; an empty part is None.
+
+    Rows keep their original relative order inside each part, so the result depends only on
+    (n, fractions, seed).
+    """
+    n = len(split)
+    counts = split_counts(n, fractions, dataset)
+    perm = np.random.default_rng(seed).permutation(n)
+    # The held-out parts are cut from the front of the permutation, in order, so adding a
+    # test fraction never changes which rows go to validation for a given seed.
+    held_out: list[Split | None] = []
+    start = 0
+    for count in counts[1:]:
+        idx = np.sort(perm[start : start + count])
+        held_out.append(split.take(idx) if count > 0 else None)
+        start += count
+    return [split.take(np.sort(perm[start:])), *held_out]
+
+
+@dataclass
+class Standardizer:
+    """Per-column (x - mean) / std, fitted on training data only; std 0 becomes 1.
+
+    kind 'minmax' stores min as `mean` and (max - min) as `std`, so the same formula maps
+    the training range onto [0, 1].
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    kind: str = "standard"
+
+    @classmethod
+    def fit(cls, x: np.ndarray, axis: int | tuple[int, ...] = 0) -> Standardizer:
+        """Statistics of `x` over `axis` (float64 for accuracy)."""
+        mean = np.asarray(x, dtype=np.float64).mean(axis=axis)
+        std = np.asarray(x, dtype=np.float64).std(axis=axis)
+        std = np.where(std > 0, std, 1.0)
+        return cls(np.asarray(mean), np.asarray(std))
+
+    @classmethod
+    def fit_minmax(cls, x: np.ndarray, axis: int | tuple[int, ...] = 0) -> Standardizer:
+        """Scale the training range onto [0, 1]."""
+        lo = np.asarray(x, dtype=np.float64).min(axis=axis)
+        span = np.asarray(x, dtype=np.float64).max(axis=axis) - lo
+        return cls(np.asarray(lo), np.asarray(np.where(span > 0, span, 1.0)), "minmax")
+
+    def transform(self, x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """Scaled copy of `x` in `dtype`."""
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(dtype)
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        """Back to original units (e.g. forecasts)."""
+        return np.asarray(x, dtype=np.float64) * self.std + self.mean
+
+    def to_meta(self) -> dict[str, Any]:
+        """JSON form, saved with the run."""
+        return {"kind": self.kind, "mean": np.atleast_1d(self.mean).tolist(),
+                "std": np.atleast_1d(self.std).tolist()}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Standardizer:
+        """Rebuild from `to_meta()` output (for eval / prediction)."""
+        return cls(np.asarray(meta["mean"], dtype=np.float64),
+                   np.asarray(meta["std"], dtype=np.float64), meta.get("kind", "standard"))

@@ -1,0 +1,334 @@
+"""CSV datasets: feature/target tables and univariate time series for forecasting.
+
+Parsing uses the `csv` module (quoted fields, CRLF line endings, a UTF-8 BOM are handled).
+Every bad value is reported with the file, the line and the column, and statistics for
+scaling are fitted on the training split only, then stored in meta for evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlrun.data.bundle import (
+    DatasetBundle,
+    Split,
+    Standardizer,
+    check_fraction,
+    check_positive_int,
+    random_split,
+    split_counts,
+)
+from dlrun.data.download import Progress, fetch
+from dlrun.errors import DataError
+
+Column = str | int
+
+
+@dataclass
+class Table:
+    """A parsed CSV: column names, rows of strings, and each row's line number in the file."""
+
+    path: Path
+    columns: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+    def column_index(self, spec: Column) -> int:
+        """Index of a column given by name or position (negative counts from the end)."""
+        if isinstance(spec, bool) or not isinstance(spec, str | int):
+            raise DataError(f"{self.path}: a column is a name or an index, got {spec!r}")
+        if isinstance(spec, int):
+            if -len(self.columns) <= spec < len(self.columns):
+                return spec % len(self.columns)
+            raise DataError(
+                f"{self.path}: column index {spec} out of range; the file has "
+                f"{len(self.columns)} columns: {', '.join(self.columns)}"
+            )
+        if spec in self.columns:
+            return self.columns.index(spec)
+        raise DataError(
+            f"{self.path}: no column {spec!r}; available columns: {', '.join(self.columns)}"
+        )
+
+    def strings(self, index: int) -> list[str]:
+        """One column's raw values."""
+        return [row[index] for row in self.rows]
+
+    def numbers(self, index: int) -> np.ndarray:
+        """One column as float64; DataError with file, line and column for a bad value."""
+        values = self.strings(index)
+        try:
+            out = np.array(values, dtype=np.float64)
+        except ValueError:
+            out = None
+        if out is not None and np.isfinite(out).all():
+            return out
+        for value, line in zip(values, self.lines, strict=True):
+            try:
+                number = float(value)
+            except ValueError:
+                what = f"{value!r} is not a number" if value.strip() else "empty value"
+            else:
+                if math.isfinite(number):
+                    continue
+                what = f"{value!r} is not a finite number"
+            raise DataError(f"{self.path}, line {line}, column {self.columns[index]!r}: {what}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def read_csv(
+    path: str | Path, *, delimiter: str = ",", header: bool = True, encoding: str = "utf-8"
+) -> Table:
+    """Parse a CSV file; columns are named by the header row, or '0', '1', ... without one.
+
+    Blank lines are skipped; a row with the wrong number of fields is a DataError.
+    """
+    path = Path(path)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    columns: list[str] | None = None
+    try:
+        # utf-8-sig drops a byte-order mark; newline='' lets csv handle CRLF and quoted breaks
+        enc = "utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding
+        with open(path, newline="", encoding=enc) as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for row in reader:
+                if not row or all(not v.strip() for v in row):
+                    continue
+                if columns is None:
+                    if header:
+                        columns = [v.strip() for v in row]
+                        continue
+                    columns = [str(i) for i in range(len(row))]
+                if len(row) != len(columns):
+                    raise DataError(
+                        f"{path}, line {reader.line_num}: {len(row)} fields, expected "
+                        f"{len(columns)} ({', '.join(columns)})"
+                    )
+                rows.append(row)
+                lines.append(reader.line_num)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid {encoding} text at byte {e.start}") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV: {e}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if columns is None:
+        raise DataError(f"{path}: the CSV file is empty")
+    if not rows:
+        raise DataError(f"{path}: the CSV file has a header but no data rows")
+    return Table(path, columns, rows, lines)
+
+
+def _class_sort_key(label: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def csv_dataset(
+    path: str | Path,
+    *,
+    target: Column,
+    features: list[Column] | None = None,
+    task: str = "classification",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    standardize: bool = True,
+    scale_target: bool = False,
+    delimiter: str = ",",
+    header: bool = True,
+    encoding: str = "utf-8",
+) -> DatasetBundle:
+    """A feature table: x float32 (N, F); y int64 class ids (classification) or float32 (N, 1).
+
+    Features default to every column but the target. Classes are the sorted distinct target
+    values (numerically when they are numbers), saved in meta['classes']. Rows are split at
+    random (seeded); standardisation is fitted on the training rows only.
+    """
+    if task not in ("classification", "regression"):
+        raise DataError(
+            f"dataset 'csv': task must be 'classification' or 'regression', got {task!r}"
+        )
+    val_fraction = check_fraction("val_fraction", val_fraction, "csv")
+    test_fraction = check_fraction("test_fraction", test_fraction, "csv")
+    table = read_csv(path, delimiter=delimiter, header=header, encoding=encoding)
+    t = table.column_index(target)
+    if features is None:
+        f_idx = [i for i in range(len(table.columns)) if i != t]
+    else:
+        if isinstance(features, str | int):
+            features = [features]
+        f_idx = [table.column_index(c) for c in features]
+    if t in f_idx:
+        raise DataError(f"{table.path}: target column {table.columns[t]!r} is also a feature")
+    if len(set(f_idx)) != len(f_idx):
+        raise DataError(f"{table.path}: a feature column is listed twice: {features!r}")
+    if not f_idx:
+        raise DataError(f"{table.path}: no feature columns besides the target")
+
+    x = np.stack([table.numbers(i) for i in f_idx], axis=1)
+    meta: dict[str, Any] = {
+        "name": "csv",
+        "task": task,
+        "input_shape": [len(f_idx)],
+        "input_dtype": "float32",
+        "features": [table.columns[i] for i in f_idx],
+        "target": table.columns[t],
+        "files": [str(table.path)],
+    }
+    if task == "classification":
+        labels = [v.strip() for v in table.strings(t)]
+        for value, line in zip(labels, table.lines, strict=True):
+            if not value:
+                raise DataError(
+                    f"{table.path}, line {line}, column {table.columns[t]!r}: empty label"
+                )
+        classes = sorted(set(labels), key=_class_sort_key)
+        lookup = {c: i for i, c in enumerate(classes)}
+        y: np.ndarray = np.array([lookup[v] for v in labels], dtype=np.int64)
+        meta.update(classes=classes, num_classes=len(classes), output_dim=len(classes))
+    else:
+        y = table.numbers(t).reshape(-1, 1)
+        meta.update(output_dim=1)
+
+    full = Split(x, y)
+    train, val, test = random_split(full, (val_fraction, test_fraction), seed, "csv")
+    assert train is not None
+    parts = [s for s in (train, val, test) if s is not None]
+    if standardize:
+        scaler = Standardizer.fit(train.x)
+        for s in parts:
+            s.x = scaler.transform(s.x)
+        meta["scaler"] = scaler.to_meta()
+    else:
+        for s in parts:
+            s.x = s.x.astype(np.float32)
+        meta["scaler"] = None
+    if task == "regression":
+        if scale_target:
+            target_scaler = Standardizer.fit(train.y)
+            for s in parts:
+                s.y = target_scaler.transform(s.y)
+            meta["target_scaler"] = target_scaler.to_meta()
+        else:
+            for s in parts:
+                s.y = s.y.astype(np.float32)
+            meta["target_scaler"] = None
+    return DatasetBundle(train, val, test, meta)
+
+
+# Named real series (files in the 'timeseries' download source) and their value column.
+NAMED_SERIES: dict[str, tuple[str, str]] = {
+    "airpassengers": ("AirPassengers.csv", "value"),
+    "daily_min_temperatures": ("daily-min-temperatures.csv", "Temp"),
+}
+
+
+def series(
+    path: str | Path | None = None,
+    *,
+    column: Column | None = None,
+    dataset: str | None = None,
+    lookback: int = 30,
+    horizon: int = 1,
+    stride: int = 1,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    scale: str = "standard",
+    root: str | Path | None = None,
+    delimiter: str = ",",
+    header: bool = True,
+    download: bool = True,
+    progress: Progress | None = None,
+) -> DatasetBundle:
+    """A univariate series from a CSV column, windowed for forecasting.
+
+    Split chronologically into train / val / test; the scaler ('standard', 'minmax' or
+    'none') is fitted on the training part only. Each sample is x = `lookback` past values
+    (N, lookback, 1) and y = the next `horizon` values (N, horizon); a window belongs to the
+    split its targets fall in (its inputs may reach back into the previous part, which is
+    past data, not leakage). `column` defaults to the last column. Instead of `path`,
+    `dataset` names a known series: airpassengers, daily_min_temperatures.
+    """
+    name = "series"
+    lookback = check_positive_int("lookback", lookback, name)
+    horizon = check_positive_int("horizon", horizon, name)
+    stride = check_positive_int("stride", stride, name)
+    val_fraction = check_fraction("val_fraction", val_fraction, name)
+    test_fraction = check_fraction("test_fraction", test_fraction, name)
+    if scale not in ("standard", "minmax", "none"):
+        raise DataError(f"dataset 'series': scale must be standard, minmax or none, got {scale!r}")
+    if path is None:
+        if dataset is None:
+            raise DataError("dataset 'series': give a CSV path or a named dataset "
+                            f"({', '.join(NAMED_SERIES)})")
+        key = dataset.replace("-", "_").lower()
+        if key not in NAMED_SERIES:
+            raise DataError(f"dataset 'series': unknown series {dataset!r}; known: "
+                            f"{', '.join(NAMED_SERIES)}")
+        filename, default_column = NAMED_SERIES[key]
+        path = fetch("timeseries", filename, root, progress=progress, download=download)
+        column = default_column if column is None else column
+    table = read_csv(path, delimiter=delimiter, header=header)
+    c = table.column_index(-1 if column is None else column)
+    values = table.numbers(c)
+
+    n = len(values)
+    n_train, n_val, n_test = split_counts(n, (val_fraction, test_fraction), name)
+    if scale == "standard":
+        scaler: Standardizer | None = Standardizer.fit(values[:n_train])
+    elif scale == "minmax":
+        scaler = Standardizer.fit_minmax(values[:n_train])
+    else:
+        scaler = None
+    scaled = scaler.transform(values) if scaler is not None else values.astype(np.float32)
+
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
+              "test": (n_train + n_val, n)}
+    win = np.lib.stride_tricks.sliding_window_view(scaled, lookback + horizon)
+    starts_all = np.arange(len(win))  # window i: inputs i..i+L-1, targets i+L..i+L+H-1
+    splits: dict[str, Split | None] = {}
+    for part, (lo, hi) in bounds.items():
+        if hi == lo:
+            splits[part] = None
+            continue
+        first = max(lo - lookback, 0)
+        starts = starts_all[(starts_all >= first) & (starts_all + lookback + horizon <= hi)]
+        starts = starts[starts + lookback >= lo][::stride]
+        if len(starts) == 0:
+            raise DataError(
+                f"{table.path}: the {part} part ({hi - lo} of {n} values) is too short for "
+                f"lookback={lookback} and horizon={horizon}"
+            )
+        block = win[starts]
+        splits[part] = Split(
+            np.ascontiguousarray(block[:, :lookback, None]),
+            np.ascontiguousarray(block[:, lookback:]),
+        )
+    train = splits["train"]
+    assert train is not None
+    meta: dict[str, Any] = {
+        "name": "series",
+        "task": "regression",
+        "input_shape": [lookback, 1],
+        "input_dtype": "float32",
+        "output_dim": horizon,
+        "lookback": lookback,
+        "horizon": horizon,
+        "column": table.columns[c],
+        "scaler": scaler.to_meta() if scaler is not None else None,
+        "points": {"train": n_train, "val": n_val, "test": n_test},
+        "files": [str(table.path)],
+    }
+    return DatasetBundle(train, splits["val"], splits["test"], meta)

@@ -1,0 +1,1 @@
+"""dlrun's engine: tensors, primitives, eager autograd and the static graph compiler."""

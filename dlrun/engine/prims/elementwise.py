@@ -1,0 +1,299 @@
+"""Elementwise primitives: NumPy/CuPy ufunc calls with `out=` support, vjps in dlrun ops.
+
+`cuda_expr` is the op as a C expression over its inputs `{0}`, `{1}`, ...; the GPU fusion pass
+composes these into one generated kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from dlrun.engine.prims.registry import Kind, predicate_rule, primitive
+
+E = Kind.ELEMENTWISE
+
+
+def _zero(like: Any) -> Any:
+    from dlrun.engine.creation import scalar_like
+
+    return scalar_like(0, like)
+
+
+@primitive("add", E, cuda_expr="({0} + {1})")
+def add(xp, a, b, out=None):
+    return xp.add(a, b, out=out)
+
+
+@add.defvjp
+def _add_vjp(g, y, a, b):
+    return g, g
+
+
+@primitive("sub", E, cuda_expr="({0} - {1})")
+def sub(xp, a, b, out=None):
+    return xp.subtract(a, b, out=out)
+
+
+@sub.defvjp
+def _sub_vjp(g, y, a, b, needs):
+    return g, (neg(g) if needs[1] else None)
+
+
+@primitive("mul", E, cuda_expr="({0} * {1})")
+def mul(xp, a, b, out=None):
+    return xp.multiply(a, b, out=out)
+
+
+@mul.defvjp
+def _mul_vjp(g, y, a, b, needs):
+    return (g * b if needs[0] else None), (g * a if needs[1] else None)
+
+
+@primitive("div", E, cuda_expr="({0} / {1})")
+def div(xp, a, b, out=None):
+    return xp.true_divide(a, b, out=out)
+
+
+@div.defvjp
+def _div_vjp(g, y, a, b, needs):
+    ga = g / b if needs[0] else None
+    gb = neg(g * y / b) if needs[1] else None
+    return ga, gb
+
+
+@primitive("neg", E, cuda_expr="(-{0})")
+def neg(xp, x, out=None):
+    return xp.negative(x, out=out)
+
+
+@neg.defvjp
+def _neg_vjp(g, y, x):
+    return (neg(g),)
+
+
+@primitive("pow", E, cuda_expr="pow({0}, {1})")
+def pow(xp, x, p, out=None):  # noqa: A001
+    return xp.power(x, p, out=out)
+
+
+@pow.defvjp
+def _pow_vjp(g, y, x, p, needs):
+    gx = g * p * pow(x, p - 1) if needs[0] else None
+    gp = g * y * log(x) if needs[1] else None
+    return gx, gp
+
+
+@primitive("maximum", E, cuda_expr="max({0}, {1})")
+def maximum(xp, a, b, out=None):
+    return xp.maximum(a, b, out=out)
+
+
+@primitive("minimum", E, cuda_expr="min({0}, {1})")
+def minimum(xp, a, b, out=None):
+    return xp.minimum(a, b, out=out)
+
+
+def _minmax_vjp(g, a, b, first_wins):
+    # Ties split the gradient evenly, which is what central differences see.
+    w = cast(first_wins, dtype=g.dtype) + cast(eq(a, b), dtype=g.dtype) * 0.5
+    return g * w, g * (1.0 - w)
+
+
+@maximum.defvjp
+def _maximum_vjp(g, y, a, b):
+    return _minmax_vjp(g, a, b, gt(a, b))
+
+
+@minimum.defvjp
+def _minimum_vjp(g, y, a, b):
+    return _minmax_vjp(g, a, b, lt(a, b))
+
+
+@primitive("exp", E, cuda_expr="exp({0})")
+def exp(xp, x, out=None):
+    return xp.exp(x, out=out)
+
+
+@exp.defvjp
+def _exp_vjp(g, y, x):
+    return (g * y,)
+
+
+@primitive("log", E, cuda_expr="log({0})")
+def log(xp, x, out=None):
+    return xp.log(x, out=out)
+
+
+@log.defvjp
+def _log_vjp(g, y, x):
+    return (g / x,)
+
+
+@primitive("sqrt", E, cuda_expr="sqrt({0})")
+def sqrt(xp, x, out=None):
+    return xp.sqrt(x, out=out)
+
+
+@sqrt.defvjp
+def _sqrt_vjp(g, y, x):
+    return (g * 0.5 / y,)
+
+
+@primitive("abs", E, cuda_expr="abs({0})")
+def abs(xp, x, out=None):  # noqa: A001
+    return xp.abs(x, out=out)
+
+
+@abs.defvjp
+def _abs_vjp(g, y, x):
+    return (g * sign(x),)
+
+
+@primitive("sign", E, differentiable=False, cuda_expr="(({0} > 0) - ({0} < 0))")
+def sign(xp, x, out=None):
+    return xp.sign(x, out=out)
+
+
+@primitive("tanh", E, cuda_expr="tanh({0})")
+def tanh(xp, x, out=None):
+    return xp.tanh(x, out=out)
+
+
+@tanh.defvjp
+def _tanh_vjp(g, y, x):
+    return (g * (1.0 - y * y),)
+
+
+@primitive("sigmoid", E, cuda_expr="(0.5 * tanh(0.5 * {0}) + 0.5)")
+def sigmoid(xp, x, out=None):
+    # 0.5 * (1 + tanh(x / 2)): no overflow for large |x|, one transcendental.
+    out = xp.multiply(x, x.dtype.type(0.5), out=out)
+    xp.tanh(out, out=out)
+    xp.multiply(out, x.dtype.type(0.5), out=out)
+    return xp.add(out, x.dtype.type(0.5), out=out)
+
+
+@sigmoid.defvjp
+def _sigmoid_vjp(g, y, x):
+    return (g * y * (1.0 - y),)
+
+
+@primitive("relu", E, cuda_expr="max({0}, 0)")
+def relu(xp, x, out=None):
+    return xp.maximum(x, x.dtype.type(0), out=out)
+
+
+@relu.defvjp
+def _relu_vjp(g, y, x):
+    return (relu_grad(g, y),)
+
+
+@primitive("relu_grad", E, cuda_expr="({1} > 0 ? {0} : 0)")
+def relu_grad(xp, g, y, out=None):
+    """g where y > 0, else 0 (the gradient of relu, as one op)."""
+    return xp.multiply(g, y > 0, out=out)
+
+
+@relu_grad.defvjp
+def _relu_grad_vjp(gg, out, g, y):
+    return relu_grad(gg, y), None
+
+
+@primitive("leaky_relu", E, cuda_expr="({0} > 0 ? {0} : {0} * {slope})")
+def leaky_relu(xp, x, *, negative_slope):
+    return xp.where(x > 0, x, x * x.dtype.type(negative_slope))
+
+
+@leaky_relu.defvjp
+def _leaky_relu_vjp(g, y, x, *, negative_slope):
+    return (g * where(gt(x, _zero(x)), _one(x), _zero(x) + negative_slope),)
+
+
+def _one(like):
+    from dlrun.engine.creation import scalar_like
+
+    return scalar_like(1, like)
+
+
+def _erf_numpy(x):
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+    return scipy_erf(x).astype(x.dtype, copy=False)
+
+
+@primitive("erf", E, cuda_expr="erf({0})")
+def erf(xp, x):
+    if xp is np:
+        return _erf_numpy(x)
+    from cupyx.scipy.special import erf as cupy_erf
+
+    return cupy_erf(x)
+
+
+@erf.defvjp
+def _erf_vjp(g, y, x):
+    return (g * (2.0 / math.sqrt(math.pi)) * exp(neg(x * x)),)
+
+
+def _where_rule(c, a, b, **_):
+    from dlrun.engine.prims.registry import broadcast_shapes
+
+    return broadcast_shapes(c.shape, a.shape, b.shape), np.result_type(a.dtype, b.dtype)
+
+
+@primitive("where", E, _where_rule, cuda_expr="({0} ? {1} : {2})")
+def where(xp, c, a, b, out=None):
+    if out is None:
+        return xp.where(c, a, b)
+    xp.copyto(out, b)
+    xp.copyto(out, a, where=c)
+    return out
+
+
+@where.defvjp
+def _where_vjp(g, y, c, a, b, needs):
+    z = _zero(g)
+    return None, (where(c, g, z) if needs[1] else None), (where(c, z, g) if needs[2] else None)
+
+
+def _cast_rule(x, *, dtype):
+    return x.shape, np.dtype(dtype)
+
+
+@primitive("cast", E, _cast_rule, cuda_expr="({dtype}){0}")
+def cast(xp, x, *, dtype):
+    return x.astype(dtype)
+
+
+@cast.defvjp
+def _cast_vjp(g, y, x, *, dtype):
+    return (cast(g, dtype=x.dtype) if x.dtype.kind in "fc" else None,)
+
+
+def _predicate(name: str, ufunc: str, expr: str):
+    @primitive(name, E, predicate_rule, differentiable=False, cuda_expr=expr)
+    def fwd(xp, a, b, out=None):
+        return getattr(xp, ufunc)(a, b, out=out)
+
+    fwd.forward.__name__ = name
+    return fwd
+
+
+eq = _predicate("eq", "equal", "({0} == {1})")
+ne = _predicate("ne", "not_equal", "({0} != {1})")
+lt = _predicate("lt", "less", "({0} < {1})")
+le = _predicate("le", "less_equal", "({0} <= {1})")
+gt = _predicate("gt", "greater", "({0} > {1})")
+ge = _predicate("ge", "greater_equal", "({0} >= {1})")
+logical_and = _predicate("logical_and", "logical_and", "({0} && {1})")
+logical_or = _predicate("logical_or", "logical_or", "({0} || {1})")
+
+
+@primitive("logical_not", E, predicate_rule, differentiable=False, cuda_expr="(!{0})")
+def logical_not(xp, x, out=None):
+    return xp.logical_not(x, out=out)

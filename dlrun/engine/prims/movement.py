@@ -1,0 +1,244 @@
+"""Shape and indexing primitives: reshape, permute, broadcast, slicing, concat, pad, gathers.
+
+Index-like attrs are kept hashable (tuples), so the static passes can compare nodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlrun.engine.prims.registry import Kind, primitive
+
+M = Kind.MOVEMENT
+I = Kind.INDEX  # noqa: E741
+
+
+def _reshape_rule(x, *, shape):
+    if int(np.prod(shape, dtype=np.int64)) != int(np.prod(x.shape, dtype=np.int64)):
+        raise ValueError(f"cannot reshape a tensor of shape {x.shape} into {shape}")
+    return tuple(shape), x.dtype
+
+
+@primitive("reshape", M, _reshape_rule)
+def reshape(xp, x, *, shape):
+    return x.reshape(shape)
+
+
+@reshape.defvjp
+def _reshape_vjp(g, y, x, *, shape):
+    return (reshape(g, shape=x.shape),)
+
+
+def _permute_rule(x, *, axes):
+    if sorted(axes) != list(range(len(x.shape))):
+        raise ValueError(f"permute: {axes} is not a permutation of the {len(x.shape)} dims")
+    return tuple(x.shape[a] for a in axes), x.dtype
+
+
+@primitive("permute", M, _permute_rule)
+def permute(xp, x, *, axes):
+    return xp.transpose(x, axes)
+
+
+@permute.defvjp
+def _permute_vjp(g, y, x, *, axes):
+    return (permute(g, axes=tuple(int(i) for i in np.argsort(axes))),)
+
+
+def _broadcast_rule(x, *, shape):
+    from dlrun.engine.prims.registry import broadcast_shapes
+
+    if broadcast_shapes(x.shape, shape) != tuple(shape):
+        raise ValueError(f"cannot broadcast shape {x.shape} to {shape}")
+    return tuple(shape), x.dtype
+
+
+@primitive("broadcast_to", M, _broadcast_rule)
+def broadcast_to(xp, x, *, shape):
+    return xp.broadcast_to(x, shape)
+
+
+@broadcast_to.defvjp
+def _broadcast_to_vjp(g, y, x, *, shape):
+    return (g,)  # autograd's unbroadcast sums it back to x's shape
+
+
+# ----- basic slicing ---------------------------------------------------------------------------
+# A normalized index is a tuple of ("i", k) | ("s", start, stop, step) | ("n",) items.
+
+
+def to_python_index(index):
+    out = []
+    for item in index:
+        if item[0] == "i":
+            out.append(item[1])
+        elif item[0] == "s":
+            out.append(slice(item[1], item[2], item[3]))
+        else:
+            out.append(None)
+    return tuple(out)
+
+
+def _getitem_rule(x, *, index):
+    probe = np.broadcast_to(np.empty((), dtype=bool), x.shape)
+    return probe[to_python_index(index)].shape, x.dtype
+
+
+@primitive("getitem", M, _getitem_rule)
+def getitem(xp, x, *, index):
+    return x[to_python_index(index)]
+
+
+@getitem.defvjp
+def _getitem_vjp(g, y, x, *, index):
+    return (getitem_grad(g, shape=x.shape, index=index),)
+
+
+def _getitem_grad_rule(g, *, shape, index):
+    return tuple(shape), g.dtype
+
+
+@primitive("getitem_grad", M, _getitem_grad_rule)
+def getitem_grad(xp, g, *, shape, index):
+    """Zeros of `shape` with g written at `index` (the transpose of getitem)."""
+    out = xp.zeros(shape, dtype=g.dtype)
+    out[to_python_index(index)] = g
+    return out
+
+
+@getitem_grad.defvjp
+def _getitem_grad_vjp(gg, y, g, *, shape, index):
+    return (getitem(gg, index=index),)
+
+
+def _concat_rule(*xs, axis):
+    first = xs[0].shape
+    for x in xs[1:]:
+        if len(x.shape) != len(first) or any(
+            a != b for i, (a, b) in enumerate(zip(x.shape, first, strict=True)) if i != axis
+        ):
+            raise ValueError(f"concat along dim {axis}: shapes {[x.shape for x in xs]} differ")
+    size = sum(x.shape[axis] for x in xs)
+    return first[:axis] + (size,) + first[axis + 1 :], np.result_type(*(x.dtype for x in xs))
+
+
+@primitive("concat", M, _concat_rule)
+def concat(xp, *xs, axis):
+    return xp.concatenate(xs, axis=axis)
+
+
+@concat.defvjp
+def _concat_vjp(g, y, *xs, axis):
+    grads, start = [], 0
+    for x in xs:
+        stop = start + x.shape[axis]
+        index = tuple(("s", None, None, None) for _ in range(axis)) + (("s", start, stop, 1),)
+        grads.append(getitem(g, index=index))
+        start = stop
+    return tuple(grads)
+
+
+def _pad_rule(x, *, pad_width, value):
+    if len(pad_width) != len(x.shape):
+        raise ValueError(f"pad: {len(pad_width)} (before, after) pairs for {len(x.shape)} dims")
+    return tuple(n + a + b for n, (a, b) in zip(x.shape, pad_width, strict=True)), x.dtype
+
+
+@primitive("pad", M, _pad_rule)
+def pad(xp, x, *, pad_width, value):
+    return xp.pad(x, pad_width, mode="constant", constant_values=value)
+
+
+@pad.defvjp
+def _pad_vjp(g, y, x, *, pad_width, value):
+    index = tuple(("s", a, a + n, 1) for (a, _), n in zip(pad_width, x.shape, strict=True))
+    return (getitem(g, index=index),)
+
+
+# ----- integer-array indexing (gathers) and their scatter-add gradients -------------------------
+
+
+def scatter_add_into(xp, out, index, values):
+    """out[index] += values, accumulating repeated indices."""
+    if xp is np:
+        np.add.at(out, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, index, values)
+    return out
+
+
+def _take_rule(x, idx, *, axis):
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"index tensors must be integer, got {idx.dtype}")
+    return x.shape[:axis] + tuple(idx.shape) + x.shape[axis + 1 :], x.dtype
+
+
+@primitive("take", I, _take_rule)
+def take(xp, x, idx, *, axis):
+    """x indexed by an integer array along one axis (index_select / embedding lookup)."""
+    return xp.take(x, idx, axis=axis)
+
+
+@take.defvjp
+def _take_vjp(g, y, x, idx, *, axis):
+    return index_add(g, idx, axis=axis, size=x.shape[axis]), None
+
+
+def _index_add_rule(g, idx, *, axis, size):
+    nidx = len(idx.shape)
+    return g.shape[:axis] + (size,) + g.shape[axis + nidx :], g.dtype
+
+
+@primitive("index_add", I, _index_add_rule)
+def index_add(xp, g, idx, *, axis, size):
+    """Zeros with `size` rows along axis, g's slices added at idx (the transpose of take)."""
+    pre, post = g.shape[:axis], g.shape[axis + idx.ndim :]
+    out = xp.zeros(pre + (size,) + post, dtype=g.dtype)
+    n_pre = int(np.prod(pre, dtype=np.int64))
+    flat_out = out.reshape((n_pre, size) + post)
+    flat_g = g.reshape((n_pre, idx.size) + post)
+    scatter_add_into(xp, flat_out, (slice(None), idx.reshape(-1)), flat_g)
+    return out
+
+
+@index_add.defvjp
+def _index_add_vjp(gg, y, g, idx, *, axis, size):
+    return take(gg, idx, axis=axis), None
+
+
+def _gather_rule(x, idx, *, axis):
+    if len(idx.shape) != len(x.shape):
+        raise ValueError(f"gather: index has {len(idx.shape)} dims, input has {len(x.shape)}")
+    return tuple(idx.shape), x.dtype
+
+
+@primitive("gather", I, _gather_rule)
+def gather(xp, x, idx, *, axis):
+    """torch.gather: out[..., i, ...] = x[..., idx[..., i, ...], ...] along axis."""
+    return xp.take_along_axis(x, idx, axis=axis)
+
+
+@gather.defvjp
+def _gather_vjp(g, y, x, idx, *, axis):
+    return scatter_add(g, idx, axis=axis, shape=x.shape), None
+
+
+def _scatter_add_rule(g, idx, *, axis, shape):
+    return tuple(shape), g.dtype
+
+
+@primitive("scatter_add", I, _scatter_add_rule)
+def scatter_add(xp, g, idx, *, axis, shape):
+    """Zeros of `shape` with g added at idx along axis (the transpose of gather)."""
+    out = xp.zeros(shape, dtype=g.dtype)
+    grid = list(xp.ogrid[tuple(slice(n) for n in idx.shape)])
+    grid[axis] = idx
+    scatter_add_into(xp, out, tuple(grid), g)
+    return out
+
+
+@scatter_add.defvjp
+def _scatter_add_vjp(gg, y, g, idx, *, axis, shape):
+    return gather(gg, idx, axis=axis), None

@@ -1,0 +1,491 @@
+"""dlrun.Tensor: a backend array (NumPy or CuPy) or, while tracing, a symbolic value.
+
+A concrete tensor holds `_value`; a symbolic one (inside `dlrun.compile` tracing) holds `_sym`, the
+id of the graph node that will compute it, and only knows its shape, dtype and device. Operators and
+methods go through the primitives, so both kinds behave alike.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from dlrun.errors import TraceError
+
+
+class Tensor:
+    """An n-dimensional array with autograd, on the CPU (NumPy) or a GPU (CuPy)."""
+
+    __slots__ = (
+        "_value",
+        "_sym",
+        "_xp",
+        "shape",
+        "dtype",
+        "device",
+        "requires_grad",
+        "grad",
+        "_ctx",
+        "_retains_grad",
+        "__weakref__",
+    )
+    __array_priority__ = 1000  # make `ndarray op Tensor` defer to Tensor's reflected operators
+
+    def __init__(
+        self,
+        data: Any,
+        requires_grad: bool = False,
+        dtype: Any = None,
+        device: str | None = None,
+    ) -> None:
+        from dlrun.engine.creation import as_array
+
+        value, device, xp = as_array(data, dtype=dtype, device=device)
+        self._init(value, None, xp, value.shape, value.dtype, device, requires_grad)
+
+    def _init(self, value, sym, xp, shape, dtype, device, requires_grad) -> None:  # noqa: ANN001
+        self._value = value
+        self._sym = sym
+        self._xp = xp
+        self.shape = shape
+        self.dtype = dtype
+        self.device = device
+        self.requires_grad = requires_grad
+        self.grad: Tensor | None = None
+        self._ctx: tuple | None = None
+        self._retains_grad = False
+
+    @classmethod
+    def _wrap(cls, value: Any, device: str, xp: ModuleType, requires_grad: bool) -> Tensor:
+        t = cls.__new__(cls)
+        t._init(value, None, xp, value.shape, value.dtype, device, requires_grad)
+        return t
+
+    @classmethod
+    def _symbolic(
+        cls, sym: int, shape: tuple[int, ...], dtype: np.dtype, device: str, xp: ModuleType
+    ) -> Tensor:
+        t = cls.__new__(cls)
+        t._init(None, sym, xp, tuple(shape), np.dtype(dtype), device, False)
+        return t
+
+    # ----- basic properties ------------------------------------------------------------------
+    @property
+    def is_symbolic(self) -> bool:
+        return self._value is None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802
+        return self.permute(*reversed(range(self.ndim)))
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):  # noqa: ANN204
+        for i in range(len(self)):
+            yield self[i]
+
+    __hash__ = object.__hash__
+
+    # ----- leaving the engine: only for concrete tensors ---------------------------------------
+    def _concrete(self, what: str) -> Any:
+        if self._value is None:
+            from dlrun.engine.source import user_location
+
+            raise TraceError(
+                f"{what} needs the value of a symbolic tensor, which is unknown while tracing "
+                f"(data-dependent Python control flow cannot be compiled) at {user_location()}; "
+                "use dlrun.where(...) or run this part in eager mode"
+            )
+        return self._value
+
+    def numpy(self) -> np.ndarray:
+        """A NumPy copy (or view, on the CPU) of the values; detached from autograd."""
+        v = self._concrete("Tensor.numpy()")
+        return v if isinstance(v, np.ndarray) else v.get()
+
+    def item(self) -> float | int | bool:
+        v = self._concrete("Tensor.item()")
+        if v.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return v.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def __bool__(self) -> bool:
+        v = self._concrete("bool() of a tensor (an `if` or `while` on a tensor)")
+        if v.size != 1:
+            raise RuntimeError("the truth value of a tensor with more than one value is ambiguous")
+        return bool(v.reshape(()).item())
+
+    def __float__(self) -> float:
+        return float(self._concrete("float() of a tensor").reshape(()).item())
+
+    def __int__(self) -> int:
+        return int(self._concrete("int() of a tensor").reshape(()).item())
+
+    def __index__(self) -> int:
+        v = self._concrete("using a tensor as a Python index")
+        if v.dtype.kind not in "iu" or v.size != 1:
+            raise TypeError("only integer tensors of one element can be converted to an index")
+        return int(v.reshape(()).item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __repr__(self) -> str:
+        extra = f", device='{self.device}'" if self.device != "cpu" else ""
+        if self.requires_grad:
+            extra += ", requires_grad=True"
+        if self._value is None:
+            return f"Tensor(<symbolic %{self._sym}>, shape={self.shape}, dtype={self.dtype}{extra})"
+        body = np.array2string(self.numpy(), separator=", ", precision=4, prefix="tensor(")
+        dt = "" if self.dtype == np.float32 else f", dtype={self.dtype}"
+        return f"tensor({body}{dt}{extra})"
+
+    # ----- autograd ----------------------------------------------------------------------------
+    def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
+        """Accumulate gradients of this tensor into the `.grad` of the leaves it depends on."""
+        from dlrun.engine.autograd import backward
+
+        backward(self, gradient, retain_graph=retain_graph)
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the autograd graph."""
+        t = Tensor.__new__(Tensor)
+        t._init(self._value, self._sym, self._xp, self.shape, self.dtype, self.device, False)
+        return t
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if self._ctx is not None and not requires_grad:
+            raise RuntimeError("you can only change requires_grad flags of leaf tensors")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep `.grad` on this non-leaf tensor after backward."""
+        self._retains_grad = True
+
+    # ----- state mutation (parameter updates); traced as state writes --------------------------
+    def copy_(self, src: Tensor | Any) -> Tensor:
+        """Overwrite the values with `src` (broadcast and cast to this tensor's shape and dtype)."""
+        from dlrun.engine import autograd, dispatch
+
+        if autograd.GRAD.enabled and self.requires_grad and self._ctx is None:
+            raise RuntimeError(
+                "a leaf tensor that requires grad is being used in an in-place operation; "
+                "wrap the update in `with dlrun.no_grad():`"
+            )
+        src = _lift(src, self)
+        if src.shape != self.shape:
+            src = src.expand(*self.shape)
+        if src.dtype != self.dtype:
+            src = src.to_dtype(self.dtype)
+        mode = dispatch.MODE.get()
+        if mode is dispatch.EAGER:
+            if src._value is None:
+                raise RuntimeError("copy_: cannot store a symbolic tensor into a concrete one")
+            if src._value is self._value:
+                return self
+            self._value = src._value
+        else:
+            mode.assign(self, src)
+        return self
+
+    @property
+    def data(self) -> Tensor:
+        return self.detach()
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        from dlrun.engine.autograd import no_grad
+
+        with no_grad():
+            self.copy_(value)
+
+    def add_(self, other: Any, alpha: float = 1.0) -> Tensor:
+        return self.copy_(self + (other if alpha == 1.0 else other * alpha))
+
+    def sub_(self, other: Any, alpha: float = 1.0) -> Tensor:
+        return self.copy_(self - (other if alpha == 1.0 else other * alpha))
+
+    def mul_(self, other: Any) -> Tensor:
+        return self.copy_(self * other)
+
+    def div_(self, other: Any) -> Tensor:
+        return self.copy_(self / other)
+
+    def zero_(self) -> Tensor:
+        return self.copy_(0.0)
+
+    def fill_(self, value: float) -> Tensor:
+        return self.copy_(value)
+
+    # ----- devices and dtypes ------------------------------------------------------------------
+    def to(self, device: str | None = None, dtype: Any = None) -> Tensor:
+        """A copy on another device and/or with another dtype (the same tensor if nothing changes)."""
+        t = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            t = t.to_dtype(dtype)
+        if device is not None:
+            from dlrun.backend import get_xp, normalize_device, to_device
+
+            dev = normalize_device(device)
+            if dev != t.device:
+                value = to_device(t._concrete("Tensor.to(device)"), dev)
+                t = Tensor._wrap(value, dev, get_xp(dev), t.requires_grad)
+        return t
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self, index: int = 0) -> Tensor:
+        return self.to(f"cuda:{index}")
+
+    def to_dtype(self, dtype: Any) -> Tensor:
+        from dlrun.engine.prims import elementwise
+
+        dtype = np.dtype(dtype)
+        return self if dtype == self.dtype else elementwise.cast(self, dtype=dtype)
+
+    def type(self, dtype: Any) -> Tensor:
+        return self.to_dtype(dtype)
+
+    def float(self) -> Tensor:
+        return self.to_dtype(np.float32)
+
+    def double(self) -> Tensor:
+        return self.to_dtype(np.float64)
+
+    def long(self) -> Tensor:
+        return self.to_dtype(np.int64)
+
+    def int(self) -> Tensor:
+        return self.to_dtype(np.int32)
+
+    def bool(self) -> Tensor:
+        return self.to_dtype(np.bool_)
+
+    # ----- operators -----------------------------------------------------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return _ew.add(self, _lift(other, self))
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _ew.add(_lift(other, self), self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _ew.sub(self, _lift(other, self))
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _ew.sub(_lift(other, self), self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _ew.mul(self, _lift(other, self))
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _ew.mul(_lift(other, self), self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _ew.div(self, _lift(other, self))
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _ew.div(_lift(other, self), self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return F.pow(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return F.pow(_lift(other, self), self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return F.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return F.matmul(_lift(other, self), self)
+
+    def __neg__(self) -> Tensor:
+        return _ew.neg(self)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return _ew.abs(self)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _ew.eq(self, _lift(other, self))
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _ew.ne(self, _lift(other, self))
+
+    def __lt__(self, other: Any) -> Tensor:
+        return _ew.lt(self, _lift(other, self))
+
+    def __le__(self, other: Any) -> Tensor:
+        return _ew.le(self, _lift(other, self))
+
+    def __gt__(self, other: Any) -> Tensor:
+        return _ew.gt(self, _lift(other, self))
+
+    def __ge__(self, other: Any) -> Tensor:
+        return _ew.ge(self, _lift(other, self))
+
+    def __invert__(self) -> Tensor:
+        return _ew.logical_not(self)
+
+    def __and__(self, other: Any) -> Tensor:
+        return _ew.logical_and(self, _lift(other, self))
+
+    def __or__(self, other: Any) -> Tensor:
+        return _ew.logical_or(self, _lift(other, self))
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return F.index(self, index)
+
+    # ----- methods with PyTorch's names (defined once, in dlrun.functional) ---------------------
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return F.sum(self, dim, keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return F.mean(self, dim, keepdim)
+
+    def var(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
+        return F.var(self, dim, unbiased=unbiased, keepdim=keepdim)
+
+    def std(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
+        return F.std(self, dim, unbiased=unbiased, keepdim=keepdim)
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return F.max(self, dim, keepdim)
+
+    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return F.min(self, dim, keepdim)
+
+    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return F.amax(self, dim, keepdim)
+
+    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return F.amin(self, dim, keepdim)
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return F.argmax(self, dim, keepdim)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return F.argmin(self, dim, keepdim)
+
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        return F.logsumexp(self, dim, keepdim)
+
+    def softmax(self, dim: int) -> Tensor:
+        return F.softmax(self, dim)
+
+    def log_softmax(self, dim: int) -> Tensor:
+        return F.log_softmax(self, dim)
+
+    def exp(self) -> Tensor:
+        return _ew.exp(self)
+
+    def log(self) -> Tensor:
+        return _ew.log(self)
+
+    def sqrt(self) -> Tensor:
+        return _ew.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return _ew.abs(self)
+
+    def tanh(self) -> Tensor:
+        return _ew.tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        return _ew.sigmoid(self)
+
+    def relu(self) -> Tensor:
+        return _ew.relu(self)
+
+    def pow(self, exponent: Any) -> Tensor:
+        return F.pow(self, exponent)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return F.clamp(self, min, max)
+
+    def matmul(self, other: Any) -> Tensor:
+        return F.matmul(self, other)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return F.reshape(self, *shape)
+
+    def view(self, *shape: Any) -> Tensor:
+        return F.reshape(self, *shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return F.flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return F.transpose(self, dim0, dim1)
+
+    def t(self) -> Tensor:
+        return F.transpose(self, 0, 1) if self.ndim == 2 else self
+
+    def permute(self, *dims: Any) -> Tensor:
+        return F.permute(self, *dims)
+
+    def expand(self, *shape: Any) -> Tensor:
+        return F.expand(self, *shape)
+
+    def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
+        return F.broadcast_to(self, shape)
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        return F.squeeze(self, dim)
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        return F.unsqueeze(self, dim)
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        return F.split(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        return F.chunk(self, chunks, dim)
+
+    def gather(self, dim: int, index: Tensor) -> Tensor:
+        return F.gather(self, dim, index)
+
+    def masked_fill(self, mask: Tensor, value: float) -> Tensor:
+        return F.where(mask, _lift(value, self), self)
+
+
+def _lift(x: Any, like: Tensor) -> Tensor:
+    """A Python scalar or array as a constant tensor on `like`'s device (scalars take its dtype)."""
+    if isinstance(x, Tensor):
+        return x
+    from dlrun.engine.creation import scalar_like
+
+    return scalar_like(x, like)
+
+
+from dlrun import functional as F  # noqa: E402  (methods delegate to the functional API)
+from dlrun.engine.prims import elementwise as _ew  # noqa: E402
