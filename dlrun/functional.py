@@ -490,7 +490,8 @@ def _advanced_index(input: Tensor, items: tuple[Any, ...]) -> Tensor:
     arrays = [i for i in items if _is_array_index(i)]
     if len(arrays) == 1:
         pos = next(k for k, i in enumerate(items) if _is_array_index(i))
-        if builtins.all(isinstance(i, slice) and i == slice(None) for i in items[:pos] + items[pos + 1:]):
+        rest = items[:pos] + items[pos + 1 :]
+        if builtins.all(isinstance(i, slice) and i == slice(None) for i in rest):
             return _mv.take(input, _index_tensor(arrays[0], input), axis=pos)
     if len(arrays) == len(items):
         # x[i, j, ...]: flatten the indexed leading dims and gather with one linear index.
@@ -525,7 +526,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
                 raise NotImplementedError("padding='same' with an even kernel or stride > 1")
             padding = (dil[0] * (kh - 1) // 2, dil[1] * (kw - 1) // 2)
         else:
-            raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same'")
+            raise ValueError("conv2d: padding must be an int, a pair, 'valid' or 'same'")
     out = _conv.conv2d(input, weight, stride=_pair(stride), padding=_pair(padding), dilation=dil)
     if bias is not None:
         out = out + reshape(bias, 1, -1, 1, 1)

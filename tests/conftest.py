@@ -1,4 +1,4 @@
-"""Shared fixtures and marker handling: `gpu` skips without CUDA, `realdata` without the datasets."""
+"""Shared fixtures and markers: `gpu` skips without CUDA, `realdata` without the datasets."""
 
 from __future__ import annotations
 

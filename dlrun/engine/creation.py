@@ -32,7 +32,9 @@ def _dtype_for(data: Any, dtype: Any) -> np.dtype | None:
     return DEFAULT_DTYPE if arr.dtype.kind == "f" else None
 
 
-def as_array(data: Any, dtype: Any = None, device: str | None = None) -> tuple[Any, str, ModuleType]:
+def as_array(
+    data: Any, dtype: Any = None, device: str | None = None
+) -> tuple[Any, str, ModuleType]:
     """(array, device, xp) for data (Tensor, array, scalar or nested lists)."""
     if isinstance(data, Tensor):
         data = data._concrete("dlrun.tensor(tensor)")

@@ -246,7 +246,7 @@ class Tensor:
 
     # ----- devices and dtypes ------------------------------------------------------------------
     def to(self, device: str | None = None, dtype: Any = None) -> Tensor:
-        """A copy on another device and/or with another dtype (the same tensor if nothing changes)."""
+        """A copy on another device and/or dtype (the same tensor if nothing changes)."""
         t = self
         if dtype is not None and np.dtype(dtype) != self.dtype:
             t = t.to_dtype(dtype)

@@ -1,9 +1,10 @@
 """The primitive registry: each op is one entry holding its forward, shape rule and vjp rule.
 
-A primitive's `forward(xp, *arrays, **attrs)` runs on backend arrays; its `shape_rule(*avals, **attrs)`
-gives the output (shape, dtype) from inputs that only need `.shape`/`.dtype` (symbolic tensors
-included); its `vjp(g, y, *xs, **attrs)` is written with dlrun ops, so eager backward runs it and the
-static tracer records it. Calling a primitive applies it through `dispatch.apply`.
+A primitive's `forward(xp, *arrays, **attrs)` runs on backend arrays; its
+`shape_rule(*avals, **attrs)` gives the output (shape, dtype) from inputs that only need
+`.shape`/`.dtype` (symbolic tensors included); its `vjp(g, y, *xs, **attrs)` is written with
+dlrun ops, so eager backward runs it and the static tracer records it. Calling a primitive
+applies it through `dispatch.apply`.
 """
 
 from __future__ import annotations
