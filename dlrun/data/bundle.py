@@ -75,8 +75,9 @@ def check_fraction(name: str, value: float, dataset: str) -> float:
 def check_positive_int(name: str, value: Any, dataset: str, minimum: int = 1) -> int:
     """An integer >= minimum, else DataError naming the dataset option."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise DataError(f"dataset {dataset!r}: {name} must be an integer >= {minimum}, "
-                        f"got {value!r}")
+        raise DataError(
+            f"dataset {dataset!r}: {name} must be an integer >= {minimum}, got {value!r}"
+        )
     return int(value)
 
 
@@ -150,11 +151,17 @@ class Standardizer:
 
     def to_meta(self) -> dict[str, Any]:
         """JSON form, saved with the run."""
-        return {"kind": self.kind, "mean": np.atleast_1d(self.mean).tolist(),
-                "std": np.atleast_1d(self.std).tolist()}
+        return {
+            "kind": self.kind,
+            "mean": np.atleast_1d(self.mean).tolist(),
+            "std": np.atleast_1d(self.std).tolist(),
+        }
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Standardizer:
         """Rebuild from `to_meta()` output (for eval / prediction)."""
-        return cls(np.asarray(meta["mean"], dtype=np.float64),
-                   np.asarray(meta["std"], dtype=np.float64), meta.get("kind", "standard"))
+        return cls(
+            np.asarray(meta["mean"], dtype=np.float64),
+            np.asarray(meta["std"], dtype=np.float64),
+            meta.get("kind", "standard"),
+        )

@@ -60,9 +60,7 @@ def _key(name: str) -> str:
 
 def _builder(name: str) -> Builder:
     if not isinstance(name, str) or _key(name) not in DATASETS:
-        raise DataError(
-            f"unknown dataset {name!r}; available: {', '.join(available_datasets())}"
-        )
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
     return DATASETS[_key(name)]
 
 

@@ -28,6 +28,9 @@ Progress = Callable[[int, int | None], None]
 """progress(done_bytes, total_bytes): total is None when the server sends no length."""
 
 _CHUNK = 1 << 16
+RETRIES = 3  # attempts per mirror on transient errors
+BACKOFF = 1.0  # seconds before the 2nd attempt, doubled after each failure
+TIMEOUT = 30.0  # seconds of socket inactivity before an attempt is abandoned
 _STAMP_SUFFIX = ".verified"
 
 
@@ -209,12 +212,15 @@ def verify_file(path: str | Path, checksum: Checksum, *, use_stamp: bool = True)
 
 
 def locate(name: str, filename: str, root: str | Path | None = None) -> Path | None:
-    """An existing copy of the file: `<root>/<folder>/<filename>`, or `<root>/<filename>` (root
-    given as the dataset folder itself); None when neither exists. root defaults to the cache.
+    """An existing copy of the file: `<root>/<folder>/<filename>`, or, for an explicit root
+    that is the dataset folder itself, `<root>/<filename>`; None when there is none. root
+    defaults to the cache (where only the `<folder>/` layout counts).
     """
     base = Path(root).expanduser() if root is not None else cache_dir()
-    folder = source(name).folder
-    for candidate in (base / folder / filename, base / filename):
+    candidates = [base / source(name).folder / filename]
+    if root is not None:
+        candidates.append(base / filename)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     return None
@@ -228,9 +234,9 @@ def fetch(
     progress: Progress | None = None,
     mirrors: Sequence[str] | None = None,
     checksum: Checksum | None = None,
-    retries: int = 3,
-    timeout: float = 30.0,
-    backoff: float = 1.0,
+    retries: int | None = None,
+    timeout: float | None = None,
+    backoff: float | None = None,
     download: bool = True,
 ) -> Path:
     """Path of a verified dataset file, downloading it into `<root>/<folder>/` when missing.
@@ -238,8 +244,12 @@ def fetch(
     `mirrors` and `checksum` override the table in `SOURCES` (tests point them at a local
     server). Each mirror is tried up to `retries` times on transient errors (a 404 or a bad
     checksum moves straight to the next mirror). DataError names the file when no copy can
-    be found or verified.
+    be found or verified. retries / timeout / backoff default to the module's RETRIES,
+    TIMEOUT and BACKOFF.
     """
+    retries = RETRIES if retries is None else retries
+    timeout = TIMEOUT if timeout is None else timeout
+    backoff = BACKOFF if backoff is None else backoff
     src = source(name)
     if checksum is None:
         checksum = src.files.get(filename)
@@ -284,7 +294,8 @@ def fetch(
                 _write_stamp(target, checksum)
                 return target
     raise DataError(
-        f"{target}: file not found and could not be downloaded: " + "; ".join(failures)
+        f"{target}: file not found and could not be downloaded: "
+        + "; ".join(failures)
         + f". Put the file there by hand, or point $DLRUN_DATA_DIR at a folder holding "
         f"{src.folder}/{filename}"
     )

@@ -142,9 +142,7 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     code = codes.get(array.dtype.newbyteorder("="))
     if code is None:
         raise DataError(f"{path}: IDX cannot store dtype {array.dtype}")
-    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
+    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     body = np.ascontiguousarray(array, dtype=np.dtype(_IDX_DTYPES[code])).tobytes()
     data = header + body
     if compress is None:

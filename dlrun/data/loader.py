@@ -58,8 +58,11 @@ class DataLoader:
             raise DataError(f"DataLoader: {len(x)} inputs but {len(y)} targets")
         if len(x) == 0:
             raise DataError("DataLoader: the split is empty")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
-                or batch_size < 1:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int | np.integer)
+            or batch_size < 1
+        ):
             raise DataError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise DataError(f"DataLoader: seed must be an integer >= 0, got {seed!r}")

@@ -21,8 +21,13 @@ from dlrun.errors import DataError
 
 
 def _bundle(
-    name: str, x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float,
-    seed: int, meta: dict[str, Any],
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    meta: dict[str, Any],
 ) -> DatasetBundle:
     val_fraction = check_fraction("val_fraction", val_fraction, name)
     test_fraction = check_fraction("test_fraction", test_fraction, name)
@@ -63,12 +68,17 @@ def linear(
     x = rng.normal(size=(n, n_features))
     y = x @ w + b + noise * rng.normal(size=(n, n_outputs))
     meta = {
-        "task": "regression", "input_shape": [n_features], "input_dtype": "float32",
-        "output_dim": n_outputs, "true_weights": w.tolist(), "true_bias": b.tolist(),
+        "task": "regression",
+        "input_shape": [n_features],
+        "input_dtype": "float32",
+        "output_dim": n_outputs,
+        "true_weights": w.tolist(),
+        "true_bias": b.tolist(),
         "noise": noise,
     }
-    return _bundle(name, x.astype(np.float32), y.astype(np.float32), val_fraction,
-                   test_fraction, seed, meta)
+    return _bundle(
+        name, x.astype(np.float32), y.astype(np.float32), val_fraction, test_fraction, seed, meta
+    )
 
 
 def blobs(
@@ -92,8 +102,12 @@ def blobs(
     y = rng.permutation(np.arange(n) % n_classes).astype(np.int64)
     x = centres[y] + spread * rng.normal(size=(n, n_features))
     meta = {
-        "task": "classification", "input_shape": [n_features], "input_dtype": "float32",
-        "num_classes": n_classes, "output_dim": n_classes, "centres": centres.tolist(),
+        "task": "classification",
+        "input_shape": [n_features],
+        "input_dtype": "float32",
+        "num_classes": n_classes,
+        "output_dim": n_classes,
+        "centres": centres.tolist(),
     }
     return _bundle(name, x.astype(np.float32), y, val_fraction, test_fraction, seed, meta)
 
@@ -120,11 +134,15 @@ def spirals(
     theta = (y + r * turns * n_classes) * (2 * np.pi / n_classes) + noise * rng.normal(size=n)
     x = np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
     meta = {
-        "task": "classification", "input_shape": [2], "input_dtype": "float32",
-        "num_classes": n_classes, "output_dim": n_classes,
+        "task": "classification",
+        "input_shape": [2],
+        "input_dtype": "float32",
+        "num_classes": n_classes,
+        "output_dim": n_classes,
     }
-    return _bundle(name, x.astype(np.float32), y.astype(np.int64), val_fraction,
-                   test_fraction, seed, meta)
+    return _bundle(
+        name, x.astype(np.float32), y.astype(np.int64), val_fraction, test_fraction, seed, meta
+    )
 
 
 def sine(
@@ -153,8 +171,12 @@ def sine(
     x = wave[:, :lookback, None].astype(np.float32)
     y = wave[:, lookback:].astype(np.float32)
     meta = {
-        "task": "regression", "input_shape": [lookback, 1], "input_dtype": "float32",
-        "output_dim": horizon, "lookback": lookback, "horizon": horizon,
+        "task": "regression",
+        "input_shape": [lookback, 1],
+        "input_dtype": "float32",
+        "output_dim": horizon,
+        "lookback": lookback,
+        "horizon": horizon,
     }
     return _bundle(name, x, y, val_fraction, test_fraction, seed, meta)
 
@@ -185,7 +207,10 @@ def adding(
     x = np.stack([values, markers], axis=2).astype(np.float32)
     y = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)
     meta = {
-        "task": "regression", "input_shape": [seq_len, 2], "input_dtype": "float32",
-        "output_dim": 1, "seq_len": seq_len,
+        "task": "regression",
+        "input_shape": [seq_len, 2],
+        "input_dtype": "float32",
+        "output_dim": 1,
+        "seq_len": seq_len,
     }
     return _bundle(name, x, y, val_fraction, test_fraction, seed, meta)

@@ -271,12 +271,14 @@ def series(
         raise DataError(f"dataset 'series': scale must be standard, minmax or none, got {scale!r}")
     if path is None:
         if dataset is None:
-            raise DataError("dataset 'series': give a CSV path or a named dataset "
-                            f"({', '.join(NAMED_SERIES)})")
+            raise DataError(
+                f"dataset 'series': give a CSV path or a named dataset ({', '.join(NAMED_SERIES)})"
+            )
         key = dataset.replace("-", "_").lower()
         if key not in NAMED_SERIES:
-            raise DataError(f"dataset 'series': unknown series {dataset!r}; known: "
-                            f"{', '.join(NAMED_SERIES)}")
+            raise DataError(
+                f"dataset 'series': unknown series {dataset!r}; known: {', '.join(NAMED_SERIES)}"
+            )
         filename, default_column = NAMED_SERIES[key]
         path = fetch("timeseries", filename, root, progress=progress, download=download)
         column = default_column if column is None else column
@@ -294,8 +296,11 @@ def series(
         scaler = None
     scaled = scaler.transform(values) if scaler is not None else values.astype(np.float32)
 
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
-              "test": (n_train + n_val, n)}
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, n),
+    }
     win = np.lib.stride_tricks.sliding_window_view(scaled, lookback + horizon)
     starts_all = np.arange(len(win))  # window i: inputs i..i+L-1, targets i+L..i+L+H-1
     splits: dict[str, Split | None] = {}

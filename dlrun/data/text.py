@@ -156,6 +156,11 @@ def tinyshakespeare(
 ) -> DatasetBundle:
     """Tiny Shakespeare (karpathy/char-rnn), 1.1M characters, 65 distinct."""
     return text(
-        None, seq_len=seq_len, stride=stride, val_fraction=val_fraction, root=root,
-        download=download, progress=progress,
+        None,
+        seq_len=seq_len,
+        stride=stride,
+        val_fraction=val_fraction,
+        root=root,
+        download=download,
+        progress=progress,
     )

@@ -13,8 +13,16 @@ from dlrun.data.idx import read_image_label_pair
 from dlrun.errors import DataError
 
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -105,8 +113,14 @@ def mnist(
 ) -> DatasetBundle:
     """MNIST handwritten digits: 60k train (minus validation) and 10k test, 28x28, 10 classes."""
     return idx_image_dataset(
-        "mnist", root, val_fraction=val_fraction, seed=seed, normalize=normalize,
-        flatten=flatten, download=download, progress=progress,
+        "mnist",
+        root,
+        val_fraction=val_fraction,
+        seed=seed,
+        normalize=normalize,
+        flatten=flatten,
+        download=download,
+        progress=progress,
     )
 
 
@@ -122,6 +136,13 @@ def fashion_mnist(
 ) -> DatasetBundle:
     """Fashion-MNIST (Zalando): same format and sizes as MNIST, 10 clothing classes."""
     return idx_image_dataset(
-        "fashion_mnist", root, val_fraction=val_fraction, seed=seed, normalize=normalize,
-        flatten=flatten, download=download, progress=progress, class_names=FASHION_CLASSES,
+        "fashion_mnist",
+        root,
+        val_fraction=val_fraction,
+        seed=seed,
+        normalize=normalize,
+        flatten=flatten,
+        download=download,
+        progress=progress,
+        class_names=FASHION_CLASSES,
     )
