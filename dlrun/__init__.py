@@ -10,6 +10,7 @@ from dlrun import functional
 from dlrun.backend import cuda_available
 from dlrun.engine import prims as _prims  # noqa: F401  (registers every primitive)
 from dlrun.engine.autograd import enable_grad, is_grad_enabled, no_grad
+from dlrun.engine.compile import compile
 from dlrun.engine.creation import (
     arange,
     empty,
@@ -79,7 +80,7 @@ bool_ = "bool"
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "eye", "arange",
+    "Tensor", "tensor", "compile", "from_numpy", "zeros", "ones", "full", "empty", "eye", "arange",
     "linspace", "zeros_like", "ones_like", "full_like", "rand", "randn", "randint",
     "manual_seed", "no_grad", "enable_grad", "is_grad_enabled", "cuda_available", "functional",
     "abs", "amax", "amin", "argmax", "argmin", "cat", "chunk", "clamp", "concat", "exp",

@@ -20,12 +20,12 @@ DEFAULT_DTYPE = np.dtype(np.float32)
 def _dtype_for(data: Any, dtype: Any) -> np.dtype | None:
     if dtype is not None:
         return np.dtype(dtype)
+    if isinstance(data, np.ndarray | np.generic):
+        return None
     if isinstance(data, float) or (
         isinstance(data, list | tuple) and np.asarray(data).dtype.kind == "f"
     ):
         return DEFAULT_DTYPE
-    if isinstance(data, np.ndarray | np.generic):
-        return None
     if hasattr(data, "__cuda_array_interface__"):
         return None
     arr = np.asarray(data)

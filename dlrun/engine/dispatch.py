@@ -82,3 +82,11 @@ def apply(prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> T
 
 def current_mode() -> Mode:
     return MODE.get()
+
+
+def note_module(module: Any) -> None:
+    """Modules call this from __call__: a trace records them, so their train/eval flags join the
+    compiled function's signature."""
+    mode = MODE.get()
+    if mode is not EAGER:
+        mode.note_module(module)

@@ -26,7 +26,7 @@ class Tensor:
         "dtype",
         "device",
         "requires_grad",
-        "grad",
+        "_grad",
         "_ctx",
         "_retains_grad",
         "__weakref__",
@@ -53,7 +53,7 @@ class Tensor:
         self.dtype = dtype
         self.device = device
         self.requires_grad = requires_grad
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self._ctx: tuple | None = None
         self._retains_grad = False
 
@@ -167,6 +167,28 @@ class Tensor:
         return f"tensor({body}{dt}{extra})"
 
     # ----- autograd ----------------------------------------------------------------------------
+    @property
+    def grad(self) -> Tensor | None:
+        """The accumulated gradient (a Tensor) or None."""
+        g = self._grad
+        if g is not None and g._value is not None and self._value is not None:
+            from dlrun.engine import dispatch
+
+            mode = dispatch.MODE.get()
+            if mode is not dispatch.EAGER:
+                return mode.read_grad(self)  # tracing: read live at every call
+        return g
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if self._value is not None:
+            from dlrun.engine import dispatch
+
+            mode = dispatch.MODE.get()
+            if mode is not dispatch.EAGER:
+                mode.note_grad(self)  # tracing: the compiled plan replays this change
+        self._grad = value
+
     def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
         """Accumulate gradients of this tensor into the `.grad` of the leaves it depends on."""
         from dlrun.engine.autograd import backward

@@ -1,0 +1,223 @@
+"""dlrun.compile(fn): trace once per input signature, optimize, lower to a plan, replay.
+
+The first call with a new signature (tensor shapes/dtypes/devices/requires_grad, Python argument
+values, grad mode, train/eval flags of the modules used) traces `fn` into a graph, runs the passes
+and caches the lowered plan; later calls with that signature run the plan without running fn's
+Python body. Every trace is counted and its reason logged; a cap turns a retracing storm into a
+clear error (or, when allowed, a recorded fall-back to eager).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dlrun.backend import get_xp
+from dlrun.engine import autograd, passes
+from dlrun.engine.graph import Graph
+from dlrun.engine.plan import Plan, lower
+from dlrun.engine.tensor import Tensor
+from dlrun.engine.trace import TraceResult, trace, unflatten
+from dlrun.errors import TraceError
+
+log = logging.getLogger("dlrun.compile")
+
+
+@dataclass
+class TraceRecord:
+    """One trace: the signature that caused it, why, and what the passes did."""
+
+    signature: tuple[Any, ...]
+    reason: str
+    seconds: float
+    report: passes.PassReport
+
+
+@dataclass
+class _Entry:
+    result: TraceResult
+    plan: Plan
+    graph: Graph
+
+
+def _arg_sig(a: Any) -> Any:
+    if isinstance(a, Tensor):
+        return ("tensor", a.shape, a.dtype.str, a.device, a.requires_grad)
+    try:
+        hash(a)
+    except TypeError:
+        raise TraceError(
+            f"compiled functions take tensors and hashable Python values; got {type(a).__name__}"
+        ) from None
+    return ("py", a)
+
+
+def _describe(sig: tuple[Any, ...]) -> list[str]:
+    out = []
+    for i, part in enumerate(sig[0]):
+        if part[0] == "tensor":
+            out.append(f"argument {i}: shape {part[1]}, dtype {np.dtype(part[2]).name}, "
+                       f"device {part[3]}, requires_grad={part[4]}")
+        else:
+            out.append(f"argument {i}: {part[1]!r}")
+    return out
+
+
+def _reason(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> str:
+    if old is None:
+        return "first call"
+    if len(old[0]) != len(new[0]):
+        return f"number of arguments {len(old[0])} -> {len(new[0])}"
+    for i, (a, b) in enumerate(zip(old[0], new[0], strict=True)):
+        if a != b:
+            if a[0] == b[0] == "tensor":
+                names = ("kind", "shape", "dtype", "device", "requires_grad")
+                show = [str, str, lambda d: np.dtype(d).name, str, str]
+                diffs = [f"{names[k]} {show[k](a[k])} -> {show[k](b[k])}"
+                         for k in range(1, 5) if a[k] != b[k]]
+                return f"argument {i}: " + ", ".join(diffs)
+            return f"argument {i}: {a[1]!r} -> {b[1]!r}"
+    if old[1] != new[1]:
+        return f"keyword arguments {old[1]} -> {new[1]}"
+    if old[2] != new[2]:
+        return f"grad mode {old[2]} -> {new[2]}"
+    if old[3] != new[3]:
+        return "train/eval mode of a module changed"
+    return "a captured tensor's .grad changed between None and a tensor"
+
+
+class CompiledFunction:
+    """The callable returned by dlrun.compile."""
+
+    def __init__(self, fn: Callable[..., Any], *, passes_enabled: bool | tuple[str, ...] = True,
+                 max_traces: int = 8, fallback: str = "error") -> None:
+        if fallback not in ("error", "eager"):
+            raise ValueError("fallback must be 'error' or 'eager'")
+        self.fn = fn
+        self.passes_enabled = passes_enabled
+        self.max_traces = max_traces
+        self.fallback = fallback
+        self.traces: list[TraceRecord] = []
+        self.fallbacks = 0
+        self._cache: dict[tuple[Any, ...], _Entry] = {}
+        self._modules: list[Any] = []
+        self._grad_tracked: list[Tensor] = []
+        self._last_sig: tuple[Any, ...] | None = None
+        functools.update_wrapper(self, fn)
+
+    @property
+    def trace_count(self) -> int:
+        return len(self.traces)
+
+    @property
+    def last(self) -> _Entry | None:
+        """The most recently used cache entry (graph, plan, trace result)."""
+        return self._cache.get(self._last_sig) if self._last_sig else None
+
+    def _signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            tuple(_arg_sig(a) for a in args),
+            tuple(sorted((k, _arg_sig(v)) for k, v in kwargs.items())),
+            autograd.GRAD.enabled,
+            tuple(bool(m.training) for m in self._modules),
+            tuple(t._grad is None for t in self._grad_tracked),
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        sig = self._signature(args, kwargs)
+        entry = self._cache.get(sig)
+        if entry is None:
+            if self.trace_count >= self.max_traces:
+                reason = _reason(self._last_sig, sig)
+                if self.fallback == "eager":
+                    self.fallbacks += 1
+                    log.warning("dlrun.compile(%s): trace cap %d reached (%s); running eagerly",
+                                self.__name__, self.max_traces, reason)
+                    return self.fn(*args, **kwargs)
+                raise TraceError(
+                    f"dlrun.compile({self.__name__}) traced {self.trace_count} times, the cap "
+                    f"(max_traces={self.max_traces}); the last retrace was caused by: {reason}. "
+                    "Keep input shapes fixed (e.g. drop_last=True), raise max_traces, or pass "
+                    "fallback='eager'"
+                )
+            entry, sig = self._trace(args, kwargs, sig)
+        self._last_sig = sig
+        return self._run(entry, args, kwargs)
+
+    def _trace(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+               sig: tuple[Any, ...]) -> tuple[_Entry, tuple[Any, ...]]:
+        start = time.perf_counter()
+        device = _device_of(args, kwargs)
+        xp = get_xp(device)
+        result = trace(self.fn, args, kwargs, device, xp)
+        for m in result.modules:
+            if all(m is not k for k in self._modules):
+                self._modules.append(m)
+        for t in result.grad_touched:
+            if all(t is not k for k in self._grad_tracked):
+                self._grad_tracked.append(t)
+        sig = self._signature(args, kwargs)  # the modules and grads tracked may have grown
+        graph, report = passes.run(result.graph, self.passes_enabled)
+        plan = lower(graph, xp)
+        entry = self._cache[sig] = _Entry(result, plan, graph)
+        reason = _reason(self._last_sig, sig)
+        record = TraceRecord(sig, reason, time.perf_counter() - start, report)
+        self.traces.append(record)
+        if self.traces[:-1]:
+            log.info("dlrun.compile(%s): retrace #%d: %s", self.__name__, len(self.traces),
+                     reason)
+        return entry, sig
+
+    def _run(self, entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        inputs = [a._value for a in args if isinstance(a, Tensor)]
+        if kwargs:
+            inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
+        state = entry.result.state
+        grads_in = [state[s]._grad._value for s in entry.result.grad_read_slots]
+        outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
+        for slot, value in zip(entry.plan.state_write_slots, writes, strict=True):
+            state[slot]._value = value
+        for slot, value in zip(entry.plan.grad_write_slots, grads, strict=True):
+            t = state[slot]
+            t._grad = Tensor._wrap(value, t.device, t._xp, False)
+        for slot, value in entry.result.grad_effects:
+            state[slot]._grad = value
+        ref = _first_tensor(args, state)
+        device, xp = (ref.device, ref._xp) if ref is not None else ("cpu", np)
+        wrapped = [Tensor._wrap(o if type(o) is xp.ndarray else xp.asarray(o), device, xp, False)
+                   for o in outs]
+        return unflatten(entry.result.out_tree, wrapped)
+
+
+def _first_tensor(args: tuple[Any, ...], state: list[Tensor]) -> Tensor | None:
+    for a in args:
+        if isinstance(a, Tensor):
+            return a
+    return state[0] if state else None
+
+
+def _device_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, Tensor):
+            return a.device
+    return "cpu"
+
+
+def compile(fn: Callable[..., Any] | None = None, *, passes: bool | tuple[str, ...] = True,  # noqa: A001
+            max_traces: int = 8, fallback: str = "error") -> Any:
+    """Compile fn into a static graph: traced once per input signature, optimized, replayed.
+
+    `passes`: True (all), False (none) or a tuple of pass names. `max_traces`: how many
+    signatures may be traced before a retrace is an error (or, with fallback='eager', runs fn
+    eagerly and is counted in `.fallbacks`). Usable as a decorator, with or without arguments.
+    """
+    if fn is None:
+        return lambda f: CompiledFunction(f, passes_enabled=passes, max_traces=max_traces,
+                                          fallback=fallback)
+    return CompiledFunction(fn, passes_enabled=passes, max_traces=max_traces, fallback=fallback)

@@ -1,0 +1,24 @@
+"""Dead-code elimination: drop nodes that reach no output, state write or impure node."""
+
+from __future__ import annotations
+
+from dlrun.engine.graph import SINKS, Graph
+from dlrun.engine.prims.registry import REGISTRY
+
+
+def _impure(op: str) -> bool:
+    prim = REGISTRY.get(op)
+    return prim is not None and not prim.pure
+
+
+def dce(graph: Graph) -> Graph:
+    """Keep sinks, impure nodes (random draws keep their order) and what they use."""
+    live: set[int] = set()
+    for n in reversed(graph.nodes):
+        if n.op in SINKS or _impure(n.op) or n.id in live:
+            live.add(n.id)
+            live.update(n.inputs)
+    kept = [n for n in graph.nodes if n.id in live or n.op == "input"]
+    out = graph.replace(kept)
+    out.meta["dce_detail"] = {"removed": len(graph.nodes) - len(kept)}
+    return out

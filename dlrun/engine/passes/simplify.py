@@ -1,0 +1,97 @@
+"""Algebraic simplification: x*1, x+0, x-0, x/1, -(-x), permute∘permute, reshape∘reshape, no-op
+reshape/broadcast/cast, and broadcast_to feeding an elementwise op (which broadcasts itself).
+A rewrite applies only when the result keeps the node's shape and dtype."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dlrun.engine.graph import Graph, Node, renumber_inputs
+from dlrun.engine.prims.registry import REGISTRY, Kind, broadcast_shapes
+
+
+def _const_equals(node: Node | None, value: float) -> bool:
+    if node is None or node.op != "const":
+        return False
+    v = node.attrs["value"]
+    return v.size <= 4096 and bool((v == value).all())
+
+
+def _elementwise(op: str) -> bool:
+    prim = REGISTRY.get(op)
+    return prim is not None and prim.kind is Kind.ELEMENTWISE
+
+
+def _skip_broadcasts(n: Node, ins: list[Node | None], by_id: dict[int, Node]) -> Node:
+    """Elementwise ops broadcast by themselves: read a broadcast_to's source directly."""
+    new = list(n.inputs)
+    for k, i in enumerate(ins):
+        if i is None or i.op != "broadcast_to":
+            continue
+        trial = new.copy()
+        trial[k] = i.inputs[0]
+        shapes = [by_id[j].shape for j in trial]
+        if broadcast_shapes(*shapes) == n.shape:
+            new = trial
+    return n if tuple(new) == n.inputs else replace(n, inputs=tuple(new))
+
+
+def simplify(graph: Graph) -> Graph:
+    by_id: dict[int, Node] = {}
+    mapping: dict[int, int] = {}
+    out: list[Node] = []
+    rewrites = 0
+
+    def same(n: Node, other_id: int) -> bool:
+        o = by_id[other_id]
+        return o.shape == n.shape and o.dtype == n.dtype
+
+    for n in graph.nodes:
+        n = renumber_inputs(n, mapping)
+        target: int | None = None
+        ins = [by_id.get(i) for i in n.inputs]
+        if n.op in ("mul", "add"):
+            unit = 1.0 if n.op == "mul" else 0.0
+            a, b = n.inputs
+            if _const_equals(ins[1], unit) and same(n, a):
+                target = a
+            elif _const_equals(ins[0], unit) and same(n, b):
+                target = b
+        elif n.op in ("sub", "div"):
+            unit = 0.0 if n.op == "sub" else 1.0
+            if _const_equals(ins[1], unit) and same(n, n.inputs[0]):
+                target = n.inputs[0]
+        elif n.op == "neg" and ins[0] is not None and ins[0].op == "neg":
+            target = ins[0].inputs[0]
+        elif n.op in ("reshape", "broadcast_to") and same(n, n.inputs[0]):
+            target = n.inputs[0]
+        elif n.op == "cast" and same(n, n.inputs[0]):
+            target = n.inputs[0]
+        elif n.op == "reshape" and ins[0] is not None and ins[0].op == "reshape":
+            n = replace(n, inputs=ins[0].inputs)
+            rewrites += 1
+        elif n.op == "permute" and ins[0] is not None and ins[0].op == "permute":
+            inner, outer = ins[0].attrs["axes"], n.attrs["axes"]
+            axes = tuple(inner[a] for a in outer)
+            if axes == tuple(range(len(axes))):
+                target = ins[0].inputs[0]
+            else:
+                n = replace(n, inputs=ins[0].inputs, attrs={"axes": axes})
+                rewrites += 1
+        elif n.op == "permute" and n.attrs["axes"] == tuple(range(len(n.shape))):
+            target = n.inputs[0]
+        if target is None and _elementwise(n.op) and any(
+                i is not None and i.op == "broadcast_to" for i in ins):
+            n2 = _skip_broadcasts(n, ins, by_id)
+            if n2 is not n:
+                n = n2
+                rewrites += 1
+        if target is not None:
+            mapping[n.id] = target
+            rewrites += 1
+            continue
+        by_id[n.id] = n
+        out.append(n)
+    g = graph.replace(out)
+    g.meta["simplify_detail"] = {"rewrites": rewrites}
+    return g
