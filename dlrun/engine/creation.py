@@ -15,6 +15,20 @@ from dlrun.engine import dispatch
 from dlrun.engine.tensor import Tensor
 
 DEFAULT_DTYPE = np.dtype(np.float32)
+_DEFAULT_DEVICE = ["cpu"]
+
+
+def set_default_device(device: str) -> None:
+    """The device of tensors created without an explicit device (like torch.set_default_device)."""
+    _DEFAULT_DEVICE[0] = normalize_device(device)
+
+
+def get_default_device() -> str:
+    return _DEFAULT_DEVICE[0]
+
+
+def _device(device: str | None) -> str:
+    return normalize_device(_DEFAULT_DEVICE[0] if device is None else device)
 
 
 def _dtype_for(data: Any, dtype: Any) -> np.dtype | None:
@@ -38,9 +52,9 @@ def as_array(
     """(array, device, xp) for data (Tensor, array, scalar or nested lists)."""
     if isinstance(data, Tensor):
         data = data._concrete("dlrun.tensor(tensor)")
-    if device is None:
-        device = "cuda:0" if hasattr(data, "__cuda_array_interface__") else "cpu"
-    device = normalize_device(device)
+    if device is None and hasattr(data, "__cuda_array_interface__"):
+        device = f"cuda:{data.device.id}"
+    device = _device(device)
     xp = get_xp(device)
     want = _dtype_for(data, dtype)
     if device == "cpu":
@@ -119,7 +133,7 @@ def full(
     size: Any, fill_value: float, *, dtype: Any = None, device: str | None = None,
     requires_grad: bool = False,
 ) -> Tensor:
-    device = normalize_device(device)
+    device = _device(device)
     if dtype is None:
         dtype = DEFAULT_DTYPE if isinstance(fill_value, float) else np.asarray(fill_value).dtype
     value = _full_value(get_xp(device), _shape((size,)) if isinstance(size, int) else _shape(
@@ -161,7 +175,7 @@ def arange(start: float, end: float | None = None, step: float = 1, *, dtype: An
            device: str | None = None) -> Tensor:
     if end is None:
         start, end = 0, start
-    device = normalize_device(device)
+    device = _device(device)
     if dtype is None:
         is_float = any(isinstance(v, float) for v in (start, end, step))
         dtype = DEFAULT_DTYPE if is_float else np.int64
@@ -169,13 +183,13 @@ def arange(start: float, end: float | None = None, step: float = 1, *, dtype: An
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: str | None = None) -> Tensor:
-    device = normalize_device(device)
+    device = _device(device)
     return constant(get_xp(device).eye(n, m, dtype=np.dtype(dtype or DEFAULT_DTYPE)), device)
 
 
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None,
              device: str | None = None) -> Tensor:
-    device = normalize_device(device)
+    device = _device(device)
     xp = get_xp(device)
     return constant(xp.linspace(start, end, steps, dtype=np.dtype(dtype or DEFAULT_DTYPE)), device)
 
@@ -183,7 +197,7 @@ def linspace(start: float, end: float, steps: int, *, dtype: Any = None,
 def _random(kind: str, size: tuple[Any, ...], dtype: Any, device: str | None, **kw: Any) -> Tensor:
     from dlrun.engine.prims import random
 
-    device = normalize_device(device)
+    device = _device(device)
     prim = {"normal": random.normal, "uniform": random.uniform}[kind]
     return prim(shape=_shape(size), dtype=np.dtype(dtype or DEFAULT_DTYPE), device=device, **kw)
 
@@ -208,4 +222,4 @@ def randint(low: int, high: int, size: tuple[int, ...], *, device: str | None = 
     from dlrun.engine.prims import random
 
     return random.randint(shape=_shape((size,)), low=int(low), high=int(high),
-                          device=normalize_device(device))
+                          device=_device(device))
