@@ -228,10 +228,8 @@ def _primitives_used(spec: OpSpec) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.ref is not None], ids=lambda s: s.name)
 def test_forward_matches_numpy(spec: OpSpec) -> None:
-    if spec.ref is None:
-        pytest.skip("no NumPy reference (covered by the gradient check)")
     arrays = make_inputs(spec)
     y, _ = eager_value_and_grads(spec, arrays, None)
     np.testing.assert_allclose(y, spec.ref(*arrays), rtol=1e-10, atol=1e-12)
