@@ -1,18 +1,29 @@
-"""The dlrun command line: a thin typer app; every command is one library call."""
+"""The dlrun command line: a thin typer app; every command is one library call.
+
+Errors a user can fix (DlrunError) end with one line on stderr and exit code 1; `--debug` shows
+the traceback. The runner reports through events, which `dlrun.render` draws with rich.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from dlrun import __version__
+from dlrun.errors import DlrunError
 
 app = typer.Typer(
     help="dlrun: train deep-learning experiments on dlrun's own engine, eager or static.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -24,6 +35,39 @@ class _State:
 
 state = _State()
 
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a config key, e.g. --set optimizer.lr=0.1 (repeatable).")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", help="Graph mode: eager or static.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Write events as JSON lines to stdout.")]
+
+
+def _overrides(set_: list[str] | None, mode: str | None, device: str | None,
+               seed: int | None) -> list[str]:
+    out = list(set_ or [])
+    for key, value in (("mode", mode), ("device", device), ("seed", seed)):
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+@contextmanager
+def error_boundary() -> Iterator[None]:
+    """DlrunError -> one line on stderr, exit 1 (the traceback only with --debug)."""
+    try:
+        yield
+    except DlrunError as e:
+        if state.debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
 
 def _version(value: bool) -> None:
     if value:
@@ -34,12 +78,116 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
-    ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
 ) -> None:
     """Global options."""
     state.debug = debug
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    mode: ModeOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue RUN_DIR from its last checkpoint (CONFIG is not re-read).",
+        show_default=False)] = None,
+    runs_dir: Annotated[Path | None, typer.Option(
+        "--runs-dir", help="Where run directories go (default: logging.dir, 'runs').")] = None,
+    quiet: QuietOpt = False,
+    json_lines: JsonOpt = False,
+) -> None:
+    """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/."""
+    from dlrun import render
+    from dlrun.config import load_config
+    from dlrun.runner import train as runner
+
+    with error_boundary():
+        view = render.make_view(console, quiet=quiet, json_lines=json_lines)
+        if resume is not None:
+            summary = runner.resume(resume, callbacks=[view])
+        else:
+            cfg = load_config(config, _overrides(set_, mode, device, seed))
+            summary = runner.train(cfg, callbacks=[view], runs_dir=runs_dir)
+        view.close()
+    if json_lines:
+        return
+    render.print_summary(console, summary)
+    if summary.get("status") == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command("eval")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.",
+                                        show_default=False)],
+    split: Annotated[str | None, typer.Option(
+        help="Which split: test, val or train (default: test, else val).")] = None,
+    tag: Annotated[str, typer.Option(help="Which checkpoint of a run: best or last.")] = "best",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Evaluate a saved checkpoint on a data split."""
+    from dlrun import render
+    from dlrun.runner.evaluate import evaluate as run_eval
+
+    with error_boundary():
+        result = run_eval(run, split=split, tag=tag)
+    if json_out:
+        console.print_json(json.dumps(result))
+    else:
+        render.print_eval(console, result)
+
+
+@app.command()
+def compare(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    steps: Annotated[int, typer.Option(help="Training steps compared for agreement.")] = 50,
+    timed: Annotated[int, typer.Option(help="Steps timed per mode.")] = 200,
+    warmup: Annotated[int, typer.Option(help="Warm-up steps before timing.")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?"""
+    from dlrun import render
+    from dlrun.config import load_config
+    from dlrun.runner.compare import compare as run_compare
+
+    with error_boundary():
+        cfg = load_config(config, _overrides(set_, None, device, seed))
+        view = render.make_view(err_console, quiet=json_out, json_lines=False)
+        report = run_compare(cfg, steps=steps, warmup=warmup, timed=timed, callbacks=[view])
+    if json_out:
+        console.print_json(json.dumps(report, default=float))
+    else:
+        render.print_compare(console, report)
+    if not report["agreement"]["agree"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def graph(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    no_passes: Annotated[bool, typer.Option("--no-passes", help="Show the graph as traced.")] = False,
+    dot: Annotated[Path | None, typer.Option(help="Also write Graphviz DOT to this file.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Print every node.")] = False,
+) -> None:
+    """Trace CONFIG's training step and show the graph and what each pass did to it."""
+    from dlrun import render
+    from dlrun.config import load_config
+    from dlrun.runner.graph import graph_report
+
+    with error_boundary():
+        cfg = load_config(config, list(set_ or []))
+        report = graph_report(cfg, passes=not no_passes)
+        if dot is not None:
+            dot.write_text(report["dot"])
+    render.print_graph(console, report, full=full)
 
 
 @app.command()
@@ -54,3 +202,8 @@ def info() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

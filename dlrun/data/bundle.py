@@ -41,8 +41,8 @@ class DatasetBundle:
     """Train / validation / test splits and the metadata a model and evaluator need.
 
     `val` is None when the validation fraction is 0; `test` is None when the dataset has no
-    test split and none was asked for. Standard `meta` keys: name, task ('classification' or
-    'regression'), input_shape (one sample), input_dtype, output_dim, num_classes
+    test split and none was asked for. Standard `meta` keys: name, task ('classification',
+    'regression' or 'language_model'), input_shape (one sample), input_dtype, output_dim, num_classes
     (classification), and per family: classes, vocab, scaler, true_weights...
     """
 

@@ -128,7 +128,7 @@ def text(
     val = part(val_ids, "validation") if n_val > 0 else None
     meta: dict[str, Any] = {
         "name": name,
-        "task": "classification",
+        "task": "language_model",
         "sequence": True,
         "input_shape": [seq_len],
         "input_dtype": "int64",

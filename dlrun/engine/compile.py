@@ -181,16 +181,18 @@ class CompiledFunction:
         state = entry.result.state
         grads_in = [state[s]._grad._value for s in entry.result.grad_read_slots]
         outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
-        for slot, value in zip(entry.plan.state_write_slots, writes, strict=True):
-            state[slot]._value = value
-        for slot, value in zip(entry.plan.grad_write_slots, grads, strict=True):
-            t = state[slot]
-            t._grad = Tensor._wrap(value, t.device, t._xp, False)
-        for slot, value in entry.result.grad_effects:
-            state[slot]._grad = value
         ref = _first_tensor(args, state)
         device, xp = (ref.device, ref._xp) if ref is not None else ("cpu", np)
-        wrapped = [Tensor._wrap(o if type(o) is xp.ndarray else xp.asarray(o), device, xp, False)
+        nd = xp.ndarray
+        for slot, value in zip(entry.plan.state_write_slots, writes, strict=True):
+            state[slot]._value = value if type(value) is nd else xp.asarray(value)
+        for slot, value in zip(entry.plan.grad_write_slots, grads, strict=True):
+            t = state[slot]
+            t._grad = Tensor._wrap(value if type(value) is nd else xp.asarray(value), t.device,
+                                   t._xp, False)
+        for slot, value in entry.result.grad_effects:
+            state[slot]._grad = value
+        wrapped = [Tensor._wrap(o if type(o) is nd else xp.asarray(o), device, xp, False)
                    for o in outs]
         return unflatten(entry.result.out_tree, wrapped)
 

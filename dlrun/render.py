@@ -1,0 +1,195 @@
+"""Drawing runner events and results with rich (used by the CLI only)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dlrun.runner.events import (
+    Checkpointed,
+    EpochEnd,
+    EvalEnd,
+    Event,
+    Message,
+    RunFinished,
+    RunStarted,
+    StepEnd,
+)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+class RichView:
+    """A progress bar with step, throughput and loss; one line per epoch/evaluation."""
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task = None
+        self._ema: float | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            if not self.quiet:
+                where = f" → {event.run_dir}" if event.run_dir else ""
+                self.console.print(
+                    f"[bold]{event.name}[/]: {event.mode} mode on {event.device}, "
+                    f"{event.num_parameters:,} parameters, {event.total_steps} steps{where}")
+                self.progress = Progress(
+                    TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeRemainingColumn(), console=self.console, transient=True)
+                self.progress.start()
+                self.task = self.progress.add_task("train", total=event.total_steps,
+                                                   completed=event.start_step, info="")
+        elif isinstance(event, StepEnd):
+            rate = event.samples / event.seconds if event.seconds > 0 else 0.0
+            self._ema = rate if self._ema is None else 0.9 * self._ema + 0.1 * rate
+            if self.progress is not None:
+                self.progress.update(self.task, completed=event.step,
+                                     description=f"epoch {event.epoch + 1}",
+                                     info=f"loss {event.loss:.4f} · {self._ema:,.0f} samples/s")
+        elif isinstance(event, EpochEnd):
+            if not self.quiet:
+                parts = " ".join(f"{k}={_fmt(v)}" for k, v in event.metrics.items()
+                                 if k not in ("epoch", "step") and v is not None)
+                self._print(f"epoch {event.epoch} (step {event.step}): {parts}")
+        elif isinstance(event, EvalEnd):
+            pass  # shown with the epoch line
+        elif isinstance(event, Checkpointed):
+            pass
+        elif isinstance(event, Message):
+            if not self.quiet:
+                self._print(f"[dim]{event.text}[/]")
+        elif isinstance(event, RunFinished):
+            self.close()
+
+    def _print(self, text: str) -> None:
+        (self.progress.console if self.progress else self.console).print(text)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class JsonLinesView:
+    """Every event as one JSON object per line (for scripts)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        data = asdict(event) if is_dataclass(event) else {"value": str(event)}
+        data = {"event": type(event).__name__, **data}
+        self.stream.write(json.dumps(data, default=_json_default) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    return float(v) if hasattr(v, "__float__") else str(v)
+
+
+def make_view(console: Console, quiet: bool = False, json_lines: bool = False) -> Any:
+    if json_lines:
+        import sys
+
+        return JsonLinesView(sys.stdout)
+    return RichView(console, quiet=quiet)
+
+
+def print_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary.get('name')} — {summary.get('status')}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for k, v in (summary.get("final") or {}).items():
+        if v is not None:
+            table.add_row(k, _fmt(v))
+    best = summary.get("best") or {}
+    if best.get("value") is not None:
+        table.add_row(f"best {best['metric']}", f"{_fmt(best['value'])} (step {best['step']})")
+    st = summary.get("step_time_ms") or {}
+    if st.get("median") is not None:
+        table.add_row("step time (median)", f"{st['median']:.3f} ms")
+    if summary.get("samples_per_second"):
+        table.add_row("throughput", f"{summary['samples_per_second']:,.0f} samples/s")
+    table.add_row("steps", str(summary.get("steps")))
+    table.add_row("mode / device", f"{summary.get('mode')} / {summary.get('device')}")
+    if summary.get("trace_counts"):
+        table.add_row("traces", ", ".join(f"{k} {v}" for k, v in summary["trace_counts"].items()))
+    table.add_row("wall time", f"{summary.get('wall_seconds', 0):.1f} s")
+    if summary.get("run_dir"):
+        table.add_row("run", summary["run_dir"])
+    console.print(table)
+
+
+def print_eval(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title=f"evaluation on the {result['split']} split", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value")
+    table.add_row("checkpoint", f"{result['checkpoint']} (step {result['step']})")
+    for k, v in result["metrics"].items():
+        table.add_row(k, _fmt(v))
+    console.print(table)
+
+
+def print_compare(console: Console, report: dict[str, Any]) -> None:
+    eager, static = report["modes"]["eager"], report["modes"]["static"]
+    table = Table(title=f"{report['name']}: eager vs static")
+    table.add_column("")
+    table.add_column("eager", justify="right")
+    table.add_column("static", justify="right")
+    table.add_row("median step", f"{eager['median_ms']:.3f} ms", f"{static['median_ms']:.3f} ms")
+    table.add_row("p10 / p90", f"{eager['p10_ms']:.3f} / {eager['p90_ms']:.3f}",
+                  f"{static['p10_ms']:.3f} / {static['p90_ms']:.3f}")
+    table.add_row("peak memory in a step", f"{eager['peak_step_bytes'] / 1e6:.2f} MB",
+                  f"{static['peak_step_bytes'] / 1e6:.2f} MB")
+    table.add_row("minor page faults / step", f"{eager['minor_faults_per_step']:.1f}",
+                  f"{static['minor_faults_per_step']:.1f}")
+    if "graph" in static:
+        p = static["passes"]
+        table.add_row("graph nodes (traced → optimized)", "-",
+                      f"{p['traced_nodes']} → {p['final_nodes']}")
+        table.add_row("traces", "-", str(static["trace_count"]))
+    console.print(table)
+    agree = report["agreement"]
+    verdict = "[green]agree[/]" if agree["agree"] else "[red]DISAGREE[/]"
+    console.print(
+        f"speedup [bold]{report['speedup']:.2f}x[/]; losses over {report['steps']} steps "
+        f"{verdict} (max relative difference {agree['max_loss_rel_diff']:.2e}, tolerance "
+        f"{report['tolerance']:.0e}; parameters {agree['max_param_rel_diff']:.2e})")
+
+
+def print_graph(console: Console, report: dict[str, Any], full: bool = False) -> None:
+    r = report["report"]
+    table = Table(title=f"passes (traced in {report['trace_seconds'] * 1e3:.1f} ms)")
+    for col in ("pass", "nodes", "compute nodes", "details"):
+        table.add_column(col)
+    for s in r["passes"]:
+        detail = ", ".join(f"{k}={_fmt(v)}" for k, v in s["detail"].items())
+        table.add_row(s["name"], f"{s['nodes_before']} → {s['nodes_after']}",
+                      f"{s['compute_before']} → {s['compute_after']}", detail)
+    console.print(table)
+    lines = report["text"].splitlines()
+    if not full and len(lines) > 60:
+        lines = lines[:30] + [f"... {len(lines) - 50} more nodes (--full) ..."] + lines[-20:]
+    console.print("\n".join(lines), highlight=False, markup=False)

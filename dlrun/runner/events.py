@@ -1,0 +1,76 @@
+"""What a run reports while it goes: events sent to callbacks (the CLI draws them; tests record
+them). The runner never prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_dir: Path | None
+    name: str
+    mode: str
+    device: str
+    num_parameters: int
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int = 0
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    step: int
+    epoch: int
+    loss: float
+    lr: float
+    seconds: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class EvalEnd:
+    step: int
+    epoch: int
+    split: str
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Checkpointed:
+    step: int
+    tag: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Message:
+    """Something worth telling the user that is not an error (early stop, retrace, resume)."""
+
+    text: str
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    status: str  # "completed" | "early_stopped" | "interrupted"
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+Event = RunStarted | StepEnd | EvalEnd | EpochEnd | Checkpointed | Message | RunFinished
+Callback = Callable[[Event], None]
+
+
+def emit(callbacks: list[Callback], event: Event) -> None:
+    for cb in callbacks:
+        cb(event)

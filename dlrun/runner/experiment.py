@@ -1,0 +1,241 @@
+"""Build everything a run needs from a config: data, loaders, model, loss, optimizer, schedule,
+and the train/eval step functions (compiled in static mode)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import dlrun
+from dlrun import functional as F
+from dlrun import optim
+from dlrun.backend import get_xp, normalize_device
+from dlrun.config import ExperimentConfig
+from dlrun.data.bundle import DatasetBundle, Split
+from dlrun.data.datasets import build_dataset, dataset_options
+from dlrun.data.loader import DataLoader
+from dlrun.engine.tensor import Tensor
+from dlrun.errors import ConfigError
+from dlrun.models import build_model
+from dlrun.nn import Module
+
+DEFAULT_LOSS = {"classification": "cross_entropy", "language_model": "cross_entropy",
+                "regression": "mse"}
+
+
+@dataclass
+class Experiment:
+    cfg: ExperimentConfig
+    device: str
+    dtype: np.dtype
+    bundle: DatasetBundle
+    task: str
+    model: Module
+    optimizer: optim.Optimizer
+    scheduler: Any  # LRScheduler | ReduceLROnPlateau | None
+    loss_name: str
+    train_loader: DataLoader
+    train_step: Any = None
+    eval_step: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> list[Tensor]:
+        return list(self.model.parameters())
+
+    def loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        data = getattr(self.bundle, split)
+        if data is None:
+            raise ConfigError(f"dataset {self.cfg.data.name!r} has no {split} split")
+        return _loader(data, self.cfg, self.device, self.dtype, shuffle=shuffle,
+                       drop_last=drop_last,
+                       batch_size=self.cfg.train.eval_batch_size or self.cfg.train.batch_size)
+
+
+def load_data(cfg: ExperimentConfig) -> DatasetBundle:
+    """The dataset named by cfg.data, with the run's seed and fractions where it takes them."""
+    accepted = set(dataset_options(cfg.data.name))
+    options = dict(cfg.data.options)
+    for key, value in (("root", cfg.data.root), ("val_fraction", cfg.data.val_fraction),
+                       ("seed", cfg.seed)):
+        if key in accepted and key not in options and value is not None:
+            options[key] = value
+    return build_dataset(cfg.data.name, **options)
+
+
+def _loader(split: Split, cfg: ExperimentConfig, device: str, dtype: np.dtype, *, shuffle: bool,
+            drop_last: bool, batch_size: int) -> DataLoader:
+    x = split.x
+    if x.dtype.kind == "f" and x.dtype != dtype:
+        x = x.astype(dtype)
+    y = split.y
+    if y.dtype.kind == "f" and y.dtype != dtype:
+        y = y.astype(dtype)
+    return DataLoader(x, y, batch_size=min(batch_size, len(x)), shuffle=shuffle, seed=cfg.seed,
+                      drop_last=drop_last and len(x) >= batch_size, device=device)
+
+
+def build_optimizer(cfg: ExperimentConfig, params: list[Tensor]) -> optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return optim.SGD(params, lr=o.lr, momentum=o.momentum, dampening=o.dampening,
+                         weight_decay=o.weight_decay, nesterov=o.nesterov)
+    if o.name in ("adam", "adamw"):
+        cls = optim.Adam if o.name == "adam" else optim.AdamW
+        return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    if o.name == "rmsprop":
+        return optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps,
+                             weight_decay=o.weight_decay, momentum=o.momentum)
+    raise ConfigError(f"optimizer.name: unknown optimizer {o.name!r}")
+
+
+def build_scheduler(cfg: ExperimentConfig, opt: optim.Optimizer, total: int) -> Any:
+    """The schedule; `total` is the number of schedule steps (epochs or steps by interval)."""
+    s = cfg.schedule
+    main: Any
+    if s.name == "constant":
+        main = None
+    elif s.name == "step":
+        main = optim.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+    elif s.name == "multistep":
+        main = optim.MultiStepLR(opt, milestones=list(s.milestones), gamma=s.gamma)
+    elif s.name == "exponential":
+        main = optim.ExponentialLR(opt, gamma=s.gamma)
+    elif s.name == "cosine":
+        main = optim.CosineAnnealingLR(opt, T_max=s.t_max or max(total - s.warmup_steps, 1),
+                                       eta_min=s.eta_min)
+    elif s.name == "plateau":
+        if s.warmup_steps:
+            raise ConfigError("schedule.warmup_steps: cannot be combined with 'plateau'")
+        return optim.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience)
+    else:
+        raise ConfigError(f"schedule.name: unknown schedule {s.name!r}")
+    if s.warmup_steps:
+        return optim.LinearWarmup(opt, s.warmup_steps, after=main)
+    return main
+
+
+def loss_function(name: str, task: str, label_smoothing: float) -> Any:
+    """(outputs, targets) -> scalar loss tensor, for the loss name and task."""
+    if name == "cross_entropy":
+        def ce(out: Tensor, y: Tensor) -> Tensor:
+            if out.ndim == 3:  # language model: (B, T, V) logits, (B, T) targets
+                out, y = out.reshape(-1, out.shape[-1]), y.reshape(-1)
+            return F.cross_entropy(out, y, label_smoothing=label_smoothing)
+        return ce
+    if name == "nll":
+        return lambda out, y: F.nll_loss(F.log_softmax(out, 1), y)
+    if name in ("mse", "l1"):
+        fn = F.mse_loss if name == "mse" else F.l1_loss
+        return lambda out, y: fn(out, y.reshape(*out.shape))
+    if name == "bce_with_logits":
+        return lambda out, y: F.binary_cross_entropy_with_logits(out, y.reshape(*out.shape))
+    raise ConfigError(f"loss.name: unknown loss {name!r}")
+
+
+def _metrics_fn(task: str, loss_fn: Any) -> Any:
+    """(outputs, targets) -> (loss sum, correct count or abs-error sum, count) as tensors."""
+
+    def metrics(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        n = y.numel()
+        loss_sum = loss_fn(out, y) * float(y.shape[0] if task == "regression" else n)
+        if task == "regression":
+            second = (out - y.reshape(*out.shape)).abs().sum()
+        else:
+            second = (out.argmax(-1) == y).to_dtype(out.dtype).sum()
+        return loss_sum, second
+
+    return metrics
+
+
+def build_experiment(cfg: ExperimentConfig) -> Experiment:
+    """Seed, load the data, build the model and optimizer, and make the step functions."""
+    device = normalize_device(cfg.device)
+    get_xp(device)
+    dtype = np.dtype(cfg.dtype)
+    dlrun.manual_seed(cfg.seed)
+    bundle = load_data(cfg)
+    meta = dict(bundle.meta)
+    task = meta.get("task", "classification")
+    dlrun.set_default_device(device)
+    try:
+        model = build_model(cfg.model.as_dict(), meta)
+    finally:
+        dlrun.set_default_device("cpu")
+    model.to(device=device, dtype=dtype)
+    opt = build_optimizer(cfg, list(model.parameters()))
+    loader = _loader(bundle.train, cfg, device, dtype, shuffle=cfg.train.shuffle,
+                     drop_last=cfg.train.drop_last, batch_size=cfg.train.batch_size)
+    steps_per_epoch = len(loader)
+    total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
+    sched_total = cfg.train.epochs if cfg.schedule.interval == "epoch" else total_steps
+    scheduler = build_scheduler(cfg, opt, sched_total)
+    loss_name = cfg.loss.name or DEFAULT_LOSS[task]
+    exp = Experiment(cfg, device, dtype, bundle, task, model, opt, scheduler, loss_name, loader)
+    make_steps(exp)
+    return exp
+
+
+def make_steps(exp: Experiment, mode: str | None = None) -> None:
+    """Attach train_step(x, y) -> loss and eval_step(x, y) -> (loss sum, metric sum)."""
+    cfg, model, opt = exp.cfg, exp.model, exp.optimizer
+    loss_fn = loss_function(exp.loss_name, exp.task, cfg.loss.label_smoothing)
+    params = exp.params
+    clip_norm, clip_value = cfg.train.grad_clip_norm, cfg.train.grad_clip_value
+
+    def train_step(x: Tensor, y: Tensor) -> Tensor:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if clip_value is not None:
+            optim.clip_grad_value_(params, clip_value)
+        if clip_norm is not None:
+            optim.clip_grad_norm_(params, clip_norm)
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    metrics = _metrics_fn(exp.task, loss_fn)
+
+    def eval_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        with dlrun.no_grad():
+            return metrics(model(x), y)
+
+    if (mode or cfg.mode) == "static":
+        exp.train_step = dlrun.compile(train_step)
+        exp.eval_step = dlrun.compile(eval_step, max_traces=16)
+    else:
+        exp.train_step, exp.eval_step = train_step, eval_step
+
+
+def batch_tensors(exp: Experiment, xb: Any, yb: Any) -> tuple[Tensor, Tensor]:
+    xp = get_xp(exp.device)
+    return Tensor._wrap(xb, exp.device, xp, False), Tensor._wrap(yb, exp.device, xp, False)
+
+
+def evaluate_split(exp: Experiment, split: str) -> dict[str, float]:
+    """Mean loss and accuracy (classification, language models: also perplexity) or MAE."""
+    was_training = exp.model.training
+    exp.model.eval()
+    loss_sum = metric_sum = 0.0
+    count = items = 0
+    try:
+        for xb, yb in exp.loader(split):
+            x, y = batch_tensors(exp, xb, yb)
+            ls, ms = exp.eval_step(x, y)
+            loss_sum += float(ls.item())
+            metric_sum += float(ms.item())
+            count += int(yb.shape[0])
+            items += int(np.prod(yb.shape))
+    finally:
+        exp.model.train(was_training)
+    denom = count if exp.task == "regression" else items
+    out = {f"{split}_loss": loss_sum / max(denom, 1)}
+    if exp.task == "regression":
+        out[f"{split}_mae"] = metric_sum / max(items, 1)
+    else:
+        out[f"{split}_accuracy"] = metric_sum / max(items, 1)
+        if exp.task == "language_model":
+            out[f"{split}_perplexity"] = float(np.exp(min(out[f"{split}_loss"], 50.0)))
+    return out

@@ -1,0 +1,302 @@
+"""The training loop: train(cfg, callbacks) -> summary. Reports through events, never prints.
+
+One run directory per run (config.yaml, metrics.jsonl/csv, summary.json, checkpoints/, plots/).
+Checkpoints hold everything needed for `resume` to end with the same weights as an uninterrupted
+run: model, optimizer and schedule state, step and epoch, the loader position and the RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import dlrun
+from dlrun.config import ExperimentConfig, dump_config, load_config
+from dlrun.errors import CheckpointError, NumericalError
+from dlrun.runner import checkpoint as ckpt
+from dlrun.runner.events import (
+    Callback,
+    Checkpointed,
+    EpochEnd,
+    EvalEnd,
+    Message,
+    RunFinished,
+    RunStarted,
+    StepEnd,
+    emit,
+)
+from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment, evaluate_split
+from dlrun.runner.metrics import MetricsLogger, write_summary
+from dlrun.runner.rundir import create_run_dir
+from dlrun.runner.state import capture, restore
+
+WARMUP_STEPS = 5  # step times before this are left out of the medians (tracing, caches)
+
+
+class Trainer:
+    """Runs one experiment; `run()` returns the summary dict (also written to summary.json)."""
+
+    def __init__(self, cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
+                 run_dir: Path | None = None, write: bool = True) -> None:
+        self.cfg = cfg
+        self.callbacks = list(callbacks or [])
+        self.run_dir = run_dir
+        self.write = write
+        self.exp: Experiment = build_experiment(cfg)
+        self.progress: dict[str, Any] = {
+            "step": 0, "epoch": 0, "best": None, "best_step": None, "bad_evals": 0,
+            "last_eval": {},
+        }
+        self.step_times: list[float] = []
+        self.losses: list[float] = []
+        self.logger = MetricsLogger(run_dir) if (write and run_dir) else None
+
+    # ----- bookkeeping -----------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        """train.max_steps when set (as many epochs as it takes), else epochs x batches."""
+        t = self.cfg.train
+        return t.max_steps or t.epochs * len(self.exp.train_loader)
+
+    def _more_epochs(self) -> bool:
+        return bool(self.cfg.train.max_steps) or self.progress["epoch"] < self.cfg.train.epochs
+
+    def _lr(self) -> float:
+        return float(self.exp.optimizer.param_groups[0]["lr"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.logger is not None:
+            self.logger.log(record)
+
+    def save(self, tag: str) -> Path | None:
+        if not (self.write and self.run_dir):
+            return None
+        arrays, meta = capture(self.exp, dict(self.progress))
+        meta["config_name"] = self.cfg.name
+        path = ckpt.save_checkpoint(self.run_dir / "checkpoints", tag, arrays, meta)
+        emit(self.callbacks, Checkpointed(self.progress["step"], tag, path))
+        return path
+
+    def resume_from(self, run_dir: Path) -> None:
+        arrays, meta = ckpt.load_checkpoint(run_dir)
+        self.progress.update(restore(self.exp, arrays, meta))
+        emit(self.callbacks, Message(
+            f"resumed from step {self.progress['step']} (epoch {self.progress['epoch']})"))
+
+    # ----- evaluation and early stopping --------------------------------------------------------
+    def _evaluate(self) -> dict[str, float]:
+        if self.exp.bundle.val is None:
+            return {}
+        metrics = evaluate_split(self.exp, "val")
+        p = self.progress
+        p["last_eval"] = metrics
+        emit(self.callbacks, EvalEnd(p["step"], p["epoch"], "val", metrics))
+        self._log({"step": p["step"], "epoch": p["epoch"], **metrics})
+        es = self.cfg.train.early_stopping
+        key = es.metric if es else "val_loss"
+        mode = es.mode if es else "min"
+        value = metrics.get(key)
+        if value is None:
+            if es is not None:
+                raise NumericalError(
+                    f"train.early_stopping.metric: {key!r} is not measured; measured: "
+                    f"{', '.join(metrics)}")
+            return metrics
+        min_delta = es.min_delta if es else 0.0
+        best = p["best"]
+        improved = best is None or (value < best - min_delta if mode == "min"
+                                    else value > best + min_delta)
+        if improved:
+            p["best"], p["best_step"], p["bad_evals"] = value, p["step"], 0
+            self.save("best")
+        else:
+            p["bad_evals"] += 1
+        return metrics
+
+    def _should_stop_early(self) -> bool:
+        es = self.cfg.train.early_stopping
+        return es is not None and self.progress["bad_evals"] >= es.patience
+
+    def _schedule_epoch(self, metrics: dict[str, float]) -> None:
+        sched = self.exp.scheduler
+        if sched is None or self.cfg.schedule.interval != "epoch":
+            return
+        if isinstance(sched, dlrun.optim.ReduceLROnPlateau):
+            metric = metrics.get("val_loss", self.losses[-1] if self.losses else None)
+            if metric is not None:
+                sched.step(metric)
+        else:
+            sched.step()
+
+    # ----- the loop -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, exp, p = self.cfg, self.exp, self.progress
+        loader = exp.train_loader
+        total = self.total_steps
+        start = time.perf_counter()
+        emit(self.callbacks, RunStarted(self.run_dir, cfg.name, cfg.mode, exp.device,
+                                        exp.model.num_parameters(), len(loader), total,
+                                        p["step"]))
+        status = "completed"
+        eval_every, ckpt_every = cfg.train.eval_every, cfg.train.checkpoint_every
+        log_every = cfg.logging.log_every
+        batch = cfg.train.batch_size
+        in_step = False
+        exp.model.train()
+        try:
+            while p["step"] < total and self._more_epochs():
+                if loader.epoch != p["epoch"]:
+                    loader.set_epoch(p["epoch"])
+                for xb, yb in loader:
+                    x, y = batch_tensors(exp, xb, yb)
+                    in_step = True
+                    t0 = time.perf_counter()
+                    loss = exp.train_step(x, y)
+                    value = float(loss.item())
+                    dt = time.perf_counter() - t0
+                    in_step = False
+                    p["step"] += 1
+                    if not math.isfinite(value):
+                        raise NumericalError(
+                            f"the loss is {value} at step {p['step']} (epoch {p['epoch'] + 1}); "
+                            "training stopped, the last good checkpoint is kept "
+                            "(try a lower optimizer.lr or train.grad_clip_norm)")
+                    self.step_times.append(dt)
+                    self.losses.append(value)
+                    if exp.scheduler is not None and cfg.schedule.interval == "step" and \
+                            not isinstance(exp.scheduler, dlrun.optim.ReduceLROnPlateau):
+                        exp.scheduler.step()
+                    if p["step"] % log_every == 0 or p["step"] == 1:
+                        self._log({"step": p["step"], "epoch": p["epoch"], "train_loss": value,
+                                   "lr": self._lr(), "step_ms": dt * 1e3})
+                    emit(self.callbacks, StepEnd(p["step"], p["epoch"], value, self._lr(), dt,
+                                                 int(yb.shape[0]) if hasattr(yb, "shape")
+                                                 else batch))
+                    if eval_every and p["step"] % eval_every == 0:
+                        self._evaluate()
+                        if self._should_stop_early():
+                            status = "early_stopped"
+                    if ckpt_every and p["step"] % ckpt_every == 0:
+                        self.save("last")
+                    if p["step"] >= total or status != "completed":
+                        break
+                if status != "completed":
+                    break
+                if loader.epoch == p["epoch"]:
+                    if loader.position < len(loader):
+                        break  # max_steps reached inside the epoch
+                    loader.set_epoch(p["epoch"] + 1)  # stopped right after the last batch
+                p["epoch"] += 1
+                metrics = self._evaluate() if not eval_every else dict(p["last_eval"])
+                epoch_loss = float(np.mean(self.losses[-len(loader):])) if self.losses else None
+                record = {"epoch": p["epoch"], "step": p["step"], "epoch_train_loss": epoch_loss,
+                          **metrics}
+                emit(self.callbacks, EpochEnd(p["epoch"], p["step"], record))
+                self._schedule_epoch(metrics)
+                if not ckpt_every:
+                    self.save("last")
+                if self._should_stop_early():
+                    status = "early_stopped"
+                    break
+        except KeyboardInterrupt:
+            status = "interrupted"
+            if in_step:  # the batch in flight was not trained on: resume starts with it
+                loader.position -= 1
+        except NumericalError as e:
+            summary = self._summary("failed", time.perf_counter() - start, error=str(e))
+            self._write_summary(summary)
+            raise
+        if status == "early_stopped":
+            es = cfg.train.early_stopping
+            emit(self.callbacks, Message(
+                f"early stopping: {es.metric} has not improved for {es.patience} evaluations"))
+        self.save("last")
+        summary = self._summary(status, time.perf_counter() - start)
+        self._write_summary(summary)
+        emit(self.callbacks, RunFinished(status, summary))
+        return summary
+
+    # ----- the summary ------------------------------------------------------------------------------
+    def _summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
+        exp, p = self.exp, self.progress
+        times = self.step_times[WARMUP_STEPS:] or self.step_times
+        arrays = {k: v.numpy() for k, v in exp.model.state_dict().items()}
+        final: dict[str, Any] = {"train_loss": self.losses[-1] if self.losses else None}
+        if status != "failed":
+            final.update(p["last_eval"] or {})
+            if exp.bundle.test is not None:
+                final.update(evaluate_split(exp, "test"))
+        traces = {}
+        for name in ("train_step", "eval_step"):
+            fn = getattr(exp, name)
+            if hasattr(fn, "trace_count"):
+                traces[name] = fn.trace_count
+        summary: dict[str, Any] = {
+            "name": self.cfg.name,
+            "status": status,
+            "mode": self.cfg.mode,
+            "device": exp.device,
+            "dtype": self.cfg.dtype,
+            "seed": self.cfg.seed,
+            "steps": p["step"],
+            "epochs": p["epoch"],
+            "final": final,
+            "best": {"metric": (self.cfg.train.early_stopping.metric
+                                if self.cfg.train.early_stopping else "val_loss"),
+                     "value": p["best"], "step": p["best_step"]},
+            "step_time_ms": {
+                "median": statistics.median(times) * 1e3 if times else None,
+                "mean": statistics.fmean(times) * 1e3 if times else None,
+                "warmup_steps_excluded": min(WARMUP_STEPS, len(self.step_times)),
+            },
+            "samples_per_second": (self.cfg.train.batch_size / statistics.median(times)
+                                   if times else None),
+            "trace_counts": traces,
+            "num_parameters": exp.model.num_parameters(),
+            "parameters_sha256": ckpt.parameters_hash(arrays),
+            "wall_seconds": seconds,
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "versions": {"dlrun": dlrun.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+        }
+        if error:
+            summary["error"] = error
+        return summary
+
+    def _write_summary(self, summary: dict[str, Any]) -> None:
+        if self.write and self.run_dir:
+            write_summary(self.run_dir, summary)
+            if self.cfg.logging.plots:
+                from dlrun.runner.plots import plot_metrics
+
+                plot_metrics(self.run_dir)
+
+
+def train(cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
+          runs_dir: Path | str | None = None) -> dict[str, Any]:
+    """Train the experiment described by cfg in a new run directory; returns the summary."""
+    root = Path(runs_dir if runs_dir is not None else cfg.logging.dir)
+    trainer = Trainer(cfg, callbacks, run_dir=None)
+    run_dir = create_run_dir(root, cfg.name)
+    trainer.run_dir = run_dir
+    trainer.logger = MetricsLogger(run_dir)
+    dump_config(cfg, run_dir / "config.yaml")
+    return trainer.run()
+
+
+def resume(run_dir: Path | str, callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Continue a run from its last checkpoint, in its own run directory."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)")
+    cfg = load_config(config_path)
+    trainer = Trainer(cfg, callbacks, run_dir=run_dir)
+    trainer.resume_from(run_dir)
+    return trainer.run()
