@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/python examples/tiny_train.py
+	$(BIN)/dlrun train configs/quickstart.yaml
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,3 +52,36 @@ def data_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# ----- tiny offline experiments (runner and CLI tests) ---------------------------------------
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "mode": "static",
+    "data": {"name": "blobs", "options": {"n": 240, "n_classes": 3, "n_features": 4,
+                                           "spread": 1.0}},
+    "model": {"type": "mlp", "hidden": [16], "dropout": 0.2},
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "train": {"epochs": 3, "batch_size": 16},
+    "logging": {"log_every": 5},
+}
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    """Write a tiny config (optionally changed) and return its path."""
+
+    def make(**changes) -> Path:
+        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+        for dotted, value in changes.items():
+            section, _, key = dotted.partition("__")
+            if key:
+                cfg[section][key] = value
+            else:
+                cfg[section] = value
+        path = tmp_path / f"tiny-{len(list(tmp_path.glob('tiny-*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return make

@@ -64,7 +64,7 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
     param_err = max((float(np.max(np.abs(x - y) / np.maximum(np.abs(x), 1e-6)))
                      for x, y in zip(pa, pb, strict=True)), default=0.0)
     result["agreement"] = {"max_loss_rel_diff": loss_err, "max_param_rel_diff": param_err,
-                           "agree": loss_err <= rtol and np.isfinite(loss_err)}
+                           "agree": bool(loss_err <= rtol and np.isfinite(loss_err))}
 
     emit(callbacks, Message(f"timing {timed} steps per mode after {warmup} warm-up steps"))
     x, y = batches[0]

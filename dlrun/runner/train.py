@@ -136,6 +136,12 @@ class Trainer:
 
     # ----- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Train to the end (or an early stop / Ctrl-C); NaN and Inf are checked on the loss, so
+        NumPy's floating-point warnings are silenced."""
+        with np.errstate(all="ignore"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg, exp, p = self.cfg, self.exp, self.progress
         loader = exp.train_loader
         total = self.total_steps
