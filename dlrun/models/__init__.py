@@ -1,0 +1,60 @@
+"""Models built from a config section: `build_model(cfg, meta)` picks the family by cfg['type'].
+
+Families: linear, mlp, cnn, rnn, lstm, gru. `meta` describes the data: `input_shape` (per sample),
+`task` ('classification' | 'regression' | 'language_model'), `num_classes` (classification),
+`output_dim` (regression, default 1), `vocab_size` (token inputs). Every builder validates its
+section and raises `dlrun.errors.ConfigError` naming the key path (`model.hidden: ...`).
+
+>>> from dlrun.models import build_model
+>>> model = build_model({"type": "mlp", "hidden": [32]},
+...                     {"input_shape": (1, 28, 28), "num_classes": 10})
+>>> model.num_parameters()
+25450
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dlrun.errors import ConfigError
+from dlrun.models._meta import DataMeta
+from dlrun.models.cnn import CNN, build_cnn
+from dlrun.models.linear import LinearModel, build_linear
+from dlrun.models.mlp import build_mlp
+from dlrun.models.rnn import LanguageModel, SequenceModel, build_recurrent
+from dlrun.nn import Module
+
+Builder = Callable[[Mapping[str, Any], DataMeta, str], Module]
+
+REGISTRY: dict[str, Builder] = {
+    "linear": build_linear,
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "rnn": build_recurrent,
+    "lstm": build_recurrent,
+    "gru": build_recurrent,
+}
+_TOKEN_FAMILIES = ("rnn", "lstm", "gru")
+
+
+def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "model") -> Module:
+    """Build the model that `cfg` (a config section) describes for data described by `meta`."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {type(cfg).__name__}")
+    kind = cfg.get("type")
+    if kind not in REGISTRY:
+        what = "missing (required)" if kind is None else f"unknown model type {kind!r}"
+        raise ConfigError(f"{path}.type: {what}; expected one of {', '.join(REGISTRY)}")
+    data = DataMeta.parse(meta, path)
+    if kind not in _TOKEN_FAMILIES and data.task == "language_model":
+        raise ConfigError(f"{path}.type: {kind!r} cannot model language; use one of "
+                          f"{', '.join(_TOKEN_FAMILIES)}")
+    if kind not in _TOKEN_FAMILIES and data.vocab_size is not None:
+        raise ConfigError(f"{path}.type: {kind!r} cannot read token ids; use one of "
+                          f"{', '.join(_TOKEN_FAMILIES)}")
+    return REGISTRY[kind](cfg, data, path)
+
+
+__all__ = ["build_model", "REGISTRY", "DataMeta", "LinearModel", "CNN", "SequenceModel",
+           "LanguageModel"]

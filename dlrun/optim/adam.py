@@ -1,0 +1,82 @@
+"""Adam and AdamW (decoupled weight decay), with optional AMSGrad, as PyTorch computes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dlrun import functional as F
+from dlrun.engine.tensor import Tensor
+from dlrun.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's form.
+
+    g = grad + weight_decay * p (L2; AdamW decays p instead);  m = b1 m + (1 - b1) g;
+    v = b2 v + (1 - b2) g^2;  v_max = max(v_max, v) with amsgrad;
+    p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+
+    The step count t is a 0-d tensor in the state and the bias corrections are tensor ops, so a
+    compiled step computes them from the current t instead of baking in the first one.
+    """
+
+    _decoupled = False
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
+        if not 0.0 <= eps:
+            raise ValueError(f"invalid epsilon value: {eps}")
+        for i, b in enumerate(betas):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"invalid beta parameter at index {i}: {b}")
+        if weight_decay < 0.0:
+            raise ValueError(f"invalid weight_decay value: {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        state = {"step": self._scalar(p), "exp_avg": self._zeros(p),
+                 "exp_avg_sq": self._zeros(p)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = self._zeros(p)
+        return state
+
+    def _update(self, p: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
+        g = self._grad(p, group["maximize"])
+        beta1, beta2 = group["betas"]
+        wd, lr = group["weight_decay"], self._lr(group, p)
+        base = p
+        if wd != 0.0:
+            if self._decoupled:
+                base = p * (1.0 - lr * wd)
+            else:
+                g = g + p * wd
+        step = state["step"] + 1.0
+        state["step"].copy_(step)
+        m = state["exp_avg"] * beta1 + g * (1.0 - beta1)
+        v = state["exp_avg_sq"] * beta2 + g * g * (1.0 - beta2)
+        state["exp_avg"].copy_(m)
+        state["exp_avg_sq"].copy_(v)
+        if group["amsgrad"]:
+            v = F.maximum(state["max_exp_avg_sq"], v)
+            state["max_exp_avg_sq"].copy_(v)
+        bias1 = 1.0 - F.pow(beta1, step)
+        bias2 = 1.0 - F.pow(beta2, step)
+        denom = F.sqrt(v) / F.sqrt(bias2) + group["eps"]
+        p.copy_(base - (m / denom) * (lr / bias1))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p = p * (1 - lr * wd) first."""
+
+    _decoupled = True
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
