@@ -173,7 +173,8 @@ def compare(
 def graph(
     config: ConfigArg,
     set_: SetOpt = None,
-    no_passes: Annotated[bool, typer.Option("--no-passes", help="Show the graph as traced.")] = False,
+    no_passes: Annotated[bool, typer.Option("--no-passes",
+                                            help="Show the graph as traced.")] = False,
     dot: Annotated[Path | None, typer.Option(help="Also write Graphviz DOT to this file.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Print every node.")] = False,
 ) -> None:

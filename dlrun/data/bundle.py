@@ -42,8 +42,8 @@ class DatasetBundle:
 
     `val` is None when the validation fraction is 0; `test` is None when the dataset has no
     test split and none was asked for. Standard `meta` keys: name, task ('classification',
-    'regression' or 'language_model'), input_shape (one sample), input_dtype, output_dim, num_classes
-    (classification), and per family: classes, vocab, scaler, true_weights...
+    'regression' or 'language_model'), input_shape (one sample), input_dtype, output_dim,
+    num_classes (classification), and per family: classes, vocab, scaler, true_weights...
     """
 
     train: Split

@@ -9,6 +9,7 @@ from dlrun.config import load_config
 from dlrun.errors import CheckpointError, ConfigError
 from dlrun.runner import checkpoint as ckpt
 from dlrun.runner.experiment import build_experiment, evaluate_split
+from dlrun.runner.state import load_model
 
 
 def _run_dir_of(path: Path) -> Path:
@@ -32,11 +33,7 @@ def evaluate(path: Path | str, split: str | None = None, tag: str = "best") -> d
         target = ckdir / f"{tag}.json" if (ckdir / f"{tag}.json").is_file() else ckdir
     arrays, meta = ckpt.load_checkpoint(target)
     exp = build_experiment(cfg)
-    model_sd = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
-    try:
-        exp.model.load_state_dict(model_sd, strict=True)
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{target}: checkpoint does not fit the model: {e}") from None
+    load_model(exp, arrays, str(target))
     if split is None:
         split = "test" if exp.bundle.test is not None else "val"
     if split not in ("train", "val", "test") or getattr(exp.bundle, split, None) is None:

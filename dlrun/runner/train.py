@@ -85,7 +85,7 @@ class Trainer:
 
     def resume_from(self, run_dir: Path) -> None:
         arrays, meta = ckpt.load_checkpoint(run_dir)
-        self.progress.update(restore(self.exp, arrays, meta))
+        self.progress.update(restore(self.exp, arrays, meta, str(run_dir)))
         emit(self.callbacks, Message(
             f"resumed from step {self.progress['step']} (epoch {self.progress['epoch']})"))
 
@@ -228,7 +228,7 @@ class Trainer:
         emit(self.callbacks, RunFinished(status, summary))
         return summary
 
-    # ----- the summary ------------------------------------------------------------------------------
+    # ----- the summary -----------------------------------------------------------------------
     def _summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
         exp, p = self.exp, self.progress
         times = self.step_times[WARMUP_STEPS:] or self.step_times

@@ -1,0 +1,1 @@
+"""The experiment runner: train/evaluate/compare loops, run directories, checkpoints, metrics."""
