@@ -48,6 +48,33 @@ def enable_grad() -> Iterator[None]:
         GRAD.enabled = prev
 
 
+class SliceGrads:
+    """A gradient that is zero outside some basic-indexing slices, kept as (g, index) parts and
+    built once by `assemble_slices` when it is needed (see getitem's vjp)."""
+
+    __slots__ = ("shape", "parts")
+
+    def __init__(self, shape: tuple[int, ...], parts: list[tuple[Tensor, tuple]]) -> None:
+        self.shape = tuple(shape)
+        self.parts = parts
+
+    def materialize(self) -> Tensor:
+        from dlrun.engine.prims.movement import assemble_slices
+
+        return assemble_slices(*[g for g, _ in self.parts], shape=self.shape,
+                               indices=tuple(index for _, index in self.parts))
+
+
+def _dense(g: Tensor | SliceGrads) -> Tensor:
+    return g.materialize() if isinstance(g, SliceGrads) else g
+
+
+def _combine(a: Tensor | SliceGrads, b: Tensor | SliceGrads) -> Tensor | SliceGrads:
+    if isinstance(a, SliceGrads) and isinstance(b, SliceGrads):
+        return SliceGrads(a.shape, a.parts + b.parts)
+    return _dense(a) + _dense(b)
+
+
 def unbroadcast(g: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Sum a gradient of a broadcast result back to the operand's shape."""
     if g.shape == shape:
@@ -95,7 +122,8 @@ def backward(root: Tensor, grad: Tensor | None = None, retain_graph: bool = Fals
                 f"grad can be implicitly created only for scalar outputs (got shape {root.shape})"
             )
         grad = creation.ones_like(root)
-    grads: dict[int, Tensor] = {id(root): grad}
+    grads: dict[int, Tensor | SliceGrads] = {id(root): grad}
+    leaves: dict[int, Tensor] = {}
     order = _graph_of(root)
     with no_grad():
         if root._ctx is None:
@@ -107,6 +135,7 @@ def backward(root: Tensor, grad: Tensor | None = None, retain_graph: bool = Fals
                 t._ctx = None  # release inputs as soon as they are no longer needed
             if g is None:
                 continue
+            g = _dense(g)
             if t._retains_grad:
                 _accumulate(t, g)
             needs = tuple(x.requires_grad for x in inputs)
@@ -117,12 +146,14 @@ def backward(root: Tensor, grad: Tensor | None = None, retain_graph: bool = Fals
             for x, gx, need in zip(inputs, gxs, needs, strict=True):
                 if gx is None or not need:
                     continue
-                gx = unbroadcast(gx, x.shape)
+                if not isinstance(gx, SliceGrads):
+                    gx = unbroadcast(gx, x.shape)
                 if x._ctx is None:
-                    _accumulate(x, gx)
-                else:
-                    prev = grads.get(id(x))
-                    grads[id(x)] = gx if prev is None else prev + gx
+                    leaves.setdefault(id(x), x)  # summed first, accumulated once at the end
+                prev = grads.get(id(x))
+                grads[id(x)] = gx if prev is None else _combine(prev, gx)
+        for key, leaf in leaves.items():
+            _accumulate(leaf, _dense(grads.pop(key)))
 
 
 def _accumulate(leaf: Tensor, g: Tensor) -> None:

@@ -59,7 +59,7 @@ class Tensor:
 
     @classmethod
     def _wrap(cls, value: Any, device: str, xp: ModuleType, requires_grad: bool) -> Tensor:
-        t = cls.__new__(cls)
+        t = object.__new__(cls)  # not cls.__new__: subclasses (Parameter) may override it
         t._init(value, None, xp, value.shape, value.dtype, device, requires_grad)
         return t
 
@@ -67,7 +67,7 @@ class Tensor:
     def _symbolic(
         cls, sym: int, shape: tuple[int, ...], dtype: np.dtype, device: str, xp: ModuleType
     ) -> Tensor:
-        t = cls.__new__(cls)
+        t = object.__new__(cls)
         t._init(None, sym, xp, tuple(shape), np.dtype(dtype), device, False)
         return t
 

@@ -138,8 +138,11 @@ SPECS = [
     OpSpec("getitem_int_none_ellipsis", lambda a: a[..., 1, None], [(2, 3, 4)],
            lambda a: a[..., 1, None]),
     OpSpec("getitem_negative_step", lambda a: a[::-1, -1], [(3, 4)], lambda a: a[::-1, -1]),
-    OpSpec("getitem_grad", lambda g: M.getitem_grad(g, shape=(3, 4),
-           index=(("s", 1, None, None), ("s", None, None, 2))), [(2, 2)]),
+    OpSpec("assemble_slices_overlapping", lambda g, h: M.assemble_slices(
+        g, h, shape=(3, 4), indices=((("s", 1, None, None), ("s", None, None, 2)),
+                                     (("i", 2),))), [(2, 2), (4,)]),
+    OpSpec("getitem_many_slices", lambda a: dlrun.stack([a[:, t] * (t + 1.0) for t in range(4)]),
+           [(2, 4, 3)], lambda a: np.stack([a[:, t] * (t + 1.0) for t in range(4)])),
     OpSpec("take_repeated", lambda a, i: a[i], [(5, 3), np.array([[0, 2], [2, 4], [0, 0]])],
            lambda a, i: a[i]),
     OpSpec("take_axis1", lambda a, i: a[:, i], [(2, 5), np.array([4, 4, 1])],

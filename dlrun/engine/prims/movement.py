@@ -91,24 +91,29 @@ def getitem(xp, x, *, index):
 
 @getitem.defvjp
 def _getitem_vjp(g, y, x, *, index):
-    return (getitem_grad(g, shape=x.shape, index=index),)
+    # Kept as a part; autograd assembles all slices of x's gradient with one assemble_slices,
+    # so T slices of one tensor (an RNN over time) cost O(size), not O(T * size).
+    from dlrun.engine.autograd import SliceGrads
+
+    return (SliceGrads(x.shape, [(g, index)]),)
 
 
-def _getitem_grad_rule(g, *, shape, index):
-    return tuple(shape), g.dtype
+def _assemble_rule(*gs, shape, indices):
+    return tuple(shape), np.result_type(*(g.dtype for g in gs))
 
 
-@primitive("getitem_grad", M, _getitem_grad_rule)
-def getitem_grad(xp, g, *, shape, index):
-    """Zeros of `shape` with g written at `index` (the transpose of getitem)."""
-    out = xp.zeros(shape, dtype=g.dtype)
-    out[to_python_index(index)] = g
+@primitive("assemble_slices", M, _assemble_rule)
+def assemble_slices(xp, *gs, shape, indices):
+    """Zeros of `shape` with each g added at its basic index (the transpose of getitem)."""
+    out = xp.zeros(shape, dtype=np.result_type(*(g.dtype for g in gs)))
+    for g, index in zip(gs, indices, strict=True):
+        out[to_python_index(index)] += g
     return out
 
 
-@getitem_grad.defvjp
-def _getitem_grad_vjp(gg, y, g, *, shape, index):
-    return (getitem(gg, index=index),)
+@assemble_slices.defvjp
+def _assemble_slices_vjp(gg, y, *gs, shape, indices):
+    return tuple(getitem(gg, index=index) for index in indices)
 
 
 def _concat_rule(*xs, axis):
