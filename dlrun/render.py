@@ -9,11 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from dlrun.runner.events import (
     Checkpointed,
+    DownloadProgress,
     EpochEnd,
     EvalEnd,
     Event,
@@ -43,7 +51,10 @@ class RichView:
         self._ema: float | None = None
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
+        if isinstance(event, DownloadProgress):
+            self._download(event)
+        elif isinstance(event, RunStarted):
+            self.close()
             if not self.quiet:
                 where = f" → {event.run_dir}" if event.run_dir else ""
                 self.console.print(
@@ -77,6 +88,16 @@ class RichView:
                 self._print(f"[dim]{event.text}[/]")
         elif isinstance(event, RunFinished):
             self.close()
+
+    def _download(self, event: DownloadProgress) -> None:
+        if self.quiet:
+            return
+        if self.progress is None:
+            self.progress = Progress(TextColumn("downloading"), BarColumn(),
+                                     DownloadColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("download", total=event.total)
+        self.progress.update(self.task, completed=event.done, total=event.total)
 
     def _print(self, text: str) -> None:
         (self.progress.console if self.progress else self.console).print(text)

@@ -31,6 +31,8 @@ DATASETS: dict[str, Builder] = {
     "spirals": synthetic.spirals,
     "sine": synthetic.sine,
     "adding": synthetic.adding,
+    "images": synthetic.images,
+    "tokens": synthetic.tokens,
 }
 
 

@@ -214,3 +214,74 @@ def adding(
         "seq_len": seq_len,
     }
     return _bundle(name, x, y, val_fraction, test_fraction, seed, meta)
+
+
+def images(
+    n: int = 1024,
+    *,
+    channels: int = 1,
+    size: int = 28,
+    n_classes: int = 10,
+    noise: float = 0.5,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+) -> DatasetBundle:
+    """Image classification (N, C, size, size): each class is a fixed random pattern, each sample
+    that pattern plus Gaussian noise — MNIST-shaped data for offline tests and benchmarks."""
+    name = "images"
+    n = check_positive_int("n", n, name, 2)
+    channels = check_positive_int("channels", channels, name)
+    size = check_positive_int("size", size, name)
+    n_classes = check_positive_int("n_classes", n_classes, name, 2)
+    noise = _check_float("noise", noise, name)
+    rng = np.random.default_rng(seed)
+    patterns = rng.uniform(0.0, 1.0, size=(n_classes, channels, size, size))
+    y = rng.integers(0, n_classes, size=n)
+    x = patterns[y] + noise * rng.normal(size=(n, channels, size, size))
+    meta = {
+        "task": "classification",
+        "input_shape": [channels, size, size],
+        "input_dtype": "float32",
+        "num_classes": n_classes,
+        "output_dim": n_classes,
+    }
+    return _bundle(name, x.astype(np.float32), y.astype(np.int64), val_fraction, test_fraction,
+                   seed, meta)
+
+
+def tokens(
+    n: int = 512,
+    *,
+    seq_len: int = 64,
+    vocab_size: int = 65,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+) -> DatasetBundle:
+    """Language modelling on token sequences drawn from a seeded random Markov chain (each token
+    has a few likely successors): x (N, T) ids, y (N, T) the next ids. Shakespeare-shaped data
+    for offline tests and benchmarks."""
+    name = "tokens"
+    n = check_positive_int("n", n, name, 2)
+    seq_len = check_positive_int("seq_len", seq_len, name, 2)
+    vocab_size = check_positive_int("vocab_size", vocab_size, name, 2)
+    rng = np.random.default_rng(seed)
+    successors = rng.integers(0, vocab_size, size=(vocab_size, 3))
+    stream = np.empty(n * seq_len + 1, dtype=np.int64)
+    stream[0] = rng.integers(vocab_size)
+    choice = rng.integers(0, 3, size=len(stream))
+    for i in range(1, len(stream)):
+        stream[i] = successors[stream[i - 1], choice[i]]
+    x = stream[:-1].reshape(n, seq_len)
+    y = stream[1:].reshape(n, seq_len)
+    meta = {
+        "task": "language_model",
+        "input_shape": [seq_len],
+        "input_dtype": "int64",
+        "vocab_size": vocab_size,
+        "num_classes": vocab_size,
+        "output_dim": vocab_size,
+        "seq_len": seq_len,
+    }
+    return _bundle(name, x, y, val_fraction, test_fraction, seed, meta)

@@ -54,6 +54,14 @@ class Checkpointed:
 
 
 @dataclass(frozen=True)
+class DownloadProgress:
+    """Bytes of a dataset file fetched so far (total None when the server does not say)."""
+
+    done: int
+    total: int | None
+
+
+@dataclass(frozen=True)
 class Message:
     """Something worth telling the user that is not an error (early stop, retrace, resume)."""
 
@@ -67,7 +75,8 @@ class RunFinished:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-Event = RunStarted | StepEnd | EvalEnd | EpochEnd | Checkpointed | Message | RunFinished
+Event = (RunStarted | StepEnd | EvalEnd | EpochEnd | Checkpointed | DownloadProgress | Message
+         | RunFinished)
 Callback = Callable[[Event], None]
 
 

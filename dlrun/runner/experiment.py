@@ -20,6 +20,7 @@ from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
 from dlrun.models import build_model
 from dlrun.nn import Module
+from dlrun.runner.events import DownloadProgress, emit
 
 DEFAULT_LOSS = {"classification": "cross_entropy", "language_model": "cross_entropy",
                 "regression": "mse"}
@@ -54,10 +55,13 @@ class Experiment:
                        batch_size=self.cfg.train.eval_batch_size or self.cfg.train.batch_size)
 
 
-def load_data(cfg: ExperimentConfig) -> DatasetBundle:
-    """The dataset named by cfg.data, with the run's seed and fractions where it takes them."""
+def load_data(cfg: ExperimentConfig, progress: Any = None) -> DatasetBundle:
+    """The dataset named by cfg.data, with the run's seed and fractions where it takes them;
+    `progress(done, total)` hears about downloads."""
     accepted = set(dataset_options(cfg.data.name))
     options = dict(cfg.data.options)
+    if progress is not None and "progress" in accepted:
+        options["progress"] = progress
     for key, value in (("root", cfg.data.root), ("val_fraction", cfg.data.val_fraction),
                        ("seed", cfg.seed)):
         if key in accepted and key not in options and value is not None:
@@ -150,13 +154,17 @@ def _metrics_fn(task: str, loss_fn: Any) -> Any:
     return metrics
 
 
-def build_experiment(cfg: ExperimentConfig) -> Experiment:
+def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None) -> Experiment:
     """Seed, load the data, build the model and optimizer, and make the step functions."""
     device = normalize_device(cfg.device)
     get_xp(device)
     dtype = np.dtype(cfg.dtype)
     dlrun.manual_seed(cfg.seed)
-    bundle = load_data(cfg)
+
+    def progress(done: int, total: int | None) -> None:
+        emit(callbacks or [], DownloadProgress(done, total))
+
+    bundle = load_data(cfg, progress if callbacks else None)
     meta = dict(bundle.meta)
     task = meta.get("task", "classification")
     dlrun.set_default_device(device)

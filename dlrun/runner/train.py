@@ -48,7 +48,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.run_dir = run_dir
         self.write = write
-        self.exp: Experiment = build_experiment(cfg)
+        self.exp: Experiment = build_experiment(cfg, self.callbacks)
         self.progress: dict[str, Any] = {
             "step": 0, "epoch": 0, "best": None, "best_step": None, "bad_evals": 0,
             "last_eval": {},
