@@ -127,14 +127,30 @@ def evaluate(
     split: Annotated[str | None, typer.Option(
         help="Which split: test, val or train (default: test, else val).")] = None,
     tag: Annotated[str, typer.Option(help="Which checkpoint of a run: best or last.")] = "best",
+    data_root: Annotated[Path | None, typer.Option(
+        "--data-root", "--data.root", help="Read the dataset from this folder.")] = None,
+    set_: SetOpt = None,
+    mode: ModeOpt = None,
+    device: DeviceOpt = None,
+    sample: Annotated[int, typer.Option(
+        help="Language models: also generate this many characters.")] = 0,
+    prompt: Annotated[str, typer.Option(help="Start of the generated text.")] = "\n",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Evaluate a saved checkpoint on a data split."""
+    """Evaluate a saved checkpoint on a data split (metrics also go to eval-*.json beside it)."""
     from dlrun import render
     from dlrun.runner.evaluate import evaluate as run_eval
+    from dlrun.runner.evaluate import sample_text
 
+    overrides = _overrides(set_, mode, device, None)
+    if data_root is not None:
+        overrides.append(f"data.root={data_root}")
     with error_boundary():
-        result = run_eval(run, split=split, tag=tag)
+        result = run_eval(run, split=split, tag=tag, overrides=overrides)
+        if sample:
+            result["sample"] = sample_text(run, prompt.replace("\\n", "\n"), sample,
+                                           temperature, tag=tag)
     if json_out:
         console.print_json(json.dumps(result))
     else:
@@ -150,22 +166,30 @@ def compare(
     steps: Annotated[int, typer.Option(help="Training steps compared for agreement.")] = 50,
     timed: Annotated[int, typer.Option(help="Steps timed per mode.")] = 200,
     warmup: Annotated[int, typer.Option(help="Warm-up steps before timing.")] = 10,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Also write the report as JSON to this file.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(
+        "--runs-dir", help="Where the report's run directory goes (default: logging.dir).")] = None,
 ) -> None:
     """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?"""
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.runner.compare import compare as run_compare
+    from dlrun.runner.compare import write_report
 
     with error_boundary():
         cfg = load_config(config, _overrides(set_, None, device, seed))
-        view = render.make_view(err_console, quiet=json_out, json_lines=False)
+        view = render.make_view(err_console)
         report = run_compare(cfg, steps=steps, warmup=warmup, timed=timed, callbacks=[view])
-    if json_out:
-        console.print_json(json.dumps(report, default=float))
-    else:
-        render.print_compare(console, report)
-    if not report["agreement"]["agree"]:
+        run_dir = write_report(report, runs_dir if runs_dir is not None else cfg.logging.dir)
+        if json_path is not None:
+            json_path.write_text(json.dumps(report, indent=2))
+    render.print_compare(console, report)
+    console.print(f"report: {run_dir}/report.md")
+    if not report["agree"]:
+        err_console.print(f"[bold red]error:[/] eager and static disagree: largest relative loss "
+                          f"difference {report['max_rel_loss_diff']:.2e} > "
+                          f"{report['tolerance']:.0e}")
         raise typer.Exit(2)
 
 
@@ -173,22 +197,26 @@ def compare(
 def graph(
     config: ConfigArg,
     set_: SetOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="text or dot (Graphviz).")] = "text",
     no_passes: Annotated[bool, typer.Option("--no-passes",
                                             help="Show the graph as traced.")] = False,
-    dot: Annotated[Path | None, typer.Option(help="Also write Graphviz DOT to this file.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Print every node.")] = False,
 ) -> None:
     """Trace CONFIG's training step and show the graph and what each pass did to it."""
     from dlrun import render
     from dlrun.config import load_config
+    from dlrun.errors import ConfigError
     from dlrun.runner.graph import graph_report
 
     with error_boundary():
+        if fmt not in ("text", "dot"):
+            raise ConfigError(f"--format: expected text or dot, got {fmt!r}")
         cfg = load_config(config, list(set_ or []))
         report = graph_report(cfg, passes=not no_passes)
-        if dot is not None:
-            dot.write_text(report["dot"])
-    render.print_graph(console, report, full=full)
+    if fmt == "dot":
+        print(report["dot"])
+    else:
+        render.print_graph(console, report, full=full)
 
 
 @app.command()

@@ -171,33 +171,27 @@ def print_eval(console: Console, result: dict[str, Any]) -> None:
     for k, v in result["metrics"].items():
         table.add_row(k, _fmt(v))
     console.print(table)
+    confusion = result.get("confusion")
+    if confusion is not None and len(confusion) <= 20:
+        classes = result.get("classes") or [str(i) for i in range(len(confusion))]
+        matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+        matrix.add_column("")
+        for c in classes:
+            matrix.add_column(c, justify="right")
+        for c, row in zip(classes, confusion, strict=True):
+            matrix.add_row(c, *[str(v) for v in row])
+        console.print(matrix)
+    if result.get("sample"):
+        console.print("[bold]sample:[/]")
+        console.print(result["sample"], markup=False, highlight=False)
 
 
 def print_compare(console: Console, report: dict[str, Any]) -> None:
-    eager, static = report["modes"]["eager"], report["modes"]["static"]
-    table = Table(title=f"{report['name']}: eager vs static")
-    table.add_column("")
-    table.add_column("eager", justify="right")
-    table.add_column("static", justify="right")
-    table.add_row("median step", f"{eager['median_ms']:.3f} ms", f"{static['median_ms']:.3f} ms")
-    table.add_row("p10 / p90", f"{eager['p10_ms']:.3f} / {eager['p90_ms']:.3f}",
-                  f"{static['p10_ms']:.3f} / {static['p90_ms']:.3f}")
-    table.add_row("peak memory in a step", f"{eager['peak_step_bytes'] / 1e6:.2f} MB",
-                  f"{static['peak_step_bytes'] / 1e6:.2f} MB")
-    table.add_row("minor page faults / step", f"{eager['minor_faults_per_step']:.1f}",
-                  f"{static['minor_faults_per_step']:.1f}")
-    if "graph" in static:
-        p = static["passes"]
-        table.add_row("graph nodes (traced → optimized)", "-",
-                      f"{p['traced_nodes']} → {p['final_nodes']}")
-        table.add_row("traces", "-", str(static["trace_count"]))
-    console.print(table)
-    agree = report["agreement"]
-    verdict = "[green]agree[/]" if agree["agree"] else "[red]DISAGREE[/]"
-    console.print(
-        f"speedup [bold]{report['speedup']:.2f}x[/]; losses over {report['steps']} steps "
-        f"{verdict} (max relative difference {agree['max_loss_rel_diff']:.2e}, tolerance "
-        f"{report['tolerance']:.0e}; parameters {agree['max_param_rel_diff']:.2e})")
+    from rich.markdown import Markdown
+
+    from dlrun.runner.compare import markdown
+
+    console.print(Markdown(markdown(report)))
 
 
 def print_graph(console: Console, report: dict[str, Any], full: bool = False) -> None:

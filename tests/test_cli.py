@@ -42,10 +42,11 @@ def test_train_eval_compare_graph(tiny_config, tmp_path) -> None:
     result = runner.invoke(app, ["eval", str(run)])
     assert result.exit_code == 0, result.output
     assert "val_accuracy" in result.output
+    out = tmp_path / "cmp.json"
     result = runner.invoke(app, ["compare", str(cfg), "--steps", "5", "--timed", "10",
-                                 "--warmup", "1", "--json"])
+                                 "--warmup", "1", "--json", str(out), "--runs-dir", str(runs)])
     assert result.exit_code == 0, result.output
-    assert '"agree": true' in result.output
+    assert '"agree": true' in out.read_text() and "Speedup" in result.output
     result = runner.invoke(app, ["graph", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "fuse" in result.output and "= input(index=0)" in result.output

@@ -3,10 +3,12 @@ static graph buy (step time, memory, page faults)? Ratios are measured in one pr
 
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from dlrun.backend import synchronize
 from dlrun.config import ExperimentConfig
 from dlrun.runner.events import Callback, Message, emit
 from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment
+from dlrun.runner.rundir import atomic_write_text, create_run_dir
 
 MODES = ("eager", "static")
 
@@ -31,10 +34,6 @@ def _batches(exp: Experiment, n: int) -> list[tuple[Any, Any]]:
     return out
 
 
-def _build(cfg: ExperimentConfig, mode: str) -> Experiment:
-    return build_experiment(cfg.model_copy(update={"mode": mode}))
-
-
 def _param_arrays(exp: Experiment) -> list[np.ndarray]:
     return [p.numpy().copy() for p in exp.model.parameters()]
 
@@ -46,25 +45,27 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
     `warmup` steps, and measure peak traced memory and minor page faults per step."""
     callbacks = list(callbacks or [])
     rtol = 1e-5 if cfg.dtype == "float32" else 1e-10
-    result: dict[str, Any] = {"name": cfg.name, "steps": steps, "dtype": cfg.dtype,
-                              "tolerance": rtol, "modes": {}}
     exps: dict[str, Experiment] = {}
+    report: dict[str, Any] = {"name": cfg.name, "steps": steps, "dtype": cfg.dtype,
+                              "tolerance": rtol, "batch_size": cfg.train.batch_size}
     batches = None
     for mode in MODES:
         emit(callbacks, Message(f"{mode}: {steps} training steps from seed {cfg.seed}"))
-        exp = _build(cfg, mode)
+        exp = build_experiment(cfg.model_copy(update={"mode": mode}))
         batches = batches or _batches(exp, max(steps, 1))
         dlrun.manual_seed(cfg.seed + 1)  # the same dropout masks in both modes
         losses = [float(exp.train_step(x, y).item()) for x, y in batches[:steps]]
-        result["modes"][mode] = {"losses": losses}
+        report[mode] = {"losses": losses, "final_loss": losses[-1] if losses else None}
         exps[mode] = exp
-    a, b = (np.array(result["modes"][m]["losses"]) for m in MODES)
+    report["device"] = exps["eager"].device
+    a, b = (np.array(report[m]["losses"]) for m in MODES)
     loss_err = float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-30))) if steps else 0.0
     pa, pb = (_param_arrays(exps[m]) for m in MODES)
     param_err = max((float(np.max(np.abs(x - y) / np.maximum(np.abs(x), 1e-6)))
                      for x, y in zip(pa, pb, strict=True)), default=0.0)
-    result["agreement"] = {"max_loss_rel_diff": loss_err, "max_param_rel_diff": param_err,
-                           "agree": bool(loss_err <= rtol and np.isfinite(loss_err))}
+    report["max_rel_loss_diff"] = loss_err
+    report["max_rel_param_diff"] = param_err
+    report["agree"] = bool(loss_err <= rtol and np.isfinite(loss_err))
 
     emit(callbacks, Message(f"timing {timed} steps per mode after {warmup} warm-up steps"))
     x, y = batches[0]
@@ -74,30 +75,31 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
             exps[mode].train_step(x, y)
     rounds = 10
     per_round = max(timed // rounds, 1)
-    device = exps["eager"].device
     for _ in range(rounds):
         for mode in MODES:
             step = exps[mode].train_step
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 step(x, y)
-                synchronize(device)
+                synchronize(report["device"])
                 times[mode].append(time.perf_counter() - t0)
     for mode in MODES:
-        exp, ts = exps[mode], times[mode]
-        info = result["modes"][mode]
-        info["median_ms"] = statistics.median(ts) * 1e3
-        info["p10_ms"] = float(np.percentile(ts, 10)) * 1e3
-        info["p90_ms"] = float(np.percentile(ts, 90)) * 1e3
+        exp, ts, info = exps[mode], times[mode], report[mode]
+        info["median_step_ms"] = statistics.median(ts) * 1e3
+        info["p10_step_ms"] = float(np.percentile(ts, 10)) * 1e3
+        info["p90_step_ms"] = float(np.percentile(ts, 90)) * 1e3
+        info["throughput"] = cfg.train.batch_size / statistics.median(ts)
         info.update(_memory(exp, x, y))
-        if hasattr(exp.train_step, "trace_count"):
-            info["trace_count"] = exp.train_step.trace_count
-            entry = exp.train_step.last
-            info["graph"] = entry.graph.counts() if entry else {}
-            info["passes"] = exp.train_step.traces[-1].report.as_dict()
-    result["speedup"] = result["modes"]["eager"]["median_ms"] / result["modes"]["static"][
-        "median_ms"]
-    return result
+        if mode == "static":
+            step = exp.train_step
+            record = step.traces[0]
+            info["traces"] = step.trace_count
+            info["compile_ms"] = record.seconds * 1e3
+            info["nodes_before"] = record.report.traced_nodes
+            info["nodes_after"] = record.report.final_nodes
+            info["passes"] = record.report.as_dict()
+    report["speedup"] = report["eager"]["median_step_ms"] / report["static"]["median_step_ms"]
+    return report
 
 
 def _memory(exp: Experiment, x: Any, y: Any, steps: int = 5) -> dict[str, float]:
@@ -116,4 +118,49 @@ def _memory(exp: Experiment, x: Any, y: Any, steps: int = 5) -> dict[str, float]
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    return {"minor_faults_per_step": faults, "peak_step_bytes": int(peak)}
+    return {"minor_faults_per_step": faults, "peak_mem_bytes": int(peak)}
+
+
+def write_report(report: dict[str, Any], root: Path | str) -> Path:
+    """A run directory with report.json, report.md and losses.png (the two trajectories)."""
+    run_dir = create_run_dir(root, f"{report['name']}-compare")
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(run_dir / "report.md", markdown(report))
+    try:
+        from dlrun.runner.plots import line_chart
+
+        steps = list(range(1, report["steps"] + 1))
+        line_chart(run_dir / "plots" / "losses.png",
+                   {m: (steps, report[m]["losses"]) for m in MODES},
+                   title=f"{report['name']}: training loss, eager vs static", xlabel="step",
+                   ylabel="loss")
+    except ImportError:
+        pass
+    return run_dir
+
+
+def markdown(report: dict[str, Any]) -> str:
+    e, s = report["eager"], report["static"]
+    rows = [
+        ("median step (ms)", f"{e['median_step_ms']:.3f}", f"{s['median_step_ms']:.3f}"),
+        ("p10 / p90 (ms)", f"{e['p10_step_ms']:.3f} / {e['p90_step_ms']:.3f}",
+         f"{s['p10_step_ms']:.3f} / {s['p90_step_ms']:.3f}"),
+        ("throughput (samples/s)", f"{e['throughput']:,.0f}", f"{s['throughput']:,.0f}"),
+        ("peak memory in a step (MB)", f"{e['peak_mem_bytes'] / 1e6:.2f}",
+         f"{s['peak_mem_bytes'] / 1e6:.2f}"),
+        ("minor page faults / step", f"{e['minor_faults_per_step']:.1f}",
+         f"{s['minor_faults_per_step']:.1f}"),
+        ("trace + compile (ms)", "-", f"{s['compile_ms']:.1f}"),
+        ("traces", "-", str(s["traces"])),
+        ("graph nodes before → after passes", "-", f"{s['nodes_before']} → {s['nodes_after']}"),
+        ("final loss", f"{e['final_loss']:.6g}", f"{s['final_loss']:.6g}"),
+    ]
+    lines = [f"# {report['name']}: eager vs static on {report['device']}", "",
+             "| | eager | static |", "|---|---:|---:|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    verdict = "agree" if report["agree"] else "DISAGREE"
+    lines += ["", f"Speedup: **{report['speedup']:.2f}x**. Losses over {report['steps']} steps "
+              f"{verdict}: largest relative difference {report['max_rel_loss_diff']:.2e} "
+              f"(tolerance {report['tolerance']:.0e}); parameters "
+              f"{report['max_rel_param_diff']:.2e}.", ""]
+    return "\n".join(lines)

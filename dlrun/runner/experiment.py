@@ -139,21 +139,6 @@ def loss_function(name: str, task: str, label_smoothing: float) -> Any:
     raise ConfigError(f"loss.name: unknown loss {name!r}")
 
 
-def _metrics_fn(task: str, loss_fn: Any) -> Any:
-    """(outputs, targets) -> (loss sum, correct count or abs-error sum, count) as tensors."""
-
-    def metrics(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        n = y.numel()
-        loss_sum = loss_fn(out, y) * float(y.shape[0] if task == "regression" else n)
-        if task == "regression":
-            second = (out - y.reshape(*out.shape)).abs().sum()
-        else:
-            second = (out.argmax(-1) == y).to_dtype(out.dtype).sum()
-        return loss_sum, second
-
-    return metrics
-
-
 def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None) -> Experiment:
     """Seed, load the data, build the model and optimizer, and make the step functions."""
     device = normalize_device(cfg.device)
@@ -187,7 +172,7 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None) 
 
 
 def make_steps(exp: Experiment, mode: str | None = None) -> None:
-    """Attach train_step(x, y) -> loss and eval_step(x, y) -> (loss sum, metric sum)."""
+    """Attach train_step(x, y) -> loss and eval_step(x, y) -> (mean loss, model outputs)."""
     cfg, model, opt = exp.cfg, exp.model, exp.optimizer
     loss_fn = loss_function(exp.loss_name, exp.task, cfg.loss.label_smoothing)
     params = exp.params
@@ -204,11 +189,10 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
         opt.zero_grad()
         return loss
 
-    metrics = _metrics_fn(exp.task, loss_fn)
-
     def eval_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with dlrun.no_grad():
-            return metrics(model(x), y)
+            out = model(x)
+            return loss_fn(out, y), out
 
     if (mode or cfg.mode) == "static":
         exp.train_step = dlrun.compile(train_step)
@@ -222,28 +206,72 @@ def batch_tensors(exp: Experiment, xb: Any, yb: Any) -> tuple[Tensor, Tensor]:
     return Tensor._wrap(xb, exp.device, xp, False), Tensor._wrap(yb, exp.device, xp, False)
 
 
-def evaluate_split(exp: Experiment, split: str) -> dict[str, float]:
-    """Mean loss and accuracy (classification, language models: also perplexity) or MAE."""
+class MetricAccumulator:
+    """Sums over batches, then the task's metrics: loss and accuracy (and a confusion matrix)
+    for classification; MSE, MAE and R² for regression; loss, accuracy, perplexity and bits per
+    character for language models."""
+
+    def __init__(self, task: str, num_classes: int | None = None) -> None:
+        self.task = task
+        self.num_classes = num_classes
+        self.loss_sum = 0.0
+        self.samples = 0
+        self.items = 0
+        self.correct = 0
+        self.sse = self.sae = self.sum_y = self.sum_y2 = 0.0
+        self.confusion = (np.zeros((num_classes, num_classes), dtype=np.int64)
+                          if task == "classification" and num_classes else None)
+
+    def add(self, loss: float, out: np.ndarray, y: np.ndarray) -> None:
+        n = y.shape[0]
+        if self.task == "regression":
+            y = y.reshape(out.shape).astype(np.float64)
+            err = out.astype(np.float64) - y
+            self.sse += float((err * err).sum())
+            self.sae += float(np.abs(err).sum())
+            self.sum_y += float(y.sum())
+            self.sum_y2 += float((y * y).sum())
+            self.loss_sum += loss * n
+            self.items += y.size
+        else:
+            pred = out.argmax(-1)
+            self.correct += int((pred == y).sum())
+            self.loss_sum += loss * y.size
+            self.items += y.size
+            if self.confusion is not None:
+                np.add.at(self.confusion, (y.reshape(-1), pred.reshape(-1)), 1)
+        self.samples += n
+
+    def result(self, split: str) -> dict[str, float]:
+        if self.task == "regression":
+            out = {f"{split}_loss": self.loss_sum / max(self.samples, 1),
+                   f"{split}_mse": self.sse / max(self.items, 1),
+                   f"{split}_mae": self.sae / max(self.items, 1)}
+            total = self.sum_y2 - self.sum_y * self.sum_y / max(self.items, 1)
+            out[f"{split}_r2"] = 1.0 - self.sse / total if total > 0 else float("nan")
+            return out
+        loss = self.loss_sum / max(self.items, 1)
+        out = {f"{split}_loss": loss, f"{split}_accuracy": self.correct / max(self.items, 1)}
+        if self.task == "language_model":
+            out[f"{split}_perplexity"] = float(np.exp(min(loss, 50.0)))
+            out[f"{split}_bits_per_char"] = loss / float(np.log(2.0))
+        return out
+
+
+def evaluate_split(exp: Experiment, split: str, keep: dict[str, Any] | None = None
+                   ) -> dict[str, float]:
+    """The task's metrics on a split (see MetricAccumulator); with `keep` (a dict), the
+    confusion matrix of a classification task is stored in keep['confusion']."""
     was_training = exp.model.training
     exp.model.eval()
-    loss_sum = metric_sum = 0.0
-    count = items = 0
+    acc = MetricAccumulator(exp.task, exp.bundle.meta.get("num_classes"))
     try:
         for xb, yb in exp.loader(split):
             x, y = batch_tensors(exp, xb, yb)
-            ls, ms = exp.eval_step(x, y)
-            loss_sum += float(ls.item())
-            metric_sum += float(ms.item())
-            count += int(yb.shape[0])
-            items += int(np.prod(yb.shape))
+            loss, out = exp.eval_step(x, y)
+            acc.add(float(loss.item()), out.numpy(), y.numpy())
     finally:
         exp.model.train(was_training)
-    denom = count if exp.task == "regression" else items
-    out = {f"{split}_loss": loss_sum / max(denom, 1)}
-    if exp.task == "regression":
-        out[f"{split}_mae"] = metric_sum / max(items, 1)
-    else:
-        out[f"{split}_accuracy"] = metric_sum / max(items, 1)
-        if exp.task == "language_model":
-            out[f"{split}_perplexity"] = float(np.exp(min(out[f"{split}_loss"], 50.0)))
-    return out
+    if keep is not None and acc.confusion is not None:
+        keep["confusion"] = acc.confusion
+    return acc.result(split)

@@ -93,7 +93,7 @@ def plan_memory(graph: Graph) -> Graph:
     g.meta["memory"] = {
         "planned_values": len(assign),
         "buffers": len(specs),
-        "planned_bytes": planned,
+        "planned_bytes": planned,  # the planned peak of the intermediates: all buffers live
         "unplanned_bytes": naive,
         "saved_bytes": naive - planned,
     }
