@@ -149,72 +149,99 @@ def _pool_rule(x, *, kernel, stride, padding):
     return (x.shape[0], x.shape[1], oh, ow), x.dtype
 
 
-def _pool_windows(xp, x, kernel, stride, padding, fill):
+def _pool_slices(xp, x, kernel, stride, padding, fill):
+    """(i, j, view) for each kernel offset: the (N, C, OH, OW) strided view of padded x that
+    window element (i, j) reads. Pooling as KH*KW elementwise passes over output-sized views is
+    much faster in NumPy than reducing a 6-D window view."""
     oh, ow = _hw_out(x.shape, kernel, stride, padding, (1, 1))
-    return _windows(xp, _pad_hw(xp, x, padding, fill), kernel, stride, (1, 1), (oh, ow))
+    xpad = _pad_hw(xp, x, padding, fill)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            yield i, j, xpad[:, :, i : i + stride[0] * (oh - 1) + 1 : stride[0],
+                             j : j + stride[1] * (ow - 1) + 1 : stride[1]]
 
 
-def _argmax_in_window(xp, x, kernel, stride, padding):
-    win = _pool_windows(xp, x, kernel, stride, padding, -np.inf)
-    n, c, oh, ow = win.shape[:4]
-    return win.reshape(n, c, oh, ow, -1).argmax(axis=-1)
+def _first_max_masks(xp, x, y, kernel, stride, padding):
+    """(i, j, mask) with mask true where window offset (i, j) is the first maximum (PyTorch's
+    tie rule): each window routes its gradient to exactly one element."""
+    taken = xp.zeros(y.shape, dtype=bool)
+    for i, j, view in _pool_slices(xp, x, kernel, stride, padding, -np.inf):
+        mask = view == y
+        mask &= ~taken
+        taken |= mask
+        yield i, j, mask
 
 
 @primitive("max_pool2d", C, _pool_rule)
-def max_pool2d(xp, x, *, kernel, stride, padding):
-    return _pool_windows(xp, x, kernel, stride, padding, -np.inf).max(axis=(4, 5))
+def max_pool2d(xp, x, *, kernel, stride, padding, out=None):
+    for k, (_, _, view) in enumerate(_pool_slices(xp, x, kernel, stride, padding, -np.inf)):
+        if k == 0:
+            out = xp.array(view) if out is None else _copy_into(xp, out, view)
+        else:
+            xp.maximum(out, view, out=out)
+    return out
+
+
+def _copy_into(xp, out, value):
+    xp.copyto(out, value)
+    return out
 
 
 @max_pool2d.defvjp
 def _max_pool2d_vjp(g, y, x, *, kernel, stride, padding):
-    return (max_pool2d_grad(g, x, kernel=kernel, stride=stride, padding=padding),)
+    return (max_pool2d_grad(g, x, y, kernel=kernel, stride=stride, padding=padding),)
 
 
-def _pool_grad_rule(g, x, *, kernel, stride, padding):
+def _pool_grad_rule(g, x, y, *, kernel, stride, padding):
     return tuple(x.shape), g.dtype
 
 
 @primitive("max_pool2d_grad", C, _pool_grad_rule)
-def max_pool2d_grad(xp, g, x, *, kernel, stride, padding):
-    """Route each window's gradient to its (first) maximum, like PyTorch."""
-    arg = _argmax_in_window(xp, x, kernel, stride, padding)
-    n, c, oh, ow = g.shape
-    gcols = xp.zeros((n, oh, ow, c, kernel[0] * kernel[1]), dtype=g.dtype)
-    gt = g.transpose(0, 2, 3, 1)
-    xp.put_along_axis(gcols, arg.transpose(0, 2, 3, 1)[..., None], gt[..., None], axis=-1)
-    gcols = gcols.reshape(n, oh, ow, c, kernel[0], kernel[1])
-    return _col2im(xp, gcols, x.shape, kernel, stride, padding, (1, 1), (oh, ow))
+def max_pool2d_grad(xp, g, x, y, *, kernel, stride, padding):
+    """Route each window's gradient to its first maximum, like PyTorch (y = max_pool2d(x))."""
+    n, c, h, w = x.shape
+    (ph, pw), (oh, ow) = padding, g.shape[2:]
+    gx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
+    for i, j, mask in _first_max_masks(xp, x, y, kernel, stride, padding):
+        gx[:, :, i : i + stride[0] * (oh - 1) + 1 : stride[0],
+           j : j + stride[1] * (ow - 1) + 1 : stride[1]] += g * mask
+    return gx[:, :, ph : ph + h, pw : pw + w]
 
 
 @max_pool2d_grad.defvjp
-def _max_pool2d_grad_vjp(gg, y, g, x, *, kernel, stride, padding):
-    return max_pool2d_select(gg, x, kernel=kernel, stride=stride, padding=padding), None
+def _max_pool2d_grad_vjp(gg, out, g, x, y, *, kernel, stride, padding):
+    return max_pool2d_select(gg, x, y, kernel=kernel, stride=stride, padding=padding), None, None
 
 
-def _select_rule(gg, x, *, kernel, stride, padding):
-    return _pool_rule(x, kernel=kernel, stride=stride, padding=padding)[0], gg.dtype
+def _select_rule(gg, x, y, *, kernel, stride, padding):
+    return tuple(y.shape), gg.dtype
 
 
 @primitive("max_pool2d_select", C, _select_rule)
-def max_pool2d_select(xp, gg, x, *, kernel, stride, padding):
-    """gg read at each window's (first) maximum of x (the transpose of max_pool2d_grad)."""
-    arg = _argmax_in_window(xp, x, kernel, stride, padding)
-    win = _pool_windows(xp, gg, kernel, stride, padding, 0.0)
-    n, c, oh, ow = win.shape[:4]
-    flat = win.reshape(n, c, oh, ow, -1)
-    return xp.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+def max_pool2d_select(xp, gg, x, y, *, kernel, stride, padding):
+    """gg read at each window's first maximum of x (the transpose of max_pool2d_grad)."""
+    out = xp.zeros(y.shape, dtype=gg.dtype)
+    slices = _pool_slices(xp, gg, kernel, stride, padding, 0.0)
+    for (_, _, mask), (_, _, view) in zip(_first_max_masks(xp, x, y, kernel, stride, padding),
+                                          slices, strict=True):
+        out += view * mask
+    return out
 
 
 @max_pool2d_select.defvjp
-def _max_pool2d_select_vjp(g, y, gg, x, *, kernel, stride, padding):
-    return max_pool2d_grad(g, x, kernel=kernel, stride=stride, padding=padding), None
+def _max_pool2d_select_vjp(g, out, gg, x, y, *, kernel, stride, padding):
+    return max_pool2d_grad(g, x, y, kernel=kernel, stride=stride, padding=padding), None, None
 
 
 @primitive("avg_pool2d", C, _pool_rule)
-def avg_pool2d(xp, x, *, kernel, stride, padding):
+def avg_pool2d(xp, x, *, kernel, stride, padding, out=None):
     """Mean over each window, zero padding counted (PyTorch's count_include_pad=True)."""
-    win = _pool_windows(xp, x, kernel, stride, padding, 0.0)
-    return win.mean(axis=(4, 5)).astype(x.dtype, copy=False)
+    for k, (_, _, view) in enumerate(_pool_slices(xp, x, kernel, stride, padding, 0.0)):
+        if k == 0:
+            out = xp.array(view) if out is None else _copy_into(xp, out, view)
+        else:
+            xp.add(out, view, out=out)
+    return xp.multiply(out, x.dtype.type(1.0 / (kernel[0] * kernel[1])), out=out)
 
 
 @avg_pool2d.defvjp
