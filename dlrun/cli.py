@@ -229,6 +229,67 @@ def info() -> None:
     console.print(f"CUDA available: {cuda_available()}")
 
 
+@app.command()
+def gradcheck(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    batch: Annotated[int, typer.Option(help="Training samples in the checked batch.")] = 4,
+    eps: Annotated[float, typer.Option(help="Finite-difference step.")] = 1e-6,
+    max_per_param: Annotated[int, typer.Option(
+        help="Entries checked per parameter (seeded random choice).")] = 20,
+) -> None:
+    """Check every parameter's gradient (float64, eager and static) against finite differences."""
+    from dlrun import render
+    from dlrun.config import load_config
+    from dlrun.runner.gradcheck import gradcheck as run_gradcheck
+
+    with error_boundary():
+        cfg = load_config(config, list(set_ or []))
+        report = run_gradcheck(cfg, batch=batch, eps=eps, max_per_param=max_per_param)
+    render.print_gradcheck(console, report)
+    if not report["passed"]:
+        err_console.print(f"[bold red]error:[/] {report['message']}", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(1)
+
+
+runs_app = typer.Typer(help="List past runs (newest first) or show one.", add_completion=False)
+app.add_typer(runs_app, name="runs")
+RunsDirOpt = Annotated[Path | None, typer.Option(
+    "--dir", help="The folder holding the run directories (default: runs).", show_default=False)]
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs_list(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
+    """A table of the runs in --dir: date, mode, device, status, steps, best and final metric."""
+    ctx.obj = runs_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    from dlrun import render
+    from dlrun.runner.runs import list_runs_table
+
+    root = runs_dir or Path("runs")
+    with error_boundary():
+        rows = list_runs_table(root)
+    render.print_runs(console, rows, root)
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(
+        help="A run folder, or (a unique part of) its name under --dir.", show_default=False)],
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """One run: summary, config, the last metrics, checkpoints and plots."""
+    from dlrun import render
+    from dlrun.runner.runs import show_run
+
+    with error_boundary():
+        info = show_run(run, runs_dir or ctx.obj or Path("runs"))
+    render.print_run(console, info)
+
+
 def main() -> None:
     app()
 

@@ -208,3 +208,97 @@ def print_graph(console: Console, report: dict[str, Any], full: bool = False) ->
     if not full and len(lines) > 60:
         lines = lines[:30] + [f"... {len(lines) - 50} more nodes (--full) ..."] + lines[-20:]
     console.print("\n".join(lines), highlight=False, markup=False)
+
+
+def print_gradcheck(console: Console, report: dict[str, Any]) -> None:
+    """The per-parameter worst relative errors of `dlrun gradcheck`, eager and static."""
+    table = Table(title=f"{report['name']}: gradients vs central differences "
+                        f"(float64, batch {report['batch']}, eps {report['eps']:.0e})")
+    for col, justify in (("parameter", "left"), ("shape", "left"), ("checked", "right"),
+                         ("eager rel. error", "right"), ("static rel. error", "right"),
+                         ("", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    noisy = False
+    for r in report["parameters"]:
+        if r["passed"]:
+            status = "[green]ok[/]" + ("*" if r.get("within_noise") else "")
+            noisy = noisy or bool(r.get("within_noise"))
+        else:
+            status = "[bold red]FAIL[/]"
+        table.add_row(r["name"], "x".join(map(str, r["shape"])) or "scalar", str(r["checked"]),
+                      f"{r['eager_error']:.1e}", f"{r['static_error']:.1e}", status)
+    console.print(table)
+    if noisy:
+        console.print(f"[dim]* above {report['tolerance']:.0e} only where |analytic - numeric| "
+                      f"<= {report['noise_atol']:.1e}, the rounding noise of the difference[/]")
+    if report["passed"]:
+        console.print(f"[green]passed[/]: {report['message']} ({report['seconds']:.2f} s)")
+
+
+def _metric(name: str | None, value: Any) -> str:
+    return "-" if name is None or value is None else f"{name} {_fmt(value)}"
+
+
+def print_runs(console: Console, rows: list[dict[str, Any]], root: Any) -> None:
+    """The `dlrun runs` table, newest first (a narrow terminal drops the date column: the run
+    folder's name starts with the same time stamp)."""
+    if not rows:
+        console.print(f"no runs in {root}")
+        return
+    from rich import box
+
+    columns = ["run", "date", "mode", "status", "steps", "best", "final"]
+    if console.width < 120:
+        columns.remove("date")
+    table = Table(title=f"runs in {root}", box=box.SIMPLE_HEAD)
+    for col in columns:
+        table.add_column(col, justify="right" if col == "steps" else "left",
+                         no_wrap=col in ("run", "date", "mode", "status"), overflow="fold")
+    colors = {"completed": "green", "early_stopped": "green", "failed": "red",
+              "interrupted": "yellow"}
+    for r in rows:
+        color = colors.get(str(r["status"]), "yellow")
+        cells = {"run": r["run"], "date": r["date"][:16],
+                 "mode": f"{r['mode'] or '-'}/{r['device'] or '-'}",
+                 "status": f"[{color}]{r['status']}[/]",
+                 "steps": "-" if r["steps"] is None else str(r["steps"]),
+                 "best": _metric(r["best_metric"], r["best_value"]),
+                 "final": _metric(r["main_metric"], r["main_value"])}
+        table.add_row(*(cells[c] for c in columns))
+    console.print(table)
+
+
+def print_run(console: Console, info: dict[str, Any]) -> None:
+    """`dlrun runs show`: the run's facts, config, last metrics, checkpoints and plots."""
+    table = Table(title=f"{info['run']} — {info['status']}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("path", info["path"])
+    table.add_row("date", info["date"])
+    table.add_row("mode / device", f"{info['mode'] or '-'} / {info['device'] or '-'}")
+    table.add_row("steps", "-" if info["steps"] is None else str(info["steps"]))
+    table.add_row("best", _metric(info["best_metric"], info["best_value"]))
+    for k, v in ((info["summary"] or {}).get("final") or {}).items():
+        if v is not None:
+            table.add_row(f"final {k}", _fmt(v))
+    if (info["summary"] or {}).get("error"):
+        table.add_row("error", str(info["summary"]["error"]))
+    files = [f"{f['name']} ({f['bytes'] / 1e3:.1f} kB)" for f in info["checkpoints"]]
+    table.add_row("checkpoints", "\n".join(files) or "-")
+    table.add_row("plots", ", ".join(f"plots/{f['name']}" for f in info["plots"]) or "-")
+    console.print(table)
+    if info["metrics"]:
+        keys = list(dict.fromkeys(k for rec in info["metrics"] for k in rec))
+        mt = Table(title=f"last {len(info['metrics'])} of {info['metrics_records']} "
+                         "metrics records")
+        for k in keys:
+            mt.add_column(k, justify="right")
+        for rec in info["metrics"]:
+            mt.add_row(*("" if rec.get(k) is None else _fmt(rec[k]) for k in keys))
+        console.print(mt)
+    if info["config"]:
+        import yaml
+
+        console.print("[bold]config[/]")
+        console.print(yaml.safe_dump(info["config"], sort_keys=False).rstrip(), markup=False,
+                      highlight=False)
