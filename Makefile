@@ -21,7 +21,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/step_time.py
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

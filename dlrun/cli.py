@@ -87,7 +87,8 @@ def _main(
 
 @app.command()
 def train(
-    config: ConfigArg,
+    config: Annotated[Path | None, typer.Argument(
+        help="Experiment YAML file (not needed with --resume).", show_default=False)] = None,
     set_: SetOpt = None,
     mode: ModeOpt = None,
     device: DeviceOpt = None,
@@ -103,12 +104,15 @@ def train(
     """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/."""
     from dlrun import render
     from dlrun.config import load_config
+    from dlrun.errors import ConfigError
     from dlrun.runner import train as runner
 
     with error_boundary():
         view = render.make_view(console, quiet=quiet, json_lines=json_lines)
         if resume is not None:
             summary = runner.resume(resume, callbacks=[view])
+        elif config is None:
+            raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
         else:
             cfg = load_config(config, _overrides(set_, mode, device, seed))
             summary = runner.train(cfg, callbacks=[view], runs_dir=runs_dir)
