@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,6 +180,8 @@ class CompiledFunction:
         if kwargs:
             inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
         state = entry.result.state
+        for slot in entry.plan.inplace_slots:
+            _writable(state, slot)
         grads_in = [state[s]._grad._value for s in entry.result.grad_read_slots]
         outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
         ref = _first_tensor(args, state)
@@ -195,6 +198,19 @@ class CompiledFunction:
         wrapped = [Tensor._wrap(o if type(o) is nd else xp.asarray(o), device, xp, False)
                    for o in outs]
         return unflatten(entry.result.out_tree, wrapped)
+
+
+def _writable(state: list[Tensor], slot: int) -> None:
+    """The plan writes this state's array in place: make sure it may. The array must be
+    writeable, C-ordered, own its memory and be referenced by this tensor alone (refcount: the
+    tensor, `arr`, getrefcount's argument), so no other tensor or view sees the update;
+    otherwise the tensor gets a private copy first (once: the copy is private)."""
+    t = state[slot]
+    arr = t._value
+    if (arr.flags.writeable and arr.flags.c_contiguous and arr.base is None
+            and sys.getrefcount(arr) <= 3):
+        return
+    t._value = t._xp.array(arr, copy=True)
 
 
 def _first_tensor(args: tuple[Any, ...], state: list[Tensor]) -> Tensor | None:

@@ -33,6 +33,7 @@ class Plan:
     state_write_slots: list[int]
     grad_write_slots: list[int]
     buffers: dict[str, Any] = field(default_factory=dict)
+    inplace_slots: list[int] = field(default_factory=list)  # state arrays written in place
 
     def run(self, inputs: list[Any], state: list[Any], grads: list[Any]) -> tuple[Any, Any, Any]:
         try:
@@ -57,14 +58,22 @@ class Plan:
         return node
 
 
+def bind_op(op: str, attrs: dict[str, Any], xp: Any) -> Callable[..., Any]:
+    """The primitive's forward with the array module and attributes bound (the ufunc itself when
+    the forward is exactly one ufunc call: one Python call less per node)."""
+    prim = REGISTRY[op]
+    if prim.ufunc is not None and not attrs:
+        return getattr(xp, prim.ufunc)
+    return partial(prim.forward, xp, **attrs) if attrs else partial(prim.forward, xp)
+
+
 def bind(node: Node, xp: Any) -> Callable[..., Any]:
-    """The node's forward with the array module and attributes bound."""
+    """A callable computing the node from its input arrays (fused nodes: the whole chain)."""
     if node.op == "fused":
         from dlrun.engine.passes.fuse import lower_fused
 
         return lower_fused(node, xp)
-    prim = REGISTRY[node.op]
-    return partial(prim.forward, xp, **node.attrs) if node.attrs else partial(prim.forward, xp)
+    return bind_op(node.op, node.attrs, xp)
 
 
 def lower(graph: Graph, xp: Any) -> Plan:
@@ -80,6 +89,8 @@ def lower(graph: Graph, xp: Any) -> Plan:
     state_writes: list[tuple[int, str]] = []
     grad_writes: list[tuple[int, str]] = []
     buffers: dict[str, Any] = {}
+    planned = graph.meta.get("buffers", {})
+    state_out = graph.meta.get("state_out", {})
     for pos, n in enumerate(graph.nodes):
         v = f"v{n.id}"
         if n.op == "input":
@@ -101,16 +112,21 @@ def lower(graph: Graph, xp: Any) -> Plan:
                 grad_writes.append((n.attrs["slot"], src))
             continue
         else:
-            env[f"f{n.id}"] = bind(n, xp)
-            args = ", ".join(f"v{i}" for i in n.inputs)
-            buf = graph.meta.get("buffers", {}).get(n.id)
-            if buf is not None:
-                name = f"b{buf}"
-                if name not in buffers:
-                    buffers[name] = graph.meta["buffer_specs"][buf]
-                args = f"{args}, out={name}" if args else f"out={name}"
-            lines.append(f"    {v} = f{n.id}({args})")
-        line_nodes[len(lines)] = n
+            out = None
+            if n.id in state_out:
+                out = f"state[{state_out[n.id]}]"  # written in place into the state's array
+            elif n.id in planned:
+                out = f"b{planned[n.id]}"
+                buffers.setdefault(out, graph.meta["buffer_specs"][planned[n.id]])
+            if n.op == "fused":
+                _emit_fused(n, out, xp, env, lines, line_nodes)
+            else:
+                env[f"f{n.id}"] = bind(n, xp)
+                args = ", ".join(f"v{i}" for i in n.inputs)
+                if out is not None:
+                    args = f"{args}, out={out}" if args else f"out={out}"
+                lines.append(f"    {v} = f{n.id}({args})")
+                line_nodes[len(lines)] = n
         dead = [i for i in n.inputs if last_use.get(i) == pos]
         if dead:
             lines.append(f"    del {', '.join(f'v{i}' for i in sorted(set(dead)))}")
@@ -137,7 +153,26 @@ def lower(graph: Graph, xp: Any) -> Plan:
         state_write_slots=[s for s, _ in state_writes],
         grad_write_slots=[s for s, _ in grad_writes],
         buffers={k: env[k] for k in buffers},
+        inplace_slots=sorted(set(state_out.values())),
     )
+
+
+def _emit_fused(n: Node, out: str | None, xp: Any, env: dict[str, Any], lines: list[str],
+                line_nodes: dict[int, Node]) -> None:
+    """Inline a fused chain: every step but the last writes a persistent scratch buffer, the
+    last writes `out` (so `out` may alias any input of the chain)."""
+    program = n.attrs["program"]
+    scratch = f"s{n.id}"
+    if len(program) > 1:
+        env[scratch] = xp.empty(n.shape, dtype=n.dtype)
+    for k, (op, refs, attrs) in enumerate(program):
+        env[f"f{n.id}_{k}"] = bind_op(op, dict(attrs), xp)
+        args = ", ".join(scratch if r < 0 else f"v{n.inputs[r]}" for r in refs)
+        last = k == len(program) - 1
+        target = out if last else scratch
+        call = f"f{n.id}_{k}({args}, out={target})" if target else f"f{n.id}_{k}({args})"
+        lines.append(f"    v{n.id} = {call}" if last else f"    {call}")
+        line_nodes[len(lines)] = n
 
 
 def interpret(graph: Graph, xp: Any, inputs: list[Any], state: list[Any],

@@ -233,3 +233,25 @@ def test_graph_prints_and_exports_dot() -> None:
     assert "= input(index=0)" in text and "= state(slot=0)" in text and "= output(" in text
     dot = f.last.graph.to_dot()
     assert dot.startswith("digraph") and "->" in dot
+
+
+def test_in_place_parameter_updates_do_not_leak_into_shared_arrays() -> None:
+    w = dlrun.tensor([1.0, 2.0], requires_grad=True)
+    twin = dlrun.tensor([0.0, 0.0])
+    with dlrun.no_grad():
+        twin.copy_(w)  # eager copy_ may share the array
+    held = w.numpy()
+
+    @dlrun.compile
+    def step():
+        (w * w).sum().backward()
+        with dlrun.no_grad():
+            w.sub_(w.grad * 0.25)
+            w.grad = None
+
+    step()
+    step()
+    assert step.last.plan.inplace_slots  # the update is written in place
+    np.testing.assert_allclose(w.numpy(), [0.25, 0.5])
+    np.testing.assert_allclose(twin.numpy(), [1.0, 2.0])
+    np.testing.assert_allclose(held, [1.0, 2.0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from dlrun.engine.graph import Graph, Node
@@ -81,17 +80,23 @@ def _fused_node(chain: list[Node]) -> Node:
 
 
 def lower_fused(node: Node, xp: Any) -> Callable[..., Any]:
-    """A callable `run(*externals, out=None)` that evaluates the chain in place."""
-    bound = [(partial(REGISTRY[op].forward, xp, **dict(attrs)), refs)
-             for op, refs, attrs in node.attrs["program"]]
+    """A callable `run(*externals, out=None)` evaluating the chain: every step but the last
+    writes a scratch buffer, the last writes `out`, so `out` may alias any external input.
+    (Plans inline the same steps into their generated code; this is for interpreters.)"""
+    from dlrun.engine.plan import bind_op
+
+    bound = [(bind_op(op, dict(attrs), xp), refs) for op, refs, attrs in node.attrs["program"]]
     shape, dtype = node.shape, node.dtype
 
     def run(*ext: Any, out: Any = None) -> Any:
-        if out is None:
-            out = xp.empty(shape, dtype=dtype)
-        for fn, refs in bound:
-            fn(*[out if r < 0 else ext[r] for r in refs], out=out)
-        return out
+        acc = xp.empty(shape, dtype=dtype) if len(bound) > 1 else None
+        for k, (fn, refs) in enumerate(bound):
+            target = out if k == len(bound) - 1 else acc
+            args = [acc if r < 0 else ext[r] for r in refs]
+            result = fn(*args, out=target) if target is not None else fn(*args)
+            if k < len(bound) - 1:
+                acc = result
+        return result
 
     return run
 

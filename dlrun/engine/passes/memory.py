@@ -30,12 +30,10 @@ def _in_place_inputs(n, k: int, end: dict[int, int], root: dict[int, int],
     if not (n.op == "fused" or fusable(n.op)):
         return []
     out = []
-    for j, i in enumerate(n.inputs):
+    for i in n.inputs:
         if root[i] != i or i not in assign or end[i] != k:
             continue
-        if n.op == "fused" and any(j in refs for _, refs, _ in n.attrs["program"][1:]):
-            continue  # read again after the first step has written the buffer
-        out.append(i)
+        out.append(i)  # fused chains write `out` only in their last step, so any input is safe
     return out
 
 
@@ -86,7 +84,9 @@ def plan_memory(graph: Graph) -> Graph:
             specs.append(spec)
         assign[n.id] = slot
         active.append((end[n.id], slot))
+    state_out = _in_place_state_writes(graph, pos, root, end)
     g = graph.replace(nodes)
+    g.meta["state_out"] = state_out
     g.meta["buffers"] = assign
     g.meta["buffer_specs"] = specs
     planned = sum(_nbytes(s) for s in specs)
@@ -96,9 +96,41 @@ def plan_memory(graph: Graph) -> Graph:
         "planned_bytes": planned,  # the planned peak of the intermediates: all buffers live
         "unplanned_bytes": naive,
         "saved_bytes": naive - planned,
+        "in_place_state_writes": len(state_out),
     }
     g.meta["memory_detail"] = dict(g.meta["memory"])
     return g
+
+
+def _in_place_state_writes(graph: Graph, pos: dict[int, int], root: dict[int, int],
+                           end: dict[int, int]) -> dict[int, int]:
+    """{node id: state slot} for nodes that may write a parameter's (or optimizer buffer's) new
+    value straight into its array: the old value is dead by then, or read only by that very
+    node as a plain elementwise input. Saves allocating a fresh array per state per step."""
+    by_id = graph.by_id()
+    users = graph.users()
+    state_node = {n.attrs["slot"]: n.id for n in graph.nodes if n.op == "state"}
+    out: dict[int, int] = {}
+    for w in graph.nodes:
+        if w.op != "state_write":
+            continue
+        v, slot = w.inputs[0], w.attrs["slot"]
+        prod = by_id[v]
+        if not _takes_out(prod.op) or prod.op in VIEW_OPS or v in out:
+            continue
+        if any(by_id[u].op in SINKS for u in users[v] if u != w.id):
+            continue  # also returned or written elsewhere
+        if prod.shape != w.shape or prod.dtype != w.dtype:
+            continue
+        r = state_node.get(slot)
+        if r is not None and end[r] >= pos[v]:
+            reads_directly = r in prod.inputs and not any(
+                root[i] == r and i != r for i in prod.inputs)
+            if end[r] > pos[v] or not (reads_directly and (prod.op == "fused"
+                                                          or fusable(prod.op))):
+                continue
+        out[v] = slot
+    return out
 
 
 def _nbytes(spec: tuple) -> int:

@@ -22,7 +22,7 @@ def _zero(like: Any) -> Any:
     return scalar_like(0, like)
 
 
-@primitive("add", E, cuda_expr="({0} + {1})")
+@primitive("add", E, cuda_expr="({0} + {1})", ufunc="add")
 def add(xp, a, b, out=None):
     return xp.add(a, b, out=out)
 
@@ -32,7 +32,7 @@ def _add_vjp(g, y, a, b):
     return g, g
 
 
-@primitive("sub", E, cuda_expr="({0} - {1})")
+@primitive("sub", E, cuda_expr="({0} - {1})", ufunc="subtract")
 def sub(xp, a, b, out=None):
     return xp.subtract(a, b, out=out)
 
@@ -42,7 +42,7 @@ def _sub_vjp(g, y, a, b, needs):
     return g, (neg(g) if needs[1] else None)
 
 
-@primitive("mul", E, cuda_expr="({0} * {1})")
+@primitive("mul", E, cuda_expr="({0} * {1})", ufunc="multiply")
 def mul(xp, a, b, out=None):
     return xp.multiply(a, b, out=out)
 
@@ -52,7 +52,7 @@ def _mul_vjp(g, y, a, b, needs):
     return (g * b if needs[0] else None), (g * a if needs[1] else None)
 
 
-@primitive("div", E, cuda_expr="({0} / {1})")
+@primitive("div", E, cuda_expr="({0} / {1})", ufunc="true_divide")
 def div(xp, a, b, out=None):
     return xp.true_divide(a, b, out=out)
 
@@ -64,7 +64,7 @@ def _div_vjp(g, y, a, b, needs):
     return ga, gb
 
 
-@primitive("neg", E, cuda_expr="(-{0})")
+@primitive("neg", E, cuda_expr="(-{0})", ufunc="negative")
 def neg(xp, x, out=None):
     return xp.negative(x, out=out)
 
@@ -74,7 +74,7 @@ def _neg_vjp(g, y, x):
     return (neg(g),)
 
 
-@primitive("pow", E, cuda_expr="pow({0}, {1})")
+@primitive("pow", E, cuda_expr="pow({0}, {1})", ufunc="power")
 def pow(xp, x, p, out=None):  # noqa: A001
     return xp.power(x, p, out=out)
 
@@ -86,12 +86,12 @@ def _pow_vjp(g, y, x, p, needs):
     return gx, gp
 
 
-@primitive("maximum", E, cuda_expr="max({0}, {1})")
+@primitive("maximum", E, cuda_expr="max({0}, {1})", ufunc="maximum")
 def maximum(xp, a, b, out=None):
     return xp.maximum(a, b, out=out)
 
 
-@primitive("minimum", E, cuda_expr="min({0}, {1})")
+@primitive("minimum", E, cuda_expr="min({0}, {1})", ufunc="minimum")
 def minimum(xp, a, b, out=None):
     return xp.minimum(a, b, out=out)
 
@@ -112,7 +112,7 @@ def _minimum_vjp(g, y, a, b):
     return _minmax_vjp(g, a, b, lt(a, b))
 
 
-@primitive("exp", E, cuda_expr="exp({0})")
+@primitive("exp", E, cuda_expr="exp({0})", ufunc="exp")
 def exp(xp, x, out=None):
     return xp.exp(x, out=out)
 
@@ -122,7 +122,7 @@ def _exp_vjp(g, y, x):
     return (g * y,)
 
 
-@primitive("log", E, cuda_expr="log({0})")
+@primitive("log", E, cuda_expr="log({0})", ufunc="log")
 def log(xp, x, out=None):
     return xp.log(x, out=out)
 
@@ -132,7 +132,7 @@ def _log_vjp(g, y, x):
     return (g / x,)
 
 
-@primitive("sqrt", E, cuda_expr="sqrt({0})")
+@primitive("sqrt", E, cuda_expr="sqrt({0})", ufunc="sqrt")
 def sqrt(xp, x, out=None):
     return xp.sqrt(x, out=out)
 
@@ -142,7 +142,7 @@ def _sqrt_vjp(g, y, x):
     return (g * 0.5 / y,)
 
 
-@primitive("abs", E, cuda_expr="abs({0})")
+@primitive("abs", E, cuda_expr="abs({0})", ufunc="absolute")
 def abs(xp, x, out=None):  # noqa: A001
     return xp.abs(x, out=out)
 
@@ -152,12 +152,12 @@ def _abs_vjp(g, y, x):
     return (g * sign(x),)
 
 
-@primitive("sign", E, differentiable=False, cuda_expr="(({0} > 0) - ({0} < 0))")
+@primitive("sign", E, differentiable=False, cuda_expr="(({0} > 0) - ({0} < 0))", ufunc="sign")
 def sign(xp, x, out=None):
     return xp.sign(x, out=out)
 
 
-@primitive("tanh", E, cuda_expr="tanh({0})")
+@primitive("tanh", E, cuda_expr="tanh({0})", ufunc="tanh")
 def tanh(xp, x, out=None):
     return xp.tanh(x, out=out)
 
@@ -276,7 +276,7 @@ def _cast_vjp(g, y, x, *, dtype):
 
 
 def _predicate(name: str, ufunc: str, expr: str):
-    @primitive(name, E, predicate_rule, differentiable=False, cuda_expr=expr)
+    @primitive(name, E, predicate_rule, differentiable=False, cuda_expr=expr, ufunc=ufunc)
     def fwd(xp, a, b, out=None):
         return getattr(xp, ufunc)(a, b, out=out)
 
@@ -294,6 +294,7 @@ logical_and = _predicate("logical_and", "logical_and", "({0} && {1})")
 logical_or = _predicate("logical_or", "logical_or", "({0} || {1})")
 
 
-@primitive("logical_not", E, predicate_rule, differentiable=False, cuda_expr="(!{0})")
+@primitive("logical_not", E, predicate_rule, differentiable=False, cuda_expr="(!{0})",
+           ufunc="logical_not")
 def logical_not(xp, x, out=None):
     return xp.logical_not(x, out=out)

@@ -18,7 +18,7 @@ def _matmul_rule(a, b):
     return batch + (a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
 
 
-@primitive("matmul", Kind.LINALG, _matmul_rule)
+@primitive("matmul", Kind.LINALG, _matmul_rule, ufunc="matmul")
 def matmul(xp, a, b, out=None):
     return xp.matmul(a, b, out=out)
 

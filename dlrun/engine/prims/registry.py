@@ -48,6 +48,8 @@ class Primitive:
     vjp_takes_needs: bool = False
     supports_out: bool = False
     cuda_expr: str | None = None  # elementwise body for generated CuPy kernels (GPU fusion)
+    ufunc: str | None = None  # forward is exactly xp.<ufunc>(*arrays, out=out): plans call it
+
     attr_names: tuple[str, ...] = field(default_factory=tuple)
 
     def defvjp(self, fn: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
@@ -95,6 +97,7 @@ def primitive(
     pure: bool = True,
     differentiable: bool = True,
     cuda_expr: str | None = None,
+    ufunc: str | None = None,
 ) -> Callable[[Callable[..., Any]], Primitive]:
     """Decorator: register `forward(xp, *arrays, **attrs)` as a primitive called `name`."""
 
@@ -117,6 +120,7 @@ def primitive(
             differentiable=differentiable,
             supports_out="out" in params,
             cuda_expr=cuda_expr,
+            ufunc=ufunc,
             attr_names=tuple(a for a in attr_names if a != "out"),
         )
         REGISTRY[name] = prim
