@@ -527,7 +527,20 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
             padding = (dil[0] * (kh - 1) // 2, dil[1] * (kw - 1) // 2)
         else:
             raise ValueError("conv2d: padding must be an int, a pair, 'valid' or 'same'")
-    out = _conv.conv2d(input, weight, stride=_pair(stride), padding=_pair(padding), dilation=dil)
+    if input.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"conv2d expects NCHW input and OIHW weight, got {input.shape} and "
+                         f"{weight.shape}")
+    if input.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv2d: input has {input.shape[1]} channels but the weight expects "
+                         f"{weight.shape[1]}")
+    ph, pw = _pair(padding)
+    if ph or pw:
+        input = _mv.pad(input, pad_width=((0, 0), (0, 0), (ph, ph), (pw, pw)), value=0.0)
+    n, (o, c, kh, kw) = input.shape[0], weight.shape
+    cols = _conv.im2col(input, kernel=(kh, kw), stride=_pair(stride), dilation=dil)
+    out = matmul(reshape(weight, o, c * kh * kw), cols)  # (N, O, OH*OW): already NCHW
+    oh = _conv.out_size(input.shape[2], kh, _pair(stride)[0], 0, dil[0])
+    out = reshape(out, n, o, oh, cols.shape[2] // oh)
     if bias is not None:
         out = out + reshape(bias, 1, -1, 1, 1)
     return out

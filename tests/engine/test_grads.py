@@ -164,12 +164,10 @@ SPECS = [
            lambda x, w, b: _np_conv(x, w, 2, 1) + b.reshape(1, -1, 1, 1)),
     OpSpec("conv2d_dilation", lambda x, w: F.conv2d(x, w, padding=2, dilation=2),
            [(1, 2, 5, 5), (2, 2, 3, 3)], lambda x, w: _np_conv(x, w, 1, 2, 2)),
-    OpSpec("conv2d_grad_input", lambda g, w: C.conv2d_grad_input(
-        g, w, x_shape=(2, 2, 6, 5), stride=(2, 2), padding=(1, 1), dilation=(1, 1)),
-        [(2, 3, 3, 3), (3, 2, 3, 3)]),
-    OpSpec("conv2d_grad_weight", lambda g, x: C.conv2d_grad_weight(
-        g, x, w_shape=(3, 2, 3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1)),
-        [(2, 3, 3, 3), (2, 2, 6, 5)]),
+    OpSpec("im2col_strided_dilated", lambda x: C.im2col(
+        x, kernel=(2, 3), stride=(2, 1), dilation=(1, 2)), [(2, 2, 5, 6)]),
+    OpSpec("col2im_strided_dilated", lambda g: C.col2im(
+        g, x_shape=(2, 2, 5, 6), kernel=(2, 3), stride=(2, 1), dilation=(1, 2)), [(2, 12, 4)]),
     OpSpec("max_pool2d", lambda x: F.max_pool2d(x, 2), [(2, 2, 4, 6)],
            lambda x: _np_pool(x, 2, 2, 0, np.max)),
     OpSpec("max_pool2d_overlap_pad", lambda x: F.max_pool2d(x, 3, stride=2, padding=1),

@@ -1,7 +1,8 @@
-"""Convolution and pooling on NCHW arrays via strided windows (im2col + one GEMM).
+"""Convolution and pooling on NCHW arrays via strided views.
 
-The gradients are primitives of their own (conv2d_grad_input, conv2d_grad_weight, pool grads),
-so backward is a few heavy ops instead of a long chain of small ones; their vjps close the set.
+Convolution is built in dlrun.functional from im2col (one strided copy) and a batched GEMM; its
+transpose col2im is the one heavy gradient primitive it needs. Pooling runs KH*KW elementwise
+passes over strided views; its gradients are primitives of their own, whose vjps close the set.
 """
 
 from __future__ import annotations
@@ -15,15 +16,6 @@ C = Kind.CONV
 
 def out_size(n, k, stride, padding, dilation=1):
     return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-
-
-def _windows(xp, x, kernel, stride, dilation, out_hw):
-    """A (N, C, OH, OW, KH, KW) strided view of an already padded x (no copy)."""
-    n, c = x.shape[:2]
-    s0, s1, s2, s3 = x.strides
-    shape = (n, c, out_hw[0], out_hw[1], kernel[0], kernel[1])
-    strides = (s0, s1, s2 * stride[0], s3 * stride[1], s2 * dilation[0], s3 * dilation[1])
-    return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
 def _pad_hw(xp, x, padding, value=0.0):
@@ -44,99 +36,75 @@ def _hw_out(x_shape, kernel, stride, padding, dilation):
     return oh, ow
 
 
-def _cols(xp, x, kernel, stride, padding, dilation):
-    """im2col: (N*OH*OW, C*KH*KW) patches of x, and (OH, OW)."""
-    oh, ow = _hw_out(x.shape, kernel, stride, padding, dilation)
-    win = _windows(xp, _pad_hw(xp, x, padding), kernel, stride, dilation, (oh, ow))
+# ----- convolution as im2col + batched GEMM ------------------------------------------------------
+# conv2d (dlrun.functional) = pad -> im2col -> (O, C*KH*KW) @ (N, C*KH*KW, OH*OW) -> reshape.
+# Every large array is then a graph value: the static memory plan preallocates the columns and
+# the outputs, the weight gradient reuses the forward's columns, and the only heavy gradient
+# primitive needed is col2im (im2col's transpose).
+
+
+def _cols_rule(x, *, kernel, stride, dilation):
+    if len(x.shape) != 4:
+        raise ValueError(f"conv2d expects NCHW input, got shape {x.shape}")
+    oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
     n, c = x.shape[:2]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kernel[0] * kernel[1])
-    return cols, (oh, ow)
+    return (n, c * kernel[0] * kernel[1], oh * ow), x.dtype
 
 
-def _col2im(xp, gcols, x_shape, kernel, stride, padding, dilation, out_hw):
-    """Sum (N, OH, OW, C, KH, KW) patch gradients back into an (N, C, H, W) array."""
+def _windows6(xp, x, kernel, stride, dilation, out_hw):
+    """A (N, C, KH, KW, OH, OW) strided view of x (already padded): element (i, j) of the
+    kernel at output position (p, q) reads x[:, :, p*s + i*d, q*s + j*d]."""
+    n, c = x.shape[:2]
+    s0, s1, s2, s3 = x.strides
+    shape = (n, c, kernel[0], kernel[1], out_hw[0], out_hw[1])
+    strides = (s0, s1, s2 * dilation[0], s3 * dilation[1], s2 * stride[0], s3 * stride[1])
+    return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+
+
+@primitive("im2col", C, _cols_rule)
+def im2col(xp, x, *, kernel, stride, dilation, out=None):
+    """(N, C*KH*KW, OH*OW) columns of an (already padded) NCHW input: one strided copy."""
+    n, c = x.shape[:2]
+    oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
+    win = _windows6(xp, x, kernel, stride, dilation, (oh, ow))
+    if out is None:
+        out = xp.empty((n, c * kernel[0] * kernel[1], oh * ow), dtype=x.dtype)
+    xp.copyto(out.reshape(win.shape), win)
+    return out
+
+
+@im2col.defvjp
+def _im2col_vjp(g, y, x, *, kernel, stride, dilation):
+    return (col2im(g, x_shape=x.shape, kernel=kernel, stride=stride, dilation=dilation),)
+
+
+def _col2im_rule(g, *, x_shape, kernel, stride, dilation):
+    return tuple(x_shape), g.dtype
+
+
+@primitive("col2im", C, _col2im_rule)
+def col2im(xp, g, *, x_shape, kernel, stride, dilation, out=None):
+    """Sum (N, C*KH*KW, OH*OW) column gradients back into an NCHW array (KH*KW strided adds)."""
     n, c, h, w = x_shape
-    (ph, pw), (oh, ow) = padding, out_hw
-    gx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gcols.dtype)
+    oh, ow = _hw_out(x_shape, kernel, stride, (0, 0), dilation)
+    g6 = g.reshape(n, c, kernel[0], kernel[1], oh, ow)
+    if out is None:
+        out = xp.zeros(x_shape, dtype=g.dtype)
+    else:
+        out.fill(0)
     for i in range(kernel[0]):
         hi = i * dilation[0]
         for j in range(kernel[1]):
             wj = j * dilation[1]
-            gx[:, :, hi : hi + stride[0] * (oh - 1) + 1 : stride[0],
-               wj : wj + stride[1] * (ow - 1) + 1 : stride[1]] += gcols[:, :, :, :, i, j].transpose(
-                0, 3, 1, 2)
-    return gx[:, :, ph : ph + h, pw : pw + w]
+            view = out[:, :, hi : hi + stride[0] * (oh - 1) + 1 : stride[0],
+                       wj : wj + stride[1] * (ow - 1) + 1 : stride[1]]
+            xp.add(view, g6[:, :, i, j], out=view)
+    return out
 
 
-# ----- conv2d -------------------------------------------------------------------------------------
-
-
-def _conv_rule(x, w, *, stride, padding, dilation):
-    if len(x.shape) != 4 or len(w.shape) != 4:
-        raise ValueError(f"conv2d expects NCHW input and OIHW weight, got {x.shape} and {w.shape}")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(
-            f"conv2d: input has {x.shape[1]} channels but the weight expects {w.shape[1]}"
-        )
-    oh, ow = _hw_out(x.shape, w.shape[2:], stride, padding, dilation)
-    return (x.shape[0], w.shape[0], oh, ow), np.result_type(x.dtype, w.dtype)
-
-
-@primitive("conv2d", C, _conv_rule)
-def conv2d(xp, x, w, *, stride, padding, dilation):
-    n, o = x.shape[0], w.shape[0]
-    cols, (oh, ow) = _cols(xp, x, w.shape[2:], stride, padding, dilation)
-    out = cols @ w.reshape(o, -1).T
-    return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
-
-
-@conv2d.defvjp
-def _conv2d_vjp(g, y, x, w, *, stride, padding, dilation, needs):
-    kw = dict(stride=stride, padding=padding, dilation=dilation)
-    gx = conv2d_grad_input(g, w, x_shape=x.shape, **kw) if needs[0] else None
-    gw = conv2d_grad_weight(g, x, w_shape=w.shape, **kw) if needs[1] else None
-    return gx, gw
-
-
-def _grad_input_rule(g, w, *, x_shape, stride, padding, dilation):
-    return tuple(x_shape), g.dtype
-
-
-@primitive("conv2d_grad_input", C, _grad_input_rule)
-def conv2d_grad_input(xp, g, w, *, x_shape, stride, padding, dilation):
-    n, o, oh, ow = g.shape
-    c, kh, kw = w.shape[1:]
-    g2 = g.transpose(0, 2, 3, 1).reshape(n * oh * ow, o)
-    gcols = (g2 @ w.reshape(o, c * kh * kw)).reshape(n, oh, ow, c, kh, kw)
-    return _col2im(xp, gcols, x_shape, (kh, kw), stride, padding, dilation, (oh, ow))
-
-
-@conv2d_grad_input.defvjp
-def _conv2d_grad_input_vjp(gg, y, g, w, *, x_shape, stride, padding, dilation, needs):
-    kw = dict(stride=stride, padding=padding, dilation=dilation)
-    dg = conv2d(gg, w, **kw) if needs[0] else None
-    dw = conv2d_grad_weight(g, gg, w_shape=w.shape, **kw) if needs[1] else None
-    return dg, dw
-
-
-def _grad_weight_rule(g, x, *, w_shape, stride, padding, dilation):
-    return tuple(w_shape), g.dtype
-
-
-@primitive("conv2d_grad_weight", C, _grad_weight_rule)
-def conv2d_grad_weight(xp, g, x, *, w_shape, stride, padding, dilation):
-    o = w_shape[0]
-    cols, _ = _cols(xp, x, w_shape[2:], stride, padding, dilation)
-    g2 = g.transpose(1, 0, 2, 3).reshape(o, -1)
-    return (g2 @ cols).reshape(w_shape)
-
-
-@conv2d_grad_weight.defvjp
-def _conv2d_grad_weight_vjp(gg, y, g, x, *, w_shape, stride, padding, dilation, needs):
-    kw = dict(stride=stride, padding=padding, dilation=dilation)
-    dg = conv2d(x, gg, **kw) if needs[0] else None
-    dx = conv2d_grad_input(g, gg, x_shape=x.shape, **kw) if needs[1] else None
-    return dg, dx
+@col2im.defvjp
+def _col2im_vjp(gg, y, g, *, x_shape, kernel, stride, dilation):
+    return (im2col(gg, kernel=kernel, stride=stride, dilation=dilation),)
 
 
 # ----- pooling ------------------------------------------------------------------------------------
@@ -255,10 +223,16 @@ def _avg_grad_rule(g, *, x_shape, kernel, stride, padding):
 
 @primitive("avg_pool2d_grad", C, _avg_grad_rule)
 def avg_pool2d_grad(xp, g, *, x_shape, kernel, stride, padding):
-    n, c, oh, ow = g.shape
-    share = (g / (kernel[0] * kernel[1])).transpose(0, 2, 3, 1)
-    gcols = xp.broadcast_to(share[..., None, None], (n, oh, ow, c, kernel[0], kernel[1]))
-    return _col2im(xp, gcols, x_shape, kernel, stride, padding, (1, 1), (oh, ow))
+    n, c, h, w = x_shape
+    (ph, pw), (oh, ow) = padding, g.shape[2:]
+    gx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
+    share = g * g.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            view = gx[:, :, i : i + stride[0] * (oh - 1) + 1 : stride[0],
+                      j : j + stride[1] * (ow - 1) + 1 : stride[1]]
+            xp.add(view, share, out=view)
+    return gx[:, :, ph : ph + h, pw : pw + w]
 
 
 @avg_pool2d_grad.defvjp

@@ -150,8 +150,13 @@ def _pad_rule(x, *, pad_width, value):
 
 
 @primitive("pad", M, _pad_rule)
-def pad(xp, x, *, pad_width, value):
-    return xp.pad(x, pad_width, mode="constant", constant_values=value)
+def pad(xp, x, *, pad_width, value, out=None):
+    if out is None:
+        return xp.pad(x, pad_width, mode="constant", constant_values=value)
+    inner = tuple(slice(a, a + n) for (a, _), n in zip(pad_width, x.shape, strict=True))
+    out.fill(value)  # (a planned buffer may hold anything from the last call)
+    out[inner] = x
+    return out
 
 
 @pad.defvjp
