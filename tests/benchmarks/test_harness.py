@@ -14,11 +14,12 @@ from benchmarks import floor as fl
 from benchmarks import run as bench
 from benchmarks import torch_ref
 
-# tiny versions of the four workloads (same architectures, a few hundred parameters each)
+# tiny versions of the four workloads (same architectures, a few hundred parameters each; the
+# cnn covers both im2col layouts: K-major for 1 input channel, N-major for 4)
 TINY = {
     "linreg": dict(n_features=3, batch=5),
     "mlp": dict(in_features=6, hidden=5, n_classes=4, batch=3),
-    "cnn": dict(in_channels=1, size=8, channels=(2, 4), hidden=5, n_classes=3, batch=2),
+    "cnn": dict(in_channels=1, size=8, channels=(4, 5), hidden=5, n_classes=3, batch=2),
     "lstm": dict(vocab=7, embedding_dim=3, hidden=4, batch=2, seq_len=5),
 }
 
@@ -180,3 +181,22 @@ def test_run_main_in_process_without_torch(tmp_path: Path) -> None:
                       str(tmp_path), "--in-process", "--no-torch", "--gap", "0"])
     _check_results(tmp_path, res, with_torch=False)
     assert res["settings"]["in_process"] is True
+
+
+def test_run_main_reports_a_broken_dlrun_and_still_measures_the_references(
+        tmp_path: Path) -> None:
+    """While the engine changes, a dlrun failure is an error row, not a crashed benchmark."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    text = (bench.CONFIG_DIR / "linreg.yaml").read_text()
+    (configs / "linreg.yaml").write_text(text.replace("type: linear", "type: no_such_model"))
+    res = bench.main(["--workloads", "linreg", "--steps", "2", "--warmup", "1", "--out",
+                      str(tmp_path / "out"), "--in-process", "--no-torch", "--gap", "0",
+                      "--config-dir", str(configs)])
+    wr = res["workloads"]["linreg"]
+    assert wr["batch"]["source"] == "floor.make_batch"
+    assert "no_such_model" in wr["impls"]["dlrun_static"]["error"]
+    assert wr["impls"]["floor_reused"]["steps"] == 2
+    by_id = {t["id"]: t["status"] for t in res["targets"]}
+    assert by_id["static_vs_floor"] == "n/a"
+    assert "error:" in (tmp_path / "out" / "results.md").read_text()
