@@ -49,7 +49,7 @@ class _Entry:
 
 def _arg_sig(a: Any) -> Any:
     if isinstance(a, Tensor):
-        return ("tensor", a.shape, a.dtype.str, a.device, a.requires_grad)
+        return ("tensor", a.shape, a.dtype, a.device, a.requires_grad)
     try:
         hash(a)
     except TypeError:
@@ -123,11 +123,11 @@ class CompiledFunction:
 
     def _signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         return (
-            tuple(_arg_sig(a) for a in args),
-            tuple(sorted((k, _arg_sig(v)) for k, v in kwargs.items())),
+            tuple([_arg_sig(a) for a in args]),
+            tuple(sorted((k, _arg_sig(v)) for k, v in kwargs.items())) if kwargs else (),
             autograd.GRAD.enabled,
-            tuple(bool(m.training) for m in self._modules),
-            tuple(t._grad is None for t in self._grad_tracked),
+            tuple([m.training for m in self._modules]) if self._modules else (),
+            tuple([t._grad is None for t in self._grad_tracked]) if self._grad_tracked else (),
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

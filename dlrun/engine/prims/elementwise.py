@@ -266,8 +266,11 @@ def _cast_rule(x, *, dtype):
 
 
 @primitive("cast", E, _cast_rule, cuda_expr="({dtype}){0}")
-def cast(xp, x, *, dtype):
-    return x.astype(dtype)
+def cast(xp, x, *, dtype, out=None):
+    if out is None:
+        return x.astype(dtype)
+    xp.copyto(out, x, casting="unsafe")
+    return out
 
 
 @cast.defvjp

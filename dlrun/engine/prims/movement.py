@@ -37,7 +37,7 @@ def _permute_rule(x, *, axes):
 
 @primitive("permute", M, _permute_rule)
 def permute(xp, x, *, axes):
-    return xp.transpose(x, axes)
+    return x.transpose(axes)
 
 
 @permute.defvjp
@@ -65,6 +65,14 @@ def _broadcast_to_vjp(g, y, x, *, shape):
 
 # ----- basic slicing ---------------------------------------------------------------------------
 # A normalized index is a tuple of ("i", k) | ("s", start, stop, step) | ("n",) items.
+
+
+def _zeroed(xp, out, shape, dtype):
+    """A zero array: the planned buffer `out` cleared, or a new one."""
+    if out is None:
+        return xp.zeros(shape, dtype=dtype)
+    out.fill(0)
+    return out
 
 
 def to_python_index(index):
@@ -103,9 +111,9 @@ def _assemble_rule(*gs, shape, indices):
 
 
 @primitive("assemble_slices", M, _assemble_rule)
-def assemble_slices(xp, *gs, shape, indices):
+def assemble_slices(xp, *gs, shape, indices, out=None):
     """Zeros of `shape` with each g added at its basic index (the transpose of getitem)."""
-    out = xp.zeros(shape, dtype=np.result_type(*(g.dtype for g in gs)))
+    out = _zeroed(xp, out, shape, np.result_type(*(g.dtype for g in gs)))
     for g, index in zip(gs, indices, strict=True):
         out[to_python_index(index)] += g
     return out
@@ -128,8 +136,8 @@ def _concat_rule(*xs, axis):
 
 
 @primitive("concat", M, _concat_rule)
-def concat(xp, *xs, axis):
-    return xp.concatenate(xs, axis=axis)
+def concat(xp, *xs, axis, out=None):
+    return xp.concatenate(xs, axis=axis, out=out)
 
 
 @concat.defvjp
@@ -186,9 +194,9 @@ def _take_rule(x, idx, *, axis):
 
 
 @primitive("take", I, _take_rule)
-def take(xp, x, idx, *, axis):
+def take(xp, x, idx, *, axis, out=None):
     """x indexed by an integer array along one axis (index_select / embedding lookup)."""
-    return xp.take(x, idx, axis=axis)
+    return xp.take(x, idx, axis=axis, out=out)
 
 
 @take.defvjp
@@ -202,10 +210,10 @@ def _index_add_rule(g, idx, *, axis, size):
 
 
 @primitive("index_add", I, _index_add_rule)
-def index_add(xp, g, idx, *, axis, size):
+def index_add(xp, g, idx, *, axis, size, out=None):
     """Zeros with `size` rows along axis, g's slices added at idx (the transpose of take)."""
     pre, post = g.shape[:axis], g.shape[axis + idx.ndim :]
-    out = xp.zeros(pre + (size,) + post, dtype=g.dtype)
+    out = _zeroed(xp, out, pre + (size,) + post, g.dtype)
     n_pre = int(np.prod(pre, dtype=np.int64))
     flat_out = out.reshape((n_pre, size) + post)
     flat_g = g.reshape((n_pre, idx.size) + post)
@@ -240,9 +248,9 @@ def _scatter_add_rule(g, idx, *, axis, shape):
 
 
 @primitive("scatter_add", I, _scatter_add_rule)
-def scatter_add(xp, g, idx, *, axis, shape):
+def scatter_add(xp, g, idx, *, axis, shape, out=None):
     """Zeros of `shape` with g added at idx along axis (the transpose of gather)."""
-    out = xp.zeros(shape, dtype=g.dtype)
+    out = _zeroed(xp, out, shape, g.dtype)
     grid = list(xp.ogrid[tuple(slice(n) for n in idx.shape)])
     grid[axis] = idx
     scatter_add_into(xp, out, tuple(grid), g)

@@ -37,6 +37,8 @@ def expand_back(g, x_shape, axis, keepdims):
 
 @primitive("sum", R, _reduce_rule)
 def sum(xp, x, *, axis, keepdims, out=None):  # noqa: A001
+    if xp is np:  # the ufunc method directly: np.sum's Python wrapper costs more than small sums
+        return np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)
     return xp.sum(x, axis=axis, keepdims=keepdims, out=out)
 
 
@@ -97,8 +99,9 @@ def _same_rule(x, *, axis):
 
 
 @primitive("softmax", R, _same_rule)
-def softmax(xp, x, *, axis):
-    e = xp.exp(x - xp.amax(x, axis=axis, keepdims=True))
+def softmax(xp, x, *, axis, out=None):
+    e = xp.subtract(x, xp.amax(x, axis=axis, keepdims=True), out=out)
+    xp.exp(e, out=e)
     e /= xp.sum(e, axis=axis, keepdims=True)
     return e
 
@@ -109,8 +112,8 @@ def _softmax_vjp(g, y, x, *, axis):
 
 
 @primitive("log_softmax", R, _same_rule)
-def log_softmax(xp, x, *, axis):
-    shifted = x - xp.amax(x, axis=axis, keepdims=True)
+def log_softmax(xp, x, *, axis, out=None):
+    shifted = xp.subtract(x, xp.amax(x, axis=axis, keepdims=True), out=out)
     shifted -= xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
     return shifted
 
