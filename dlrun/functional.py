@@ -538,7 +538,8 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
         input = _mv.pad(input, pad_width=((0, 0), (0, 0), (ph, ph), (pw, pw)), value=0.0)
     n, (o, c, kh, kw) = input.shape[0], weight.shape
     cols = _conv.im2col(input, kernel=(kh, kw), stride=_pair(stride), dilation=dil)
-    out = matmul(reshape(weight, o, c * kh * kw), cols)  # (N, O, OH*OW): already NCHW
+    wmat = reshape(permute(weight, 0, 2, 3, 1), o, kh * kw * c)  # (kh, kw, c): im2col's order
+    out = matmul(wmat, cols)  # (N, O, OH*OW): already NCHW
     oh = _conv.out_size(input.shape[2], kh, _pair(stride)[0], 0, dil[0])
     out = reshape(out, n, o, oh, cols.shape[2] // oh)
     if bias is not None:

@@ -166,6 +166,9 @@ SPECS = [
            [(1, 2, 5, 5), (2, 2, 3, 3)], lambda x, w: _np_conv(x, w, 1, 2, 2)),
     OpSpec("im2col_strided_dilated", lambda x: C.im2col(
         x, kernel=(2, 3), stride=(2, 1), dilation=(1, 2)), [(2, 2, 5, 6)]),
+    OpSpec("max_pool2d_grad_tiling", lambda g, x: C.max_pool2d_grad(
+        g, x, F.max_pool2d(x, 2), kernel=(2, 2), stride=(2, 2), padding=(0, 0)),
+        [(2, 2, 2, 3), (2, 2, 4, 6)], nondiff=(1,)),
     OpSpec("col2im_strided_dilated", lambda g: C.col2im(
         g, x_shape=(2, 2, 5, 6), kernel=(2, 3), stride=(2, 1), dilation=(1, 2)), [(2, 12, 4)]),
     OpSpec("max_pool2d", lambda x: F.max_pool2d(x, 2), [(2, 2, 4, 6)],

@@ -48,22 +48,23 @@ def _cols_rule(x, *, kernel, stride, dilation):
         raise ValueError(f"conv2d expects NCHW input, got shape {x.shape}")
     oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
     n, c = x.shape[:2]
-    return (n, c * kernel[0] * kernel[1], oh * ow), x.dtype
+    return (n, kernel[0] * kernel[1] * c, oh * ow), x.dtype
 
 
 def _windows6(xp, x, kernel, stride, dilation, out_hw):
-    """A (N, C, KH, KW, OH, OW) strided view of x (already padded): element (i, j) of the
-    kernel at output position (p, q) reads x[:, :, p*s + i*d, q*s + j*d]."""
+    """A (N, KH, KW, C, OH, OW) strided view of x (already padded): kernel element (i, j) at
+    output position (p, q) reads x[:, :, p*s + i*d, q*s + j*d]."""
     n, c = x.shape[:2]
     s0, s1, s2, s3 = x.strides
-    shape = (n, c, kernel[0], kernel[1], out_hw[0], out_hw[1])
-    strides = (s0, s1, s2 * dilation[0], s3 * dilation[1], s2 * stride[0], s3 * stride[1])
+    shape = (n, kernel[0], kernel[1], c, out_hw[0], out_hw[1])
+    strides = (s0, s2 * dilation[0], s3 * dilation[1], s1, s2 * stride[0], s3 * stride[1])
     return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
 @primitive("im2col", C, _cols_rule)
 def im2col(xp, x, *, kernel, stride, dilation, out=None):
-    """(N, C*KH*KW, OH*OW) columns of an (already padded) NCHW input: one strided copy."""
+    """(N, KH*KW*C, OH*OW) columns of an (already padded) NCHW input, rows in (kh, kw, c) order
+    (so col2im's per-offset slices are contiguous (C, OH*OW) blocks): one strided copy."""
     n, c = x.shape[:2]
     oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
     win = _windows6(xp, x, kernel, stride, dilation, (oh, ow))
@@ -84,10 +85,10 @@ def _col2im_rule(g, *, x_shape, kernel, stride, dilation):
 
 @primitive("col2im", C, _col2im_rule)
 def col2im(xp, g, *, x_shape, kernel, stride, dilation, out=None):
-    """Sum (N, C*KH*KW, OH*OW) column gradients back into an NCHW array (KH*KW strided adds)."""
+    """Sum (N, KH*KW*C, OH*OW) column gradients back into an NCHW array (KH*KW strided adds)."""
     n, c, h, w = x_shape
     oh, ow = _hw_out(x_shape, kernel, stride, (0, 0), dilation)
-    g6 = g.reshape(n, c, kernel[0], kernel[1], oh, ow)
+    g6 = g.reshape(n, kernel[0], kernel[1], c, oh, ow)
     if out is None:
         out = xp.zeros(x_shape, dtype=g.dtype)
     else:
@@ -98,7 +99,7 @@ def col2im(xp, g, *, x_shape, kernel, stride, dilation, out=None):
             wj = j * dilation[1]
             view = out[:, :, hi : hi + stride[0] * (oh - 1) + 1 : stride[0],
                        wj : wj + stride[1] * (ow - 1) + 1 : stride[1]]
-            xp.add(view, g6[:, :, i, j], out=view)
+            xp.add(view, g6[:, i, j], out=view)
     return out
 
 
@@ -131,13 +132,24 @@ def _pool_slices(xp, x, kernel, stride, padding, fill):
 
 def _first_max_masks(xp, x, y, kernel, stride, padding):
     """(i, j, mask) with mask true where window offset (i, j) is the first maximum (PyTorch's
-    tie rule): each window routes its gradient to exactly one element."""
-    taken = xp.zeros(y.shape, dtype=bool)
+    tie rule): each window routes its gradient to exactly one element. The masks are yielded
+    in one reused buffer."""
+    taken = None
+    mask = xp.empty(y.shape, dtype=bool)
     for i, j, view in _pool_slices(xp, x, kernel, stride, padding, -np.inf):
-        mask = view == y
-        mask &= ~taken
-        taken |= mask
+        xp.equal(view, y, out=mask)
+        if taken is None:
+            taken = mask.copy()
+        else:
+            xp.greater(mask, taken, out=mask)  # mask and not taken
+            xp.logical_or(taken, mask, out=taken)
         yield i, j, mask
+
+
+def _tiles(x_shape, kernel, stride, padding):
+    """True when the windows tile the input exactly: every element in exactly one window."""
+    return (padding == (0, 0) and tuple(stride) == tuple(kernel)
+            and x_shape[2] % kernel[0] == 0 and x_shape[3] % kernel[1] == 0)
 
 
 @primitive("max_pool2d", C, _pool_rule)
@@ -165,15 +177,25 @@ def _pool_grad_rule(g, x, y, *, kernel, stride, padding):
 
 
 @primitive("max_pool2d_grad", C, _pool_grad_rule)
-def max_pool2d_grad(xp, g, x, y, *, kernel, stride, padding):
+def max_pool2d_grad(xp, g, x, y, *, kernel, stride, padding, out=None):
     """Route each window's gradient to its first maximum, like PyTorch (y = max_pool2d(x))."""
     n, c, h, w = x.shape
     (ph, pw), (oh, ow) = padding, g.shape[2:]
+    if _tiles(x.shape, kernel, stride, padding):  # every element written once: no zeros, no adds
+        gx = xp.empty(x.shape, dtype=g.dtype) if out is None else out
+        for i, j, mask in _first_max_masks(xp, x, y, kernel, stride, padding):
+            xp.multiply(g, mask, out=gx[:, :, i :: stride[0], j :: stride[1]])
+        return gx
     gx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
     for i, j, mask in _first_max_masks(xp, x, y, kernel, stride, padding):
-        gx[:, :, i : i + stride[0] * (oh - 1) + 1 : stride[0],
-           j : j + stride[1] * (ow - 1) + 1 : stride[1]] += g * mask
-    return gx[:, :, ph : ph + h, pw : pw + w]
+        view = gx[:, :, i : i + stride[0] * (oh - 1) + 1 : stride[0],
+                  j : j + stride[1] * (ow - 1) + 1 : stride[1]]
+        view += g * mask
+    inner = gx[:, :, ph : ph + h, pw : pw + w]
+    if out is None:
+        return inner
+    xp.copyto(out, inner)
+    return out
 
 
 @max_pool2d_grad.defvjp
