@@ -16,6 +16,7 @@ from dlrun.engine.passes.cse import cse
 from dlrun.engine.passes.dce import dce
 from dlrun.engine.passes.fold import fold
 from dlrun.engine.passes.fuse import fuse
+from dlrun.engine.passes.matmul_sum import matmul_sum
 from dlrun.engine.passes.memory import plan_memory
 from dlrun.engine.passes.simplify import simplify
 
@@ -26,6 +27,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("cse", cse),
     ("fold", fold),
     ("simplify", simplify),
+    ("matmul_sum", matmul_sum),
     ("dce2", dce),
     ("fuse", fuse),
     ("memory", plan_memory),

@@ -113,7 +113,18 @@ def _assemble_rule(*gs, shape, indices):
 @primitive("assemble_slices", M, _assemble_rule)
 def assemble_slices(xp, *gs, shape, indices, out=None):
     """Zeros of `shape` with each g added at its basic index (the transpose of getitem)."""
-    out = _zeroed(xp, out, shape, np.result_type(*(g.dtype for g in gs)))
+    dtype = np.result_type(*(g.dtype for g in gs))
+    rows = [index[0][1] for index in indices if len(index) == 1 and index[0][0] == "i"]
+    if len(rows) == len(indices) and len(set(rows)) == len(rows):
+        # distinct rows (the time steps of an RNN): copies, and no zeros where all are written
+        if out is None:
+            out = xp.empty(shape, dtype=dtype)
+        if len(rows) < shape[0]:
+            out.fill(0)
+        for g, row in zip(gs, rows, strict=True):
+            out[row] = g
+        return out
+    out = _zeroed(xp, out, shape, dtype)
     for g, index in zip(gs, indices, strict=True):
         out[to_python_index(index)] += g
     return out

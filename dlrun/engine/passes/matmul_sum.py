@@ -1,0 +1,131 @@
+"""Sums of matmuls -> one matmul: sum_t A_t^T @ B_t == concat(A)^T @ concat(B).
+
+Backpropagation through time accumulates a weight's gradient as a sum of one small product per
+time step (h_{t-1}^T @ g_t, often wrapped in the transpose of the weight's use). This pass turns
+such an add tree into one GEMM over the concatenated operands: one BLAS call instead of T
+calls and T-1 full-size additions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dlrun.engine.graph import Graph, Node
+
+MIN_TERMS = 3  # below this the concatenation is not worth it
+T2 = (1, 0)
+
+
+def _is_t(node: Node | None) -> bool:
+    return node is not None and node.op == "permute" and node.attrs["axes"] == T2
+
+
+def _match(leaf: Node, by_id: dict[int, Node], users: dict[int, list[int]]
+           ) -> tuple[bool, int, int] | None:
+    """(outer transpose?, a, b) when leaf is [permute](matmul(permute(a), b)) with 2-D a, b
+    and single-user intermediates; else None."""
+    outer = _is_t(leaf)
+    mm = by_id[leaf.inputs[0]] if outer else leaf
+    if mm.op != "matmul" or len(mm.shape) != 2 or (outer and len(users[mm.id]) != 1):
+        return None
+    lhs, b = by_id[mm.inputs[0]], by_id[mm.inputs[1]]
+    if not _is_t(lhs) or len(b.shape) != 2:
+        return None
+    a = by_id[lhs.inputs[0]]
+    return outer, a.id, b.id
+
+
+class _Builder:
+    """New nodes with fresh ids, all attributed to the source line of the tree they replace."""
+
+    def __init__(self, next_id: int, where: str) -> None:
+        self.next_id, self.where, self.nodes = next_id, where, []
+
+    def add(self, op: str, inputs: tuple[int, ...], attrs: dict, shape: tuple, dtype) -> int:
+        node = Node(self.next_id, op, inputs, attrs, tuple(shape), dtype, self.where)
+        self.next_id += 1
+        self.nodes.append(node)
+        return node.id
+
+
+def matmul_sum(graph: Graph) -> Graph:
+    by_id = graph.by_id()
+    users = graph.users()
+    pos = {n.id: k for k, n in enumerate(graph.nodes)}
+
+    def is_tree_add(nid: int, shape: tuple[int, ...]) -> bool:
+        n = by_id[nid]
+        return n.op == "add" and n.shape == shape and len(users[nid]) == 1
+
+    replacements: dict[int, list[Node]] = {}  # root id -> nodes replacing it
+    next_id = graph.next_id()
+    for root in graph.nodes:
+        if root.op != "add" or len(root.shape) != 2:
+            continue
+        if is_tree_add(root.id, root.shape) and by_id[users[root.id][0]].op == "add" \
+                and by_id[users[root.id][0]].shape == root.shape:
+            continue  # not the root of its add tree
+        leaves, stack = [], [root.id]
+        while stack:
+            nid = stack.pop()
+            node = by_id[nid]
+            for i in node.inputs:
+                if is_tree_add(i, root.shape):
+                    stack.append(i)
+                else:
+                    leaves.append(i)
+        groups: dict[tuple, list[tuple[int, int, int]]] = {}
+        rest: list[int] = []
+        for leaf in sorted(leaves, key=pos.get):
+            m = _match(by_id[leaf], by_id, users) if len(users[leaf]) == 1 else None
+            if m is None:
+                rest.append(leaf)
+                continue
+            outer, a, b = m
+            key = (outer, by_id[a].shape[1:], by_id[b].shape[1:], by_id[a].dtype)
+            groups.setdefault(key, []).append((leaf, a, b))
+        big = [g for g in groups.values() if len(g) >= MIN_TERMS]
+        if not big:
+            continue
+        for g in groups.values():
+            if len(g) < MIN_TERMS:
+                rest.extend(leaf for leaf, _, _ in g)
+        build = _Builder(next_id, root.where)
+        add_node = build.add
+
+        terms: list[int] = []
+        for group in big:
+            outer = _is_t(by_id[group[0][0]])
+            a_ids = tuple(a for _, a, _ in group)
+            b_ids = tuple(b for _, _, b in group)
+            a0, b0 = by_id[a_ids[0]], by_id[b_ids[0]]
+            rows = sum(by_id[a].shape[0] for a in a_ids)
+            cat_a = add_node("concat", a_ids, {"axis": 0}, (rows, a0.shape[1]), a0.dtype)
+            cat_b = add_node("concat", b_ids, {"axis": 0}, (rows, b0.shape[1]), b0.dtype)
+            at = add_node("permute", (cat_a,), {"axes": T2}, (a0.shape[1], rows), a0.dtype)
+            prod = add_node("matmul", (at, cat_b), {}, (a0.shape[1], b0.shape[1]), root.dtype)
+            if outer:
+                prod = add_node("permute", (prod,), {"axes": T2}, root.shape, root.dtype)
+            terms.append(prod)
+        terms += sorted(rest, key=pos.get)
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = add_node("add", (acc, t), {}, root.shape, root.dtype)
+        new = build.nodes
+        next_id = build.next_id
+        assert acc == new[-1].id  # the final product or add
+        new[-1] = replace(new[-1], id=root.id)  # so the root's users need no change
+        replacements[root.id] = new
+    if not replacements:
+        out = graph.replace(graph.nodes)
+        out.meta["matmul_sum_detail"] = {"rewritten": 0}
+        return out
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        if n.id in replacements:
+            nodes.extend(replacements[n.id])
+        else:
+            nodes.append(n)
+    out = graph.replace(nodes)
+    out.meta["matmul_sum_detail"] = {"rewritten": len(replacements)}
+    return out

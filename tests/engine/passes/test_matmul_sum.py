@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import numpy as np
+
+import dlrun
+from dlrun.engine.passes import dce, matmul_sum
+from tests.engine.passes.helpers import assert_same_results, ops, traced
+
+
+def _bptt_like(w, hs, gs):
+    """sum_t (h_t^T @ g_t)^T: a weight gradient accumulated over time steps."""
+    total = None
+    for h, g in zip(hs, gs, strict=True):
+        term = (h.transpose(0, 1) @ g).transpose(0, 1)
+        total = term if total is None else total + term
+    return total + w
+
+
+def test_sum_of_transposed_products_becomes_one_matmul() -> None:
+    rng = np.random.default_rng(0)
+    hs = [dlrun.tensor(rng.standard_normal((4, 3))) for _ in range(5)]
+    gs = [dlrun.tensor(rng.standard_normal((4, 6))) for _ in range(5)]
+    w = dlrun.tensor(rng.standard_normal((6, 3)))
+    args = (w, *hs, *gs)
+    r = traced(lambda w, *xs: _bptt_like(w, xs[:5], xs[5:]), *args)
+    g = dce(matmul_sum(r.graph))
+    assert ops(r.graph).count("matmul") == 5 and ops(g).count("matmul") == 1
+    assert ops(g).count("concat") == 2 and ops(g).count("add") == 1  # + w
+    assert g.meta["matmul_sum_detail"]["rewritten"] == 1
+    assert_same_results(r.graph, g, r, args)
+
+
+def test_too_few_terms_are_left_alone() -> None:
+    rng = np.random.default_rng(1)
+    a, b = dlrun.tensor(rng.standard_normal((4, 3))), dlrun.tensor(rng.standard_normal((4, 2)))
+    r = traced(lambda a, b: a.transpose(0, 1) @ b + a.transpose(0, 1) @ (b * 2.0), a, b)
+    g = matmul_sum(r.graph)
+    assert g.meta["matmul_sum_detail"]["rewritten"] == 0 and ops(g) == ops(r.graph)
