@@ -70,9 +70,9 @@ def bind_op(op: str, attrs: dict[str, Any], xp: Any) -> Callable[..., Any]:
 def bind(node: Node, xp: Any) -> Callable[..., Any]:
     """A callable computing the node from its input arrays (fused nodes: the whole chain)."""
     if node.op == "fused":
-        from dlrun.engine.passes.fuse import lower_fused
+        from dlrun.engine.passes.fuse import lower_fused, lower_fused_cuda
 
-        return lower_fused(node, xp)
+        return lower_fused(node, xp) if xp.__name__ == "numpy" else lower_fused_cuda(node, xp)
     return bind_op(node.op, node.attrs, xp)
 
 
@@ -118,7 +118,7 @@ def lower(graph: Graph, xp: Any) -> Plan:
             elif n.id in planned:
                 out = f"b{planned[n.id]}"
                 buffers.setdefault(out, graph.meta["buffer_specs"][planned[n.id]])
-            if n.op == "fused":
+            if n.op == "fused" and xp.__name__ == "numpy":
                 _emit_fused(n, out, xp, env, lines, line_nodes)
             else:
                 env[f"f{n.id}"] = bind(n, xp)

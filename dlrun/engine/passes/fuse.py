@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from dlrun.engine.graph import Graph, Node
 from dlrun.engine.prims.registry import REGISTRY, Kind
 
@@ -101,6 +103,25 @@ def lower_fused(node: Node, xp: Any) -> Callable[..., Any]:
     return run
 
 
+C_TYPES = {"float16": "half", "float32": "float", "float64": "double", "int32": "int",
+           "int64": "long long", "bool": "bool"}
+
+
+def lower_fused_cuda(node: Node, cupy: Any) -> Callable[..., Any]:
+    """The fused chain as one generated CuPy elementwise kernel: one launch, one pass over
+    memory (the GPU path; its source comes from cuda_kernel_source, tested on the CPU)."""
+    in_params, out_params, body = cuda_kernel_source(node)
+    kernel = cupy.ElementwiseKernel(in_params, out_params, body, f"dlrun_fused_{node.id}")
+    shape, dtype = node.shape, node.dtype
+
+    def run(*ext: Any, out: Any = None) -> Any:
+        if out is None:
+            out = cupy.empty(shape, dtype=dtype)
+        return kernel(*ext, out)
+
+    return run
+
+
 def cuda_kernel_source(node: Node) -> tuple[str, str, str]:
     """(in_params, out_params, body) for cupy.ElementwiseKernel from a fused node's program."""
     expr = ""
@@ -109,6 +130,8 @@ def cuda_kernel_source(node: Node) -> tuple[str, str, str]:
         fmt = dict(attrs)
         if "negative_slope" in fmt:
             fmt["slope"] = repr(float(fmt["negative_slope"]))
+        if "dtype" in fmt:
+            fmt["dtype"] = C_TYPES[np.dtype(fmt["dtype"]).name]
         expr = REGISTRY[op].cuda_expr.format(*names, **fmt)
     n_in = len(node.inputs)
     in_params = ", ".join(f"T{k} in{k}" for k in range(n_in))

@@ -181,7 +181,7 @@ def _sigmoid_vjp(g, y, x):
     return (g * y * (1.0 - y),)
 
 
-@primitive("relu", E, cuda_expr="max({0}, 0)")
+@primitive("relu", E, cuda_expr="({0} > 0 ? {0} : 0)")
 def relu(xp, x, out=None):
     return xp.maximum(x, x.dtype.type(0), out=out)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import dlrun
 from dlrun.engine.passes import fuse
@@ -52,3 +53,28 @@ def test_cuda_kernel_source_composes_expressions() -> None:
     node = next(n for n in fuse(r.graph).nodes if n.op == "fused"
                 and n.attrs["program"][0][0] == "mul")
     assert cuda_kernel_source(node)[2] == "out = (O)(((tanh(((in0 * in1)))) + in2))"
+
+
+def test_cuda_source_types_casts_and_relu() -> None:
+    x = dlrun.ones(3, dtype="float64")
+    r = traced(lambda x: ((x * 2.0).to_dtype("float32") + 1.0).relu(), x)
+    nodes = [n for n in fuse(r.graph).nodes if n.op == "fused"]
+    bodies = [cuda_kernel_source(n)[2] for n in nodes]
+    assert any("(float)" in b for b in bodies)
+    assert any("> 0 ?" in b for b in bodies)
+    assert all("float32" not in b for b in bodies)
+
+
+@pytest.mark.gpu
+def test_fused_kernel_runs_on_cuda_and_matches_numpy() -> None:
+    import cupy
+
+    from dlrun.engine.passes.fuse import lower_fused_cuda
+
+    x = dlrun.tensor(np.linspace(-2, 2, 6).reshape(2, 3))
+    r = traced(lambda x: ((x * 2.0).tanh() + 1.0).relu(), x)
+    node = next(n for n in fuse(r.graph).nodes if n.op == "fused")
+    consts = {n.id: n.attrs["value"] for n in r.graph.nodes if n.op == "const"}
+    ext = [x._value if i == 0 else consts[i] for i in node.inputs]
+    got = lower_fused_cuda(node, cupy)(*[cupy.asarray(e) for e in ext]).get()
+    np.testing.assert_allclose(got, np.maximum(np.tanh(2 * x.numpy()) + 1, 0), rtol=1e-6)
