@@ -102,10 +102,12 @@ def matmul_sum(graph: Graph) -> Graph:
             rows = sum(by_id[a].shape[0] for a in a_ids)
             cat_a = add_node("concat", a_ids, {"axis": 0}, (rows, a0.shape[1]), a0.dtype)
             cat_b = add_node("concat", b_ids, {"axis": 0}, (rows, b0.shape[1]), b0.dtype)
-            at = add_node("permute", (cat_a,), {"axes": T2}, (a0.shape[1], rows), a0.dtype)
-            prod = add_node("matmul", (at, cat_b), {}, (a0.shape[1], b0.shape[1]), root.dtype)
-            if outer:
-                prod = add_node("permute", (prod,), {"axes": T2}, root.shape, root.dtype)
+            if outer:  # (A^T B)^T = B^T A: the product in the root's layout, no transpose after
+                bt = add_node("permute", (cat_b,), {"axes": T2}, (b0.shape[1], rows), b0.dtype)
+                prod = add_node("matmul", (bt, cat_a), {}, root.shape, root.dtype)
+            else:
+                at = add_node("permute", (cat_a,), {"axes": T2}, (a0.shape[1], rows), a0.dtype)
+                prod = add_node("matmul", (at, cat_b), {}, root.shape, root.dtype)
             terms.append(prod)
         terms += sorted(rest, key=pos.get)
         acc = terms[0]

@@ -1,5 +1,6 @@
 """Algebraic simplification: x*1, x+0, x-0, x/1, -(-x), permute∘permute, reshape∘reshape, no-op
-reshape/broadcast/cast, and broadcast_to feeding an elementwise op (which broadcasts itself).
+reshape/broadcast/cast, (XY)^T = Y^T X^T, and broadcast_to feeding an elementwise op (which
+broadcasts itself).
 A rewrite applies only when the result keeps the node's shape and dtype."""
 
 from __future__ import annotations
@@ -42,9 +43,27 @@ def simplify(graph: Graph) -> Graph:
     out: list[Node] = []
     rewrites = 0
 
+    users = {n.id: 0 for n in graph.nodes}
+    for n in graph.nodes:
+        for i in n.inputs:
+            users[i] += 1
+    next_id = graph.next_id()
+
     def same(n: Node, other_id: int) -> bool:
         o = by_id[other_id]
         return o.shape == n.shape and o.dtype == n.dtype
+
+    def transposed(i: int, where: str) -> int:
+        """The id of i^T (2-D): the source of a transpose, or a new transpose node."""
+        nonlocal next_id
+        node = by_id[i]
+        if node.op == "permute" and node.attrs["axes"] == (1, 0):
+            return node.inputs[0]
+        t = Node(next_id, "permute", (i,), {"axes": (1, 0)}, node.shape[::-1], node.dtype, where)
+        next_id += 1
+        by_id[t.id] = t
+        out.append(t)
+        return t.id
 
     for n in graph.nodes:
         n = renumber_inputs(n, mapping)
@@ -80,6 +99,15 @@ def simplify(graph: Graph) -> Graph:
                 rewrites += 1
         elif n.op == "permute" and n.attrs["axes"] == tuple(range(len(n.shape))):
             target = n.inputs[0]
+        elif (n.op == "permute" and n.attrs["axes"] == (1, 0) and ins[0] is not None
+              and ins[0].op == "matmul" and len(ins[0].shape) == 2
+              and users[ins[0].id] == 1):
+            # (X Y)^T = Y^T X^T: the GEMM writes the transposed layout itself (a weight
+            # gradient in the weight's own layout, not a strided view of its transpose)
+            x, y = ins[0].inputs
+            n = replace(n, op="matmul", inputs=(transposed(y, n.where), transposed(x, n.where)),
+                        attrs={})
+            rewrites += 1
         if target is None and _elementwise(n.op) and any(
                 i is not None and i.op == "broadcast_to" for i in ins):
             n2 = _skip_broadcasts(n, ins, by_id)

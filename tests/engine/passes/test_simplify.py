@@ -40,3 +40,18 @@ def test_elementwise_reads_through_broadcast_to() -> None:
     g = dce(simplify(r.graph))
     assert "broadcast_to" not in ops(g)
     assert_same_results(r.graph, g, r, (x,))
+
+
+def test_transpose_of_a_product_is_the_product_of_transposes() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = dlrun.tensor(rng.standard_normal((5, 3)))
+    b = dlrun.tensor(rng.standard_normal((5, 4)))
+    r = traced(lambda a, b: (a.transpose(0, 1) @ b).transpose(0, 1) * 2.0, a, b)
+    g = dce(simplify(r.graph))
+    # (a^T b)^T = b^T a: one transpose of b feeding the matmul, no transpose after it
+    assert ops(g).count("permute") == 1 and ops(g).count("matmul") == 1
+    mm = next(n for n in g.nodes if n.op == "matmul")
+    assert mm.shape == (4, 3)
+    assert_same_results(r.graph, g, r, (a, b))
