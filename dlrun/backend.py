@@ -110,3 +110,31 @@ def memory_stats(device: str) -> dict[str, int]:
         return {}
     pool = _import_cupy().get_default_memory_pool()
     return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
+
+
+_ALLOCATOR_TUNED: list[bool] = []
+
+
+def tune_host_allocator() -> bool:
+    """Keep freed large blocks in glibc's heap instead of unmapping them (mallopt), so a training
+    loop that frees and re-allocates the same large temporaries every step does not fault the
+    pages back in each time (thousands of minor page faults per step in eager mode). Like a
+    framework's caching allocator; the cost is memory not returned to the OS while training.
+    Set DLRUN_MALLOC_TUNING=0 to leave malloc alone. Returns whether the tuning is in effect."""
+    if _ALLOCATOR_TUNED:
+        return _ALLOCATOR_TUNED[0]
+    import ctypes
+    import os
+    import sys
+
+    ok = False
+    if os.environ.get("DLRUN_MALLOC_TUNING", "1") != "0" and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_threshold = -1, -3
+            ok = bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(
+                libc.mallopt(m_trim_threshold, 1 << 30))
+        except (OSError, AttributeError):  # not glibc
+            ok = False
+    _ALLOCATOR_TUNED.append(ok)
+    return ok

@@ -11,7 +11,7 @@ import numpy as np
 import dlrun
 from dlrun import functional as F
 from dlrun import optim
-from dlrun.backend import get_xp, normalize_device
+from dlrun.backend import get_xp, normalize_device, tune_host_allocator
 from dlrun.config import ExperimentConfig
 from dlrun.data.bundle import DatasetBundle, Split
 from dlrun.data.datasets import build_dataset, dataset_options
@@ -143,6 +143,7 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None) 
     """Seed, load the data, build the model and optimizer, and make the step functions."""
     device = normalize_device(cfg.device)
     get_xp(device)
+    tune_host_allocator()
     dtype = np.dtype(cfg.dtype)
     dlrun.manual_seed(cfg.seed)
 
