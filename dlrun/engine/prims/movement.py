@@ -226,6 +226,17 @@ def index_add(xp, g, idx, *, axis, size, out=None):
     pre, post = g.shape[:axis], g.shape[axis + idx.ndim :]
     out = _zeroed(xp, out, pre + (size,) + post, g.dtype)
     n_pre = int(np.prod(pre, dtype=np.int64))
+    if xp is np and n_pre == 1:
+        # embedding gradients: sort the rows by index and sum each run once (np.add.at adds
+        # row by row and is several times slower)
+        flat_idx = idx.reshape(-1)
+        rows = g.reshape((flat_idx.size, -1))
+        order = np.argsort(flat_idx, kind="stable")
+        keys = flat_idx[order]
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        sums = np.add.reduceat(rows[order], starts, axis=0)
+        out.reshape((size, -1))[keys[starts]] += sums
+        return out
     flat_out = out.reshape((n_pre, size) + post)
     flat_g = g.reshape((n_pre, idx.size) + post)
     scatter_add_into(xp, flat_out, (slice(None), idx.reshape(-1)), flat_g)
