@@ -137,30 +137,32 @@ class TraceMode:
         self.modules.setdefault(id(module), module)
 
 
-def _flatten(tree: Any, leaves: list[Tensor]) -> Any:
-    if isinstance(tree, Tensor):
-        leaves.append(tree)
-        return _Leaf(len(leaves) - 1)
+def _tree_map(tree: Any, fn: Callable[[Any], Any], is_leaf: Callable[[Any], bool]) -> Any:
+    """The same nesting of tuples (named too), lists and dicts, with fn applied to the leaves."""
+    if is_leaf(tree):
+        return fn(tree)
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(_flatten(v, leaves) for v in tree))
+        return type(tree)(*(_tree_map(v, fn, is_leaf) for v in tree))
     if isinstance(tree, list | tuple):
-        return type(tree)(_flatten(v, leaves) for v in tree)
+        return type(tree)(_tree_map(v, fn, is_leaf) for v in tree)
     if isinstance(tree, dict):
-        return {k: _flatten(v, leaves) for k, v in tree.items()}
+        return {k: _tree_map(v, fn, is_leaf) for k, v in tree.items()}
     return tree
+
+
+def _flatten(tree: Any, leaves: list[Tensor]) -> Any:
+    """The result structure with each Tensor replaced by _Leaf(its index in `leaves`)."""
+
+    def leaf(t: Tensor) -> _Leaf:
+        leaves.append(t)
+        return _Leaf(len(leaves) - 1)
+
+    return _tree_map(tree, leaf, lambda t: isinstance(t, Tensor))
 
 
 def unflatten(tree: Any, values: list[Any]) -> Any:
     """Rebuild a result structure from its leaves (inverse of the flattening in trace)."""
-    if isinstance(tree, _Leaf):
-        return values[tree.index]
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(unflatten(v, values) for v in tree))
-    if isinstance(tree, list | tuple):
-        return type(tree)(unflatten(v, values) for v in tree)
-    if isinstance(tree, dict):
-        return {k: unflatten(v, values) for k, v in tree.items()}
-    return tree
+    return _tree_map(tree, lambda leaf: values[leaf.index], lambda t: isinstance(t, _Leaf))
 
 
 def trace(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -11,7 +11,13 @@ from dlrun.engine.prims import REGISTRY
 from dlrun.engine.prims import conv as C
 from dlrun.engine.prims import elementwise as E
 from dlrun.engine.prims import movement as M
-from tests.engine.opcheck import Int, OpSpec, eager_value_and_grads, make_inputs, numeric_grads
+from tests.engine.opcheck import (
+    Int,
+    OpSpec,
+    check_gradients,
+    eager_value_and_grads,
+    make_inputs,
+)
 
 TIES = np.array([[1.0, 3.0, 3.0, -1.0], [2.0, 2.0, 0.5, 1.0]])  # two-way ties: FD sees 1/2
 TIES_B = np.array([[1.0, 0.0, 3.0, 4.0], [2.0, 1.0, 0.5, -2.0]])
@@ -241,14 +247,7 @@ def test_forward_matches_numpy(spec: OpSpec) -> None:
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_gradients_match_finite_differences(spec: OpSpec) -> None:
-    arrays = make_inputs(spec)
-    y, _ = eager_value_and_grads(spec, arrays, None)
-    cot = np.random.default_rng(1).standard_normal(y.shape)
-    _, analytic = eager_value_and_grads(spec, arrays, cot)
-    numeric = numeric_grads(spec, arrays, cot)
-    assert len(analytic) == len(numeric) > 0
-    for a, n in zip(analytic, numeric, strict=True):
-        np.testing.assert_allclose(a, n, rtol=spec.rtol, atol=spec.atol)
+    check_gradients(spec)
 
 
 def test_float32_forward_matches_float64() -> None:

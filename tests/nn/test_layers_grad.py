@@ -10,7 +10,11 @@ import pytest
 import dlrun
 from dlrun import functional as F
 from dlrun import nn
-from tests.engine.opcheck import Int, OpSpec, eager_value_and_grads, make_inputs, numeric_grads
+from tests.engine.opcheck import (
+    Int,
+    OpSpec,
+    check_gradients,
+)
 from tests.nn.modcheck import module_spec
 
 
@@ -114,14 +118,7 @@ SPECS: list[OpSpec] = [
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_layer_gradients_match_finite_differences(spec: OpSpec) -> None:
-    arrays = make_inputs(spec)
-    y, _ = eager_value_and_grads(spec, arrays, None)
-    cot = np.random.default_rng(1).standard_normal(y.shape)
-    _, analytic = eager_value_and_grads(spec, arrays, cot)
-    numeric = numeric_grads(spec, arrays, cot)
-    assert len(analytic) == len(numeric) > 0
-    for a, n in zip(analytic, numeric, strict=True):
-        np.testing.assert_allclose(a, n, rtol=spec.rtol, atol=spec.atol)
+    check_gradients(spec)
 
 
 def _layer_classes() -> set[type]:
