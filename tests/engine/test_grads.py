@@ -147,6 +147,12 @@ SPECS = [
     OpSpec("assemble_slices_overlapping", lambda g, h: M.assemble_slices(
         g, h, shape=(3, 4), indices=((("s", 1, None, None), ("s", None, None, 2)),
                                      (("i", 2),))), [(2, 2), (4,)]),
+    OpSpec("assemble_column_blocks", lambda g, h, k: M.assemble_slices(
+        g, h, k, shape=(3, 7), indices=tuple(
+            (("s", None, None, None), ("s", a, b, 1)) for a, b in ((0, 2), (4, 7), (2, 4)))),
+        [(3, 2), (3, 3), (3, 2)]),
+    OpSpec("assemble_disjoint_rows_with_gap", lambda g, h: M.assemble_slices(
+        g, h, shape=(4, 3), indices=((("i", 0),), (("i", 2),))), [(3,), (3,)]),
     OpSpec("getitem_many_slices", lambda a: dlrun.stack([a[:, t] * (t + 1.0) for t in range(4)]),
            [(2, 4, 3)], lambda a: np.stack([a[:, t] * (t + 1.0) for t in range(4)])),
     OpSpec("take_repeated", lambda a, i: a[i], [(5, 3), np.array([[0, 2], [2, 4], [0, 0]])],

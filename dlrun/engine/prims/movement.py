@@ -106,6 +106,32 @@ def _getitem_vjp(g, y, x, *, index):
     return (SliceGrads(x.shape, [(g, index)]),)
 
 
+def _disjoint_blocks(indices, shape) -> tuple[bool, bool]:
+    """(disjoint, covering) for indices that each select one row (("i", k),) or one contiguous
+    block (full slices, then ("s", a, b, 1 or None)) along a common axis."""
+    spans, axis = [], None
+    for index in indices:
+        if len(index) == 1 and index[0][0] == "i":
+            ax, lo, hi = 0, index[0][1], index[0][1] + 1
+        else:
+            *lead, last = index
+            if (last[0] != "s" or last[3] not in (None, 1) or last[1] is None or last[2] is None
+                    or any(item != ("s", None, None, None) for item in lead)):
+                return False, False
+            ax, lo, hi = len(lead), last[1], min(last[2], shape[len(lead)])
+        if axis is None:
+            axis = ax
+        if ax != axis or not 0 <= lo < hi:
+            return False, False
+        spans.append((lo, hi))
+    spans.sort()
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)):
+        return False, False
+    covered = spans[0][0] == 0 and spans[-1][1] == shape[axis] and all(
+        a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    return True, covered
+
+
 def _assemble_rule(*gs, shape, indices):
     return tuple(shape), np.result_type(*(g.dtype for g in gs))
 
@@ -114,15 +140,16 @@ def _assemble_rule(*gs, shape, indices):
 def assemble_slices(xp, *gs, shape, indices, out=None):
     """Zeros of `shape` with each g added at its basic index (the transpose of getitem)."""
     dtype = np.result_type(*(g.dtype for g in gs))
-    rows = [index[0][1] for index in indices if len(index) == 1 and index[0][0] == "i"]
-    if len(rows) == len(indices) and len(set(rows)) == len(rows):
-        # distinct rows (the time steps of an RNN): copies, and no zeros where all are written
+    disjoint, covered = _disjoint_blocks(indices, shape)
+    if disjoint:
+        # distinct rows (an RNN's time steps) or blocks (an LSTM's gates): copies, not adds,
+        # and no zero-fill when the blocks cover everything
         if out is None:
-            out = xp.empty(shape, dtype=dtype)
-        if len(rows) < shape[0]:
+            out = xp.empty(shape, dtype=dtype) if covered else xp.zeros(shape, dtype=dtype)
+        elif not covered:
             out.fill(0)
-        for g, row in zip(gs, rows, strict=True):
-            out[row] = g
+        for g, index in zip(gs, indices, strict=True):
+            out[to_python_index(index)] = g
         return out
     out = _zeroed(xp, out, shape, dtype)
     for g, index in zip(gs, indices, strict=True):
