@@ -34,11 +34,18 @@ class Plan:
     grad_write_slots: list[int]
     buffers: dict[str, Any] = field(default_factory=dict)
     inplace_slots: list[int] = field(default_factory=list)  # state arrays written in place
+    _gen: Any = None
+    _box: list[Any] = field(default_factory=lambda: [None])
 
     def run(self, inputs: list[Any], state: list[Any], grads: list[Any]) -> tuple[Any, Any, Any]:
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = self.fn(self._box)
+            next(gen)
         try:
-            return self.fn(inputs, state, grads)
+            gen.send((inputs, state, grads))
         except Exception as e:
+            self._gen = None  # the generator is finished; the next call starts a new one
             node = self._failing_node(e)
             if node is None:
                 raise
@@ -47,6 +54,8 @@ class Plan:
             raise ExecutionError(
                 f"node %{node.id} = {node.op}({args}){where} failed: {type(e).__name__}: {e}"
             ) from e
+        result, self._box[0] = self._box[0], None
+        return result
 
     def _failing_node(self, e: Exception) -> Node | None:
         tb = e.__traceback__
@@ -83,25 +92,26 @@ def lower(graph: Graph, xp: Any) -> Plan:
         for i in n.inputs:
             last_use[i] = pos
     env: dict[str, Any] = {}
-    lines = ["def __plan(inputs, state, grads):"]
+    lines = ["def __plan_gen(box):", "    while True:", "        inputs, state, grads = yield"]
     line_nodes: dict[int, Node] = {}
     outputs: dict[int, str] = {}
     state_writes: list[tuple[int, str]] = []
     grad_writes: list[tuple[int, str]] = []
     buffers: dict[str, Any] = {}
+    live: set[int] = set()
     planned = graph.meta.get("buffers", {})
     state_out = graph.meta.get("state_out", {})
     for pos, n in enumerate(graph.nodes):
         v = f"v{n.id}"
         if n.op == "input":
-            lines.append(f"    {v} = inputs[{n.attrs['index']}]")
+            lines.append(f"        {v} = inputs[{n.attrs['index']}]")
         elif n.op == "state":
-            lines.append(f"    {v} = state[{n.attrs['slot']}]")
+            lines.append(f"        {v} = state[{n.attrs['slot']}]")
         elif n.op == "state_grad":
-            lines.append(f"    {v} = grads[{n.attrs['index']}]")
+            lines.append(f"        {v} = grads[{n.attrs['index']}]")
         elif n.op == "const":
             env[f"c{n.id}"] = n.attrs["value"]
-            lines.append(f"    {v} = c{n.id}")
+            lines.append(f"        {v} = c{n.id}")
         elif n.op in SINKS:
             src = f"v{n.inputs[0]}"
             if n.op == "output":
@@ -125,16 +135,24 @@ def lower(graph: Graph, xp: Any) -> Plan:
                 args = ", ".join(f"v{i}" for i in n.inputs)
                 if out is not None:
                     args = f"{args}, out={out}" if args else f"out={out}"
-                lines.append(f"    {v} = f{n.id}({args})")
+                lines.append(f"        {v} = f{n.id}({args})")
                 line_nodes[len(lines)] = n
-        dead = [i for i in n.inputs if last_use.get(i) == pos]
+        if n.op not in SINKS:
+            live.add(n.id)
+        dead = sorted({i for i in n.inputs if last_use.get(i) == pos and n.op not in SINKS})
         if dead:
-            lines.append(f"    del {', '.join(f'v{i}' for i in sorted(set(dead)))}")
+            lines.append(f"        del {', '.join(f'v{i}' for i in dead)}")
+            live.difference_update(dead)
     outs = ", ".join(outputs[i] for i in range(len(outputs)))
     sws = ", ".join(src for _, src in state_writes)
     gws = ", ".join(src for _, src in grad_writes)
-    lines.append(f"    return ({outs}{',' if outs else ''}), ({sws}{',' if sws else ''}), "
+    lines.append(f"        box[0] = ({outs}{',' if outs else ''}), ({sws}{',' if sws else ''}), "
                  f"({gws}{',' if gws else ''})")
+    # The frame lives on between calls (a generator: no per-call frame allocation, which for a
+    # plan of thousands of locals would map fresh pages every step), so it must not keep
+    # anything alive: the in-place state updates rely on the state arrays' reference counts.
+    leftovers = ", ".join(["inputs", "state", "grads"] + [f"v{i}" for i in sorted(live)])
+    lines.append(f"        del {leftovers}")
     source = "\n".join(lines) + "\n"
     filename = f"<dlrun plan {next(_PLAN_IDS)}>"
     for name, (shape, dtype) in buffers.items():
@@ -146,7 +164,7 @@ def lower(graph: Graph, xp: Any) -> Plan:
 
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     return Plan(
-        fn=env["__plan"],
+        fn=env["__plan_gen"],
         source=source,
         filename=filename,
         line_nodes=line_nodes,
@@ -171,7 +189,7 @@ def _emit_fused(n: Node, out: str | None, xp: Any, env: dict[str, Any], lines: l
         last = k == len(program) - 1
         target = out if last else scratch
         call = f"f{n.id}_{k}({args}, out={target})" if target else f"f{n.id}_{k}({args})"
-        lines.append(f"    v{n.id} = {call}" if last else f"    {call}")
+        lines.append(f"        v{n.id} = {call}" if last else f"        {call}")
         line_nodes[len(lines)] = n
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 
 import numpy as np
 import pytest
@@ -255,3 +256,26 @@ def test_in_place_parameter_updates_do_not_leak_into_shared_arrays() -> None:
     np.testing.assert_allclose(w.numpy(), [0.25, 0.5])
     np.testing.assert_allclose(twin.numpy(), [1.0, 2.0])
     np.testing.assert_allclose(held, [1.0, 2.0])
+
+
+def test_parameters_are_updated_in_their_own_arrays_step_after_step() -> None:
+    rng = np.random.default_rng(0)
+    params = _mlp_params(rng, [6, 8, 3])
+    step = dlrun.compile(_sgd_step_fn(params, lambda a, b: F.cross_entropy(_mlp(a, params), b)))
+    x = dlrun.tensor(rng.standard_normal((5, 6)), dtype="float32")
+    y = dlrun.tensor(rng.integers(0, 3, 5))
+    step(x, y)
+    refs = [weakref.ref(p._value) for p in params]  # weak: holding the arrays forces copies
+    before = [p.numpy().copy() for p in params]
+    for _ in range(3):
+        step(x, y)
+    assert all(p._value is r() for p, r in zip(params, refs, strict=True))  # no copies
+    assert all(not np.array_equal(p.numpy(), b) for p, b in zip(params, before, strict=True))
+
+
+def test_a_failing_plan_can_run_again() -> None:
+    table = dlrun.tensor(np.arange(10.0).reshape(5, 2))
+    f = dlrun.compile(lambda idx: table[idx] * 2.0)
+    with pytest.raises(ExecutionError):
+        f(dlrun.tensor([9]))
+    np.testing.assert_allclose(f(dlrun.tensor([1])).numpy(), [[4.0, 6.0]])
