@@ -18,6 +18,8 @@ from dlrun.models._section import Section
 from dlrun.models.mlp import ACTIVATIONS, mlp_layers
 from dlrun.nn import AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, Module, Sequential
 
+MONOTONE = ("relu", "tanh", "sigmoid")  # non-decreasing: max(f(x)) == f(max(x))
+
 KEYS = {"type", "channels", "kernel_size", "padding", "pool", "pool_type", "hidden", "activation",
         "dropout", "batch_norm"}
 
@@ -107,7 +109,12 @@ def build_cnn(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
         blocks.append(Conv2d(prev, c, k, padding=p, bias=not batch_norm))  # BN has the shift
         if batch_norm:
             blocks.append(BatchNorm2d(c))
-        blocks.append(ACTIVATIONS[activation]())
+        # max-pool commutes with a non-decreasing activation (the same values and the same
+        # first-max gradient routing), so it goes first: the activation and its gradient then
+        # run on a map pool*pool times smaller
+        pool_first = pool > 1 and pool_cls is MaxPool2d and activation in MONOTONE
+        if not pool_first:
+            blocks.append(ACTIVATIONS[activation]())
         if pool > 1:
             pooled = (out[0] // pool, out[1] // pool)
             if min(pooled) < 1:
@@ -118,6 +125,8 @@ def build_cnn(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
                 )
             blocks.append(pool_cls(pool))
             out = pooled
+        if pool_first:
+            blocks.append(ACTIVATIONS[activation]())
         size, prev = out, c
     flat = prev * size[0] * size[1]
     head = mlp_layers(flat, hidden, meta.out_features, activation, dropout)

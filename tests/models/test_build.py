@@ -122,3 +122,28 @@ def test_state_dict_round_trip_gives_identical_outputs(cfg: dict, meta: dict) ->
     assert not np.array_equal(model(x).numpy(), fresh(x).numpy())
     fresh.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(model(x).numpy(), fresh(x).numpy())
+
+
+def test_cnn_pools_before_a_monotone_activation_with_identical_results() -> None:
+    import numpy as np
+
+    import dlrun
+    from dlrun import functional as F
+    from dlrun.models import build_model
+
+    dlrun.manual_seed(0)
+    model = build_model({"type": "cnn", "channels": [4], "kernel_size": 3, "hidden": []},
+                        {"input_shape": (1, 8, 8), "num_classes": 3})
+    names = [type(m).__name__ for m in model.features]
+    assert names == ["Conv2d", "MaxPool2d", "ReLU"]
+    x = dlrun.tensor(np.random.default_rng(0).standard_normal((2, 1, 8, 8)), dtype="float32",
+                     requires_grad=True)
+    conv = model.features[0]
+    reference = F.max_pool2d(F.relu(conv(x)), 2)  # PyTorch's order: conv, ReLU, pool
+    got = model.features(x)
+    np.testing.assert_array_equal(got.numpy(), reference.numpy())
+    (got * 3.0).sum().backward()
+    g1 = x.grad.numpy().copy()
+    x.grad = None
+    (reference * 3.0).sum().backward()
+    np.testing.assert_array_equal(g1, x.grad.numpy())
