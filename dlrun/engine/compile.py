@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.backend import get_xp
-from dlrun.engine import autograd, passes
+from dlrun.engine import autograd, dispatch, passes
 from dlrun.engine.graph import Graph
 from dlrun.engine.plan import Plan, lower
 from dlrun.engine.tensor import Tensor
@@ -70,6 +70,16 @@ def _describe(sig: tuple[Any, ...]) -> list[str]:
     return out
 
 
+def _describe_change(what: str, a: Any, b: Any) -> str:
+    if a[0] == b[0] == "tensor":
+        names = ("kind", "shape", "dtype", "device", "requires_grad")
+        show = [str, str, lambda d: np.dtype(d).name, str, str]
+        diffs = [f"{names[k]} {show[k](a[k])} -> {show[k](b[k])}"
+                 for k in range(1, 5) if a[k] != b[k]]
+        return f"{what}: " + ", ".join(diffs)
+    return f"{what}: {a[1]!r} -> {b[1]!r}"
+
+
 def _reason(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> str:
     if old is None:
         return "first call"
@@ -77,15 +87,14 @@ def _reason(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> str:
         return f"number of arguments {len(old[0])} -> {len(new[0])}"
     for i, (a, b) in enumerate(zip(old[0], new[0], strict=True)):
         if a != b:
-            if a[0] == b[0] == "tensor":
-                names = ("kind", "shape", "dtype", "device", "requires_grad")
-                show = [str, str, lambda d: np.dtype(d).name, str, str]
-                diffs = [f"{names[k]} {show[k](a[k])} -> {show[k](b[k])}"
-                         for k in range(1, 5) if a[k] != b[k]]
-                return f"argument {i}: " + ", ".join(diffs)
-            return f"argument {i}: {a[1]!r} -> {b[1]!r}"
+            return _describe_change(f"argument {i}", a, b)
     if old[1] != new[1]:
-        return f"keyword arguments {old[1]} -> {new[1]}"
+        before, after = dict(old[1]), dict(new[1])
+        for key in sorted(set(before) | set(after)):
+            if key not in before or key not in after:
+                return f"keyword arguments {sorted(before)} -> {sorted(after)}"
+            if before[key] != after[key]:
+                return _describe_change(f"keyword argument {key}", before[key], after[key])
     if old[2] != new[2]:
         return f"grad mode {old[2]} -> {new[2]}"
     if old[3] != new[3]:
@@ -131,6 +140,8 @@ class CompiledFunction:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if dispatch.MODE.get() is not dispatch.EAGER:
+            return self.fn(*args, **kwargs)  # called while tracing another function: inline
         sig = self._signature(args, kwargs)
         entry = self._cache.get(sig)
         if entry is None:

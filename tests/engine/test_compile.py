@@ -279,3 +279,21 @@ def test_a_failing_plan_can_run_again() -> None:
     with pytest.raises(ExecutionError):
         f(dlrun.tensor([9]))
     np.testing.assert_allclose(f(dlrun.tensor([1])).numpy(), [[4.0, 6.0]])
+
+
+def test_a_compiled_function_called_inside_another_is_inlined() -> None:
+    inner = dlrun.compile(lambda x: x.tanh() * 2.0)
+    outer = dlrun.compile(lambda x: inner(x) + 1.0)
+    x = dlrun.tensor([0.5, -1.0])
+    np.testing.assert_allclose(outer(x).numpy(), np.tanh([0.5, -1.0]) * 2 + 1, rtol=1e-6)
+    assert outer.trace_count == 1 and inner.trace_count == 0
+    assert "tanh" in str(outer.last.graph)
+
+
+def test_keyword_and_python_arguments_join_the_signature() -> None:
+    f = dlrun.compile(lambda x, *, scale: x * scale)
+    x = dlrun.ones(2)
+    assert f(x, scale=2.0).numpy().tolist() == [2.0, 2.0]
+    assert f(x, scale=3.0).numpy().tolist() == [3.0, 3.0]
+    assert f(x, scale=2.0).numpy().tolist() == [2.0, 2.0]
+    assert f.trace_count == 2 and "2.0 -> 3.0" in f.traces[1].reason
