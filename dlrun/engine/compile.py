@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from dlrun.engine import autograd, dispatch, passes
 from dlrun.engine.graph import Graph
 from dlrun.engine.plan import Plan, lower
 from dlrun.engine.tensor import Tensor
-from dlrun.engine.trace import TraceResult, trace, unflatten
+from dlrun.engine.trace import TraceResult, _Leaf, trace, unflatten
 from dlrun.errors import TraceError
 
 log = logging.getLogger("dlrun.compile")
@@ -45,6 +45,15 @@ class _Entry:
     result: TraceResult
     plan: Plan
     graph: Graph
+    inplace: list[Tensor] = field(default_factory=list)  # state tensors written in place
+    fresh_writes: list[tuple[int, Tensor]] = field(default_factory=list)  # (write index, state)
+
+    def __post_init__(self) -> None:
+        state, plan = self.result.state, self.plan
+        self.inplace = [state[s] for s in plan.inplace_slots]
+        inplace = set(plan.inplace_slots)
+        self.fresh_writes = [(k, state[s]) for k, s in enumerate(plan.state_write_slots)
+                             if s not in inplace]
 
 
 def _arg_sig(a: Any) -> Any:
@@ -191,15 +200,16 @@ class CompiledFunction:
         if kwargs:
             inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
         state = entry.result.state
-        for slot in entry.plan.inplace_slots:
-            _writable(state, slot)
+        for t in entry.inplace:
+            _writable(t)
         grads_in = [state[s]._grad._value for s in entry.result.grad_read_slots]
         outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
-        ref = _first_tensor(args, state)
+        ref = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, state)
         device, xp = (ref.device, ref._xp) if ref is not None else ("cpu", np)
         nd = xp.ndarray
-        for slot, value in zip(entry.plan.state_write_slots, writes, strict=True):
-            state[slot]._value = value if type(value) is nd else xp.asarray(value)
+        for k, t in entry.fresh_writes:  # (in-place writes already landed in the state arrays)
+            value = writes[k]
+            t._value = value if type(value) is nd else xp.asarray(value)
         for slot, value in zip(entry.plan.grad_write_slots, grads, strict=True):
             t = state[slot]
             t._grad = Tensor._wrap(value if type(value) is nd else xp.asarray(value), t.device,
@@ -208,19 +218,20 @@ class CompiledFunction:
             state[slot]._grad = value
         wrapped = [Tensor._wrap(o if type(o) is nd else xp.asarray(o), device, xp, False)
                    for o in outs]
-        return unflatten(entry.result.out_tree, wrapped)
+        tree = entry.result.out_tree
+        return wrapped[0] if type(tree) is _Leaf else unflatten(tree, wrapped)
 
 
-def _writable(state: list[Tensor], slot: int) -> None:
+def _writable(t: Tensor) -> None:
     """The plan writes this state's array in place: make sure it may. The array must be
     writeable, C-ordered, own its memory and be referenced by this tensor alone (refcount: the
     tensor, `arr`, getrefcount's argument), so no other tensor or view sees the update;
     otherwise the tensor gets a private copy first (once: the copy is private)."""
-    t = state[slot]
     arr = t._value
-    if (arr.flags.writeable and arr.flags.c_contiguous and arr.base is None
-            and sys.getrefcount(arr) <= 3):
-        return
+    if sys.getrefcount(arr) <= 3 and arr.base is None:
+        flags = arr.flags
+        if flags.writeable and flags.c_contiguous:
+            return
     t._value = t._xp.array(arr, copy=True)
 
 

@@ -130,6 +130,9 @@ def lower(graph: Graph, xp: Any) -> Plan:
                 buffers.setdefault(out, graph.meta["buffer_specs"][planned[n.id]])
             if n.op == "fused" and xp.__name__ == "numpy":
                 _emit_fused(n, out, xp, env, lines, line_nodes)
+            elif out is None and n.op in _VIEWS:
+                lines.append(f"        {v} = {_VIEWS[n.op](n, env)}")  # a method call, inline
+                line_nodes[len(lines)] = n
             else:
                 env[f"f{n.id}"] = bind(n, xp)
                 args = ", ".join(f"v{i}" for i in n.inputs)
@@ -173,6 +176,26 @@ def lower(graph: Graph, xp: Any) -> Plan:
         buffers={k: env[k] for k in buffers},
         inplace_slots=sorted(set(state_out.values())),
     )
+
+
+def _view_permute(n: Node, env: dict[str, Any]) -> str:
+    return f"v{n.inputs[0]}.transpose({n.attrs['axes']!r})"
+
+
+def _view_reshape(n: Node, env: dict[str, Any]) -> str:
+    return f"v{n.inputs[0]}.reshape({tuple(n.attrs['shape'])!r})"
+
+
+def _view_getitem(n: Node, env: dict[str, Any]) -> str:
+    from dlrun.engine.prims.movement import to_python_index
+
+    env[f"i{n.id}"] = to_python_index(n.attrs["index"])
+    return f"v{n.inputs[0]}[i{n.id}]"
+
+
+# Views whose forward is one ndarray method/subscript: emitted as that expression (the same
+# thing the primitive's forward computes, without two Python calls around it).
+_VIEWS = {"permute": _view_permute, "reshape": _view_reshape, "getitem": _view_getitem}
 
 
 def _emit_fused(n: Node, out: str | None, xp: Any, env: dict[str, Any], lines: list[str],

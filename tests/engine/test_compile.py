@@ -297,3 +297,12 @@ def test_keyword_and_python_arguments_join_the_signature() -> None:
     assert f(x, scale=3.0).numpy().tolist() == [3.0, 3.0]
     assert f(x, scale=2.0).numpy().tolist() == [2.0, 2.0]
     assert f.trace_count == 2 and "2.0 -> 3.0" in f.traces[1].reason
+
+
+def test_inlined_views_match_their_primitives() -> None:
+    x = dlrun.tensor(np.arange(24.0).reshape(2, 3, 4))
+    f = dlrun.compile(lambda x: (x.permute(2, 0, 1).reshape(4, 6)[1:, ::2] * 1.5).sum(0))
+    np.testing.assert_array_equal(f(x).numpy(), (x.permute(2, 0, 1).reshape(4, 6)[1:, ::2]
+                                                 * 1.5).sum(0).numpy())
+    src = f.last.plan.source
+    assert ".transpose((2, 0, 1))" in src and ".reshape((4, 6))" in src and "[i" in src

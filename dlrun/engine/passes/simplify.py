@@ -69,7 +69,21 @@ def simplify(graph: Graph) -> Graph:
         n = renumber_inputs(n, mapping)
         target: int | None = None
         ins = [by_id.get(i) for i in n.inputs]
-        if n.op in ("mul", "add"):
+        if (n.op == "add" and n.inputs[0] == n.inputs[1] and ins[0] is not None
+              and ins[0].op == "mul" and users[n.inputs[0]] == 2):
+            # k*y + k*y (a gradient used twice, e.g. of x*x) = (2k)*y, k a constant
+            k_pos = next((j for j, i in enumerate(ins[0].inputs) if by_id[i].op == "const"), None)
+            if k_pos is not None:
+                k = by_id[ins[0].inputs[k_pos]]
+                two_k = Node(next_id, "const", (), {"value": k.attrs["value"] * 2}, k.shape,
+                             k.dtype, k.where)
+                next_id += 1
+                by_id[two_k.id] = two_k
+                out.append(two_k)
+                y = ins[0].inputs[1 - k_pos]
+                n = replace(n, op="mul", inputs=(two_k.id, y) if k_pos == 0 else (y, two_k.id))
+                rewrites += 1
+        elif n.op in ("mul", "add"):
             unit = 1.0 if n.op == "mul" else 0.0
             a, b = n.inputs
             if _const_equals(ins[1], unit) and same(n, a):

@@ -55,3 +55,13 @@ def test_transpose_of_a_product_is_the_product_of_transposes() -> None:
     mm = next(n for n in g.nodes if n.op == "matmul")
     assert mm.shape == (4, 3)
     assert_same_results(r.graph, g, r, (a, b))
+
+
+def test_doubled_constant_product_folds_into_one_multiply() -> None:
+    import numpy as np
+
+    x = dlrun.tensor(np.arange(4.0))
+    r = traced(lambda x: (lambda t: t + t)(x * 3.0), x)
+    g = dce(simplify(r.graph))
+    assert ops(g).count("mul") == 1 and "add" not in ops(g)
+    assert_same_results(r.graph, g, r, (x,))
