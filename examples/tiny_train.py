@@ -30,7 +30,7 @@ def main() -> None:
                 p.grad = None
         return loss
 
-    compiled = dlrun.compile(step) if hasattr(dlrun, "compile") else step
+    compiled = dlrun.compile(step)  # static: traced once, then replayed
     for i in range(501):
         loss = compiled(x, y)
         if i % 100 == 0:
