@@ -24,8 +24,10 @@ class EagerMode:
     """Define-by-run: compute now, record `_ctx` links when gradients are wanted."""
 
     name = "eager"
+    ops = 0  # primitives applied so far (dlrun compare reports ops per step)
 
     def apply(self, prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor:
+        self.ops += 1
         if args:
             first = args[0]
             xp, device = first._xp, first.device

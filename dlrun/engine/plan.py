@@ -34,6 +34,7 @@ class Plan:
     grad_write_slots: list[int]
     buffers: dict[str, Any] = field(default_factory=dict)
     inplace_slots: list[int] = field(default_factory=list)  # state arrays written in place
+    calls: int = 0  # array operations per run (a fused chain counts each of its steps)
     _gen: Any = None
     _box: list[Any] = field(default_factory=lambda: [None])
 
@@ -171,6 +172,7 @@ def lower(graph: Graph, xp: Any) -> Plan:
         source=source,
         filename=filename,
         line_nodes=line_nodes,
+        calls=len(line_nodes),
         state_write_slots=[s for s, _ in state_writes],
         grad_write_slots=[s for s, _ in grad_writes],
         buffers={k: env[k] for k in buffers},

@@ -16,6 +16,7 @@ import numpy as np
 import dlrun
 from dlrun.backend import synchronize
 from dlrun.config import ExperimentConfig
+from dlrun.engine import dispatch
 from dlrun.runner.events import Callback, Message, emit
 from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment
 from dlrun.runner.rundir import atomic_write_text, create_run_dir
@@ -90,6 +91,7 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
         info["p90_step_ms"] = float(np.percentile(ts, 90)) * 1e3
         info["throughput"] = cfg.train.batch_size / statistics.median(ts)
         info.update(_memory(exp, x, y))
+        info["ops_per_step"] = _ops_per_step(exp, x, y)
         if mode == "static":
             step = exp.train_step
             record = step.traces[0]
@@ -100,6 +102,18 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
             info["passes"] = record.report.as_dict()
     report["speedup"] = report["eager"]["median_step_ms"] / report["static"]["median_step_ms"]
     return report
+
+
+def _ops_per_step(exp: Experiment, x: Any, y: Any) -> int:
+    """Array operations one step dispatches: primitives applied (eager) or calls in the plan
+    (static; a fused chain counts each step on the CPU — on CUDA it is one kernel)."""
+    step = exp.train_step
+    if hasattr(step, "last"):
+        step(x, y)
+        return step.last.plan.calls
+    before = dispatch.EAGER.ops
+    step(x, y)
+    return dispatch.EAGER.ops - before
 
 
 def _memory(exp: Experiment, x: Any, y: Any, steps: int = 5) -> dict[str, float]:
@@ -150,6 +164,7 @@ def markdown(report: dict[str, Any]) -> str:
          f"{s['peak_mem_bytes'] / 1e6:.2f}"),
         ("minor page faults / step", f"{e['minor_faults_per_step']:.1f}",
          f"{s['minor_faults_per_step']:.1f}"),
+        ("array operations / step", str(e["ops_per_step"]), str(s["ops_per_step"])),
         ("trace + compile (ms)", "-", f"{s['compile_ms']:.1f}"),
         ("traces", "-", str(s["traces"])),
         ("graph nodes before → after passes", "-", f"{s['nodes_before']} → {s['nodes_after']}"),

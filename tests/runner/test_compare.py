@@ -17,6 +17,7 @@ def test_compare_reports_agreement_and_timings(tiny_config) -> None:
             assert info[key] >= 0, key
     static = report["static"]
     assert static["traces"] == 1 and static["compile_ms"] > 0
+    assert 0 < static["ops_per_step"] < report["eager"]["ops_per_step"]
     assert static["nodes_after"] < static["nodes_before"]
 
 
