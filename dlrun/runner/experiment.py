@@ -207,6 +207,18 @@ def batch_tensors(exp: Experiment, xb: Any, yb: Any) -> tuple[Tensor, Tensor]:
     return Tensor._wrap(xb, exp.device, xp, False), Tensor._wrap(yb, exp.device, xp, False)
 
 
+METRICS = {
+    "classification": ("loss", "accuracy"),
+    "regression": ("loss", "mse", "mae", "r2"),
+    "language_model": ("loss", "accuracy", "perplexity", "bits_per_char"),
+}
+
+
+def metric_names(task: str, split: str) -> list[str]:
+    """The metrics evaluate_split reports for a task, e.g. val_loss, val_accuracy."""
+    return [f"{split}_{m}" for m in METRICS[task]]
+
+
 class MetricAccumulator:
     """Sums over batches, then the task's metrics: loss and accuracy (and a confusion matrix)
     for classification; MSE, MAE and R² for regression; loss, accuracy, perplexity and bits per

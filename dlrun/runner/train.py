@@ -18,7 +18,7 @@ import numpy as np
 
 import dlrun
 from dlrun.config import ExperimentConfig, dump_config, load_config
-from dlrun.errors import CheckpointError, NumericalError
+from dlrun.errors import CheckpointError, ConfigError, NumericalError
 from dlrun.runner import checkpoint as ckpt
 from dlrun.runner.events import (
     Callback,
@@ -31,7 +31,13 @@ from dlrun.runner.events import (
     StepEnd,
     emit,
 )
-from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment, evaluate_split
+from dlrun.runner.experiment import (
+    Experiment,
+    batch_tensors,
+    build_experiment,
+    evaluate_split,
+    metric_names,
+)
 from dlrun.runner.metrics import MetricsLogger, write_summary
 from dlrun.runner.rundir import create_run_dir
 from dlrun.runner.state import capture, restore
@@ -56,6 +62,11 @@ class Trainer:
         self.step_times: list[float] = []
         self.losses: list[float] = []
         self.logger = MetricsLogger(run_dir) if (write and run_dir) else None
+        es = cfg.train.early_stopping
+        measured = metric_names(self.exp.task, "val")
+        if es is not None and es.metric not in measured:
+            raise ConfigError(f"train.early_stopping.metric: {es.metric!r} is not measured for "
+                              f"a {self.exp.task} task; measured: {', '.join(measured)}")
 
     # ----- bookkeeping -----------------------------------------------------------------------
     @property
@@ -104,7 +115,7 @@ class Trainer:
         value = metrics.get(key)
         if value is None:
             if es is not None:
-                raise NumericalError(
+                raise ConfigError(
                     f"train.early_stopping.metric: {key!r} is not measured; measured: "
                     f"{', '.join(metrics)}")
             return metrics

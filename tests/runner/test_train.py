@@ -81,3 +81,13 @@ def test_early_stopping(tiny_config, tmp_path: Path) -> None:
         "train.epochs=20", "train.early_stopping={metric: val_loss, patience: 1, min_delta: 10}"])
     summary = runner.train(cfg, runs_dir=tmp_path / "runs")
     assert summary["status"] == "early_stopped" and summary["epochs"] == 2
+
+
+def test_early_stopping_on_an_unmeasured_metric_is_a_config_error(tiny_config,
+                                                                   tmp_path: Path) -> None:
+    from dlrun.errors import ConfigError
+
+    cfg = load_config(tiny_config(), ["train.early_stopping={metric: val_r2}"])
+    with pytest.raises(ConfigError, match="val_r2.*val_accuracy"):
+        runner.train(cfg, runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # refused before a run directory was made
