@@ -7,14 +7,18 @@ A checkpoint `<tag>` is a pair in the run's `checkpoints/` folder:
 - `<tag>.json`: the caller's metadata (step, epoch, metrics, config hash, RNG, data-loader and
   schedule state, ...) plus `weights_sha256`, the SHA-256 of the safetensors file.
 
-Both files are written atomically, the JSON last: a crash between the two leaves a JSON whose hash
-does not match the new weights, which `load_checkpoint` reports instead of loading a mixed pair.
+Every file is written atomically (a temporary file, then a rename), and a save never leaves the
+tag without a complete pair: the new weights go to `<tag>.next.safetensors`, the JSON is switched
+to them, the weights are renamed into place, and the JSON is switched back. The JSON holds the
+weights' SHA-256, and the loader takes whichever of the two weight files matches it, so a crash at
+any point leaves either the old checkpoint or the new one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -74,8 +78,12 @@ def save_checkpoint(
         weights_bytes=len(blob),
         arrays={k: {"dtype": str(a.dtype), "shape": list(a.shape)} for k, a in host.items()},
     )
-    atomic_write_bytes(weights, blob)
-    return atomic_write_json(folder / f"{tag}.json", info)
+    pending = folder / f"{tag}.next.safetensors"
+    meta_path = folder / f"{tag}.json"
+    atomic_write_bytes(pending, blob)
+    atomic_write_json(meta_path, {**info, "weights_file": pending.name})
+    os.replace(pending, weights)
+    return atomic_write_json(meta_path, info)
 
 
 def load_checkpoint(path: Path | str, tag: str = "last") -> tuple[dict[str, np.ndarray], dict]:
@@ -99,6 +107,9 @@ def load_checkpoint(path: Path | str, tag: str = "last") -> tuple[dict[str, np.n
     weights = meta_path.with_name(str(meta.get("weights_file", "")))
     if weights.parent != meta_path.parent or not weights.name:
         raise CheckpointError(f"{meta_path}: bad weights_file entry")
+    if not weights.exists() and weights.name.endswith(".next.safetensors"):
+        # a save was interrupted right after moving the new weights into place
+        weights = weights.with_name(weights.name.replace(".next.safetensors", ".safetensors"))
     try:
         blob = weights.read_bytes()
     except OSError as e:

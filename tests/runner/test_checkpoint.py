@@ -215,3 +215,31 @@ def test_resolve_checkpoint_rejects_other_files(tmp_path: Path) -> None:
     (tmp_path / "w.npz").write_bytes(b"PK")
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         resolve_checkpoint(tmp_path / "w.npz")
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4])
+def test_a_save_interrupted_anywhere_leaves_a_loadable_checkpoint(
+        ckpt_dir: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int) -> None:
+    """Crash at the k-th rename of a save (the weights, the JSON, the weights into place, the
+    JSON again): the tag still loads, either as the old checkpoint or as the new one."""
+    import os
+
+    from dlrun.runner import checkpoint as ck
+
+    save_checkpoint(ckpt_dir, "last", {"model.w": np.zeros(3)}, {"step": 1})
+    real_replace, calls = os.replace, []
+
+    def flaky_replace(src, dst):  # noqa: ANN001
+        calls.append(dst)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt  # the process dies here
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    monkeypatch.setattr(ck.os, "replace", flaky_replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(ckpt_dir, "last", {"model.w": np.ones(3)}, {"step": 2})
+    monkeypatch.setattr(os, "replace", real_replace)
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    arrays, meta = load_checkpoint(ckpt_dir)
+    assert (meta["step"], arrays["model.w"].sum()) in ((1, 0.0), (2, 3.0))
