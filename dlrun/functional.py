@@ -539,9 +539,9 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     n, (o, c, kh, kw) = input.shape[0], weight.shape
     cols = _conv.im2col(input, kernel=(kh, kw), stride=_pair(stride), dilation=dil)
     wmat = reshape(permute(weight, 0, 2, 3, 1), o, kh * kw * c)  # (kh, kw, c): im2col's order
-    out = matmul(wmat, cols)  # (N, O, OH*OW): already NCHW
+    out = matmul(wmat, cols)  # (O, N*OH*OW): one GEMM
     oh = _conv.out_size(input.shape[2], kh, _pair(stride)[0], 0, dil[0])
-    out = reshape(out, n, o, oh, cols.shape[2] // oh)
+    out = permute(reshape(out, o, n, oh, cols.shape[1] // (n * oh)), 1, 0, 2, 3)  # NCHW view
     if bias is not None:
         out = out + reshape(bias, 1, -1, 1, 1)
     return out

@@ -301,8 +301,18 @@ def test_keyword_and_python_arguments_join_the_signature() -> None:
 
 def test_inlined_views_match_their_primitives() -> None:
     x = dlrun.tensor(np.arange(24.0).reshape(2, 3, 4))
-    f = dlrun.compile(lambda x: (x.permute(2, 0, 1).reshape(4, 6)[1:, ::2] * 1.5).sum(0))
-    np.testing.assert_array_equal(f(x).numpy(), (x.permute(2, 0, 1).reshape(4, 6)[1:, ::2]
+    f = dlrun.compile(lambda x: (x.reshape(6, 4).permute(1, 0)[1:, ::2] * 1.5).sum(0))
+    np.testing.assert_array_equal(f(x).numpy(), (x.reshape(6, 4).permute(1, 0)[1:, ::2]
                                                  * 1.5).sum(0).numpy())
     src = f.last.plan.source
-    assert ".transpose((2, 0, 1))" in src and ".reshape((4, 6))" in src and "[i" in src
+    assert ".transpose((1, 0))" in src and ".reshape((6, 4))" in src and "[i" in src
+
+
+def test_a_reshape_of_a_transpose_copies_into_a_planned_buffer() -> None:
+    x = dlrun.tensor(np.arange(24.0).reshape(2, 3, 4))
+    f = dlrun.compile(lambda x: x.permute(2, 0, 1).reshape(4, 6) * 2.0 + 1.0)
+    np.testing.assert_array_equal(f(x).numpy(), x.numpy().transpose(2, 0, 1).reshape(4, 6)
+                                  * 2.0 + 1.0)
+    g = f.last.graph
+    reshape = next(n for n in g.nodes if n.op == "reshape")
+    assert reshape.id in g.meta["buffers"]

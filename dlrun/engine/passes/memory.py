@@ -17,6 +17,18 @@ from dlrun.engine.prims.registry import REGISTRY
 VIEW_OPS = frozenset({"reshape", "permute", "broadcast_to", "getitem"})
 
 
+def copies(node, by_id) -> bool:
+    """A reshape of a transposed value: it must copy, so it is planned like any computed value."""
+    if node.op != "reshape":
+        return False
+    src = by_id[node.inputs[0]]
+    return src.op == "permute" and src.attrs["axes"] != tuple(range(len(src.shape)))
+
+
+def _is_view(node, by_id) -> bool:
+    return node.op in VIEW_OPS and not copies(node, by_id)
+
+
 def _takes_out(op: str) -> bool:
     if op == "fused":
         return True
@@ -45,7 +57,7 @@ def plan_memory(graph: Graph) -> Graph:
     # Views keep their source alive: map every value to the root buffer it may alias.
     root = {}
     for n in nodes:
-        root[n.id] = root[n.inputs[0]] if n.op in VIEW_OPS else n.id
+        root[n.id] = root[n.inputs[0]] if _is_view(n, by_id) else n.id
     end = {n.id: pos[n.id] for n in nodes}
     escapes: set[int] = set()
     for n in nodes:
@@ -72,7 +84,7 @@ def plan_memory(graph: Graph) -> Graph:
             else:
                 still.append((e, slot))
         active = still
-        if n.id in escapes or not _takes_out(n.op) or n.op in SINKS:
+        if n.id in escapes or not _takes_out(n.op) or n.op in SINKS or _is_view(n, by_id):
             continue
         spec = (n.shape, n.dtype)
         naive += by_id[n.id].nbytes
@@ -116,7 +128,7 @@ def _in_place_state_writes(graph: Graph, pos: dict[int, int], root: dict[int, in
             continue
         v, slot = w.inputs[0], w.attrs["slot"]
         prod = by_id[v]
-        if not _takes_out(prod.op) or prod.op in VIEW_OPS or v in out:
+        if not _takes_out(prod.op) or _is_view(prod, by_id) or v in out:
             continue
         if any(by_id[u].op in SINKS for u in users[v] if u != w.id):
             continue  # also returned or written elsewhere

@@ -36,11 +36,11 @@ def _hw_out(x_shape, kernel, stride, padding, dilation):
     return oh, ow
 
 
-# ----- convolution as im2col + batched GEMM ------------------------------------------------------
-# conv2d (dlrun.functional) = pad -> im2col -> (O, C*KH*KW) @ (N, C*KH*KW, OH*OW) -> reshape.
-# Every large array is then a graph value: the static memory plan preallocates the columns and
-# the outputs, the weight gradient reuses the forward's columns, and the only heavy gradient
-# primitive needed is col2im (im2col's transpose).
+# ----- convolution as im2col + one GEMM ----------------------------------------------------------
+# conv2d (dlrun.functional) = pad -> im2col -> (O, KH*KW*C) @ (KH*KW*C, N*OH*OW) -> NCHW view.
+# One large GEMM per product (not N small ones), every large array is a graph value the static
+# memory plan preallocates, the weight gradient reuses the forward's columns, and the one heavy
+# gradient primitive needed is col2im (im2col's transpose).
 
 
 def _cols_rule(x, *, kernel, stride, dilation):
@@ -48,28 +48,28 @@ def _cols_rule(x, *, kernel, stride, dilation):
         raise ValueError(f"conv2d expects NCHW input, got shape {x.shape}")
     oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
     n, c = x.shape[:2]
-    return (n, kernel[0] * kernel[1] * c, oh * ow), x.dtype
+    return (kernel[0] * kernel[1] * c, n * oh * ow), x.dtype
 
 
 def _windows6(xp, x, kernel, stride, dilation, out_hw):
-    """A (N, KH, KW, C, OH, OW) strided view of x (already padded): kernel element (i, j) at
+    """A (KH, KW, C, N, OH, OW) strided view of x (already padded): kernel element (i, j) at
     output position (p, q) reads x[:, :, p*s + i*d, q*s + j*d]."""
     n, c = x.shape[:2]
     s0, s1, s2, s3 = x.strides
-    shape = (n, kernel[0], kernel[1], c, out_hw[0], out_hw[1])
-    strides = (s0, s2 * dilation[0], s3 * dilation[1], s1, s2 * stride[0], s3 * stride[1])
+    shape = (kernel[0], kernel[1], c, n, out_hw[0], out_hw[1])
+    strides = (s2 * dilation[0], s3 * dilation[1], s1, s0, s2 * stride[0], s3 * stride[1])
     return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
 @primitive("im2col", C, _cols_rule)
 def im2col(xp, x, *, kernel, stride, dilation, out=None):
-    """(N, KH*KW*C, OH*OW) columns of an (already padded) NCHW input, rows in (kh, kw, c) order
-    (so col2im's per-offset slices are contiguous (C, OH*OW) blocks): one strided copy."""
+    """(KH*KW*C, N*OH*OW) columns of an (already padded) NCHW input: rows in (kh, kw, c)
+    order, columns in (n, oh, ow) order; one strided copy."""
     n, c = x.shape[:2]
     oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
     win = _windows6(xp, x, kernel, stride, dilation, (oh, ow))
     if out is None:
-        out = xp.empty((n, c * kernel[0] * kernel[1], oh * ow), dtype=x.dtype)
+        out = xp.empty((kernel[0] * kernel[1] * c, n * oh * ow), dtype=x.dtype)
     xp.copyto(out.reshape(win.shape), win)
     return out
 
@@ -85,21 +85,22 @@ def _col2im_rule(g, *, x_shape, kernel, stride, dilation):
 
 @primitive("col2im", C, _col2im_rule)
 def col2im(xp, g, *, x_shape, kernel, stride, dilation, out=None):
-    """Sum (N, KH*KW*C, OH*OW) column gradients back into an NCHW array (KH*KW strided adds)."""
+    """Sum (KH*KW*C, N*OH*OW) column gradients back into an NCHW array: KH*KW window adds in a
+    (C, N, H, W) accumulator (the columns' own layout), then one transposing copy."""
     n, c, h, w = x_shape
     oh, ow = _hw_out(x_shape, kernel, stride, (0, 0), dilation)
-    g6 = g.reshape(n, kernel[0], kernel[1], c, oh, ow)
-    if out is None:
-        out = xp.zeros(x_shape, dtype=g.dtype)
-    else:
-        out.fill(0)
+    g6 = g.reshape(kernel[0], kernel[1], c, n, oh, ow)
+    acc = xp.zeros((c, n, h, w), dtype=g.dtype)
     for i in range(kernel[0]):
         hi = i * dilation[0]
         for j in range(kernel[1]):
             wj = j * dilation[1]
-            view = out[:, :, hi : hi + stride[0] * (oh - 1) + 1 : stride[0],
+            view = acc[:, :, hi : hi + stride[0] * (oh - 1) + 1 : stride[0],
                        wj : wj + stride[1] * (ow - 1) + 1 : stride[1]]
-            xp.add(view, g6[:, i, j], out=view)
+            xp.add(view, g6[i, j], out=view)
+    if out is None:
+        return xp.ascontiguousarray(acc.transpose(1, 0, 2, 3))
+    xp.copyto(out, acc.transpose(1, 0, 2, 3))
     return out
 
 

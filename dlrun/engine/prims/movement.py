@@ -20,8 +20,13 @@ def _reshape_rule(x, *, shape):
 
 
 @primitive("reshape", M, _reshape_rule)
-def reshape(xp, x, *, shape):
-    return x.reshape(shape)
+def reshape(xp, x, *, shape, out=None):
+    """A view when x's layout allows; with `out` (the memory plan gives one to a reshape of a
+    transposed value, which must copy) the values are copied into that buffer."""
+    if out is None:
+        return x.reshape(shape)
+    xp.copyto(out.reshape(x.shape), x)
+    return out
 
 
 @reshape.defvjp
