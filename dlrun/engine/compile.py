@@ -201,8 +201,11 @@ class CompiledFunction:
             inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
         state = entry.result.state
         for t in entry.inplace:
-            _writable(t)
-        grads_in = [state[s]._grad._value for s in entry.result.grad_read_slots]
+            arr = t._value
+            if sys.getrefcount(arr) > 3 or arr.base is not None or not _flags_ok(arr):
+                t._value = t._xp.array(arr, copy=True)  # see _writable
+        grad_slots = entry.result.grad_read_slots
+        grads_in = [state[s]._grad._value for s in grad_slots] if grad_slots else []
         outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
         ref = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, state)
         device, xp = (ref.device, ref._xp) if ref is not None else ("cpu", np)
@@ -220,6 +223,11 @@ class CompiledFunction:
                    for o in outs]
         tree = entry.result.out_tree
         return wrapped[0] if type(tree) is _Leaf else unflatten(tree, wrapped)
+
+
+def _flags_ok(arr: Any) -> bool:
+    flags = arr.flags
+    return flags.writeable and flags.c_contiguous
 
 
 def _writable(t: Tensor) -> None:
