@@ -142,7 +142,7 @@ def evaluate(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Evaluate a saved checkpoint on a data split (metrics also go to eval-*.json beside it)."""
+    """Evaluate a saved checkpoint on a data split (metrics also go to eval.json beside it)."""
     from dlrun import render
     from dlrun.runner.evaluate import evaluate as run_eval
     from dlrun.runner.evaluate import sample_text

@@ -68,7 +68,7 @@ def evaluate(path: Path | str, split: str | None = None, tag: str = "best",
         result["classes"] = [str(c) for c in exp.bundle.meta.get(
             "classes", range(len(keep["confusion"])))]
     if write:
-        out = target.with_name(f"eval-{target.stem.split('.')[0]}-{split}.json")
+        out = target.with_name("eval.json")  # the latest evaluation (checkpoint, split inside)
         atomic_write_text(out, json.dumps(result, indent=2))
         result["written_to"] = str(out)
     return result

@@ -28,3 +28,15 @@ def test_eval_of_a_missing_or_corrupt_checkpoint(tiny_config, tmp_path: Path) ->
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError):
         evaluate(summary["run_dir"])
+
+
+def test_eval_writes_eval_json_beside_the_checkpoint(tiny_config, tmp_path: Path) -> None:
+    import json
+
+    summary = runner.train(load_config(tiny_config(), ["train.epochs=1"]), runs_dir=tmp_path)
+    result = evaluate(summary["run_dir"], split="val", tag="last")
+    written = Path(summary["run_dir"]) / "checkpoints" / "eval.json"
+    assert result["written_to"] == str(written)
+    saved = json.loads(written.read_text())
+    assert saved["split"] == "val" and saved["metrics"] == result["metrics"]
+    assert "confusion" in saved and len(saved["confusion"]) == 3
