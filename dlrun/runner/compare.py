@@ -177,6 +177,6 @@ def markdown(report: dict[str, Any]) -> str:
     verdict = "agree" if report["agree"] else "DISAGREE"
     lines += ["", f"Speedup: **{report['speedup']:.2f}x**. Losses over {report['steps']} steps "
               f"{verdict}: largest relative difference {report['max_rel_loss_diff']:.2e} "
-              f"(tolerance {report['tolerance']:.0e}); parameters "
-              f"{report['max_rel_param_diff']:.2e}.", ""]
+              f"(tolerance {report['tolerance']:.0e}); final parameters differ by at most "
+              f"{report['max_rel_param_diff']:.2e} of their scale.", ""]
     return "\n".join(lines)
