@@ -111,5 +111,5 @@ def test_nan_loss_names_the_step(tiny_config, tmp_path: Path) -> None:
 
 
 def test_not_a_run_directory(tmp_path: Path) -> None:
-    _fails(["eval", str(tmp_path)], "not a dlrun run")
-    _fails(["train", "x.yaml", "--resume", str(tmp_path)], "not a run directory")
+    _fails(["eval", str(tmp_path)], "not a run folder")
+    _fails(["train", "x.yaml", "--resume", str(tmp_path)], "not a run folder")

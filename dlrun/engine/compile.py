@@ -174,7 +174,8 @@ class CompiledFunction:
     def _trace(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                sig: tuple[Any, ...]) -> tuple[_Entry, tuple[Any, ...]]:
         start = time.perf_counter()
-        device = _device_of(args, kwargs)
+        ref = _first_tensor((*args, *kwargs.values()), [])
+        device = ref.device if ref is not None else "cpu"
         xp = get_xp(device)
         result = trace(self.fn, args, kwargs, device, xp)
         for m in result.modules:
@@ -201,9 +202,7 @@ class CompiledFunction:
             inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
         state = entry.result.state
         for t in entry.inplace:
-            arr = t._value
-            if sys.getrefcount(arr) > 3 or arr.base is not None or not _flags_ok(arr):
-                t._value = t._xp.array(arr, copy=True)  # see _writable
+            _writable(t)
         grad_slots = entry.result.grad_read_slots
         grads_in = [state[s]._grad._value for s in grad_slots] if grad_slots else []
         outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
@@ -225,11 +224,6 @@ class CompiledFunction:
         return wrapped[0] if type(tree) is _Leaf else unflatten(tree, wrapped)
 
 
-def _flags_ok(arr: Any) -> bool:
-    flags = arr.flags
-    return flags.writeable and flags.c_contiguous
-
-
 def _writable(t: Tensor) -> None:
     """The plan writes this state's array in place: make sure it may. The array must be
     writeable, C-ordered, own its memory and be referenced by this tensor alone (refcount: the
@@ -248,13 +242,6 @@ def _first_tensor(args: tuple[Any, ...], state: list[Tensor]) -> Tensor | None:
         if isinstance(a, Tensor):
             return a
     return state[0] if state else None
-
-
-def _device_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    for a in list(args) + list(kwargs.values()):
-        if isinstance(a, Tensor):
-            return a.device
-    return "cpu"
 
 
 def compile(fn: Callable[..., Any] | None = None, *, passes: bool | tuple[str, ...] = True,  # noqa: A001

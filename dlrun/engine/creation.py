@@ -112,12 +112,8 @@ def constant(value: Any, device: str) -> Tensor:
 def scalar_like(x: Any, like: Tensor) -> Tensor:
     """A Python scalar (or array) as a 0-d constant tensor of a dtype matching `like`."""
     if isinstance(x, bool | int | float | np.number | np.bool_):
-        if like.dtype.kind in "fc":
-            dtype = like.dtype
-        elif isinstance(x, float):
-            dtype = DEFAULT_DTYPE
-        else:
-            dtype = like.dtype if not isinstance(x, bool) or like.dtype == np.bool_ else like.dtype
+        float_into_int = isinstance(x, float) and like.dtype.kind not in "fc"
+        dtype = DEFAULT_DTYPE if float_into_int else like.dtype
         key = (type(x), x, dtype, like.device)
         value = _SCALARS.get(key)
         if value is None:
@@ -136,8 +132,7 @@ def full(
     device = _device(device)
     if dtype is None:
         dtype = DEFAULT_DTYPE if isinstance(fill_value, float) else np.asarray(fill_value).dtype
-    value = _full_value(get_xp(device), _shape((size,)) if isinstance(size, int) else _shape(
-        tuple(size)), fill_value, np.dtype(dtype))
+    value = _full_value(get_xp(device), _shape((size,)), fill_value, np.dtype(dtype))
     t = constant(value, device)
     t.requires_grad = requires_grad
     return t

@@ -15,28 +15,19 @@ import numpy as np
 import dlrun
 from dlrun import functional as F
 from dlrun.config import load_config
-from dlrun.errors import CheckpointError, ConfigError
+from dlrun.errors import ConfigError
 from dlrun.runner import checkpoint as ckpt
 from dlrun.runner.experiment import Experiment, build_experiment, evaluate_split
-from dlrun.runner.rundir import atomic_write_text
+from dlrun.runner.rundir import atomic_write_text, find_run_config
 from dlrun.runner.state import load_model
-
-
-def _run_dir_of(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise CheckpointError(f"{path}: no config.yaml in it or above it (not a dlrun run)")
 
 
 def load_run(path: Path | str, tag: str = "best", overrides: list[str] | None = None
              ) -> tuple[Experiment, Path, dict[str, Any]]:
     """(experiment with the checkpoint's weights, checkpoint path, checkpoint meta)."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such run directory or checkpoint")
-    run_dir = _run_dir_of(path if path.is_dir() else path.parent)
-    cfg = load_config(run_dir / "config.yaml", overrides or [])
+    run_dir, config = find_run_config(path)
+    cfg = load_config(config, overrides or [])
     target = path
     if path.is_dir():
         ckdir = run_dir / "checkpoints"

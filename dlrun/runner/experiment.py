@@ -40,19 +40,26 @@ class Experiment:
     train_loader: DataLoader
     train_step: Any = None
     eval_step: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    eval_loaders: dict[str, DataLoader] = field(default_factory=dict)
 
     @property
     def params(self) -> list[Tensor]:
         return list(self.model.parameters())
 
-    def loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        data = getattr(self.bundle, split)
-        if data is None:
-            raise ConfigError(f"dataset {self.cfg.data.name!r} has no {split} split")
-        return _loader(data, self.cfg, self.device, self.dtype, shuffle=shuffle,
-                       drop_last=drop_last,
-                       batch_size=self.cfg.train.eval_batch_size or self.cfg.train.batch_size)
+    def loader(self, split: str) -> DataLoader:
+        """The evaluation loader of a split (in order, every sample), made once per run (its
+        arrays converted to the run's dtype once, not at every evaluation) and rewound."""
+        loader = self.eval_loaders.get(split)
+        if loader is None:
+            data = getattr(self.bundle, split)
+            if data is None:
+                raise ConfigError(f"dataset {self.cfg.data.name!r} has no {split} split")
+            batch = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
+            loader = self.eval_loaders[split] = _loader(
+                data, self.cfg, self.device, self.dtype, shuffle=False, drop_last=False,
+                batch_size=batch)
+        loader.set_epoch(0)
+        return loader
 
 
 def load_data(cfg: ExperimentConfig, progress: Any = None) -> DatasetBundle:

@@ -173,6 +173,15 @@ def find_run(path: Path | str, root: Path | str | None = None) -> Path:
     return p
 
 
+def find_run_config(path: Path | str) -> tuple[Path, Path]:
+    """(run folder, its config.yaml) for a run folder, its checkpoints/ or a checkpoint file."""
+    run = find_run(path)
+    config = run / CONFIG_FILE
+    if not config.is_file():
+        raise CheckpointError(f"{run}: not a run folder (no {CONFIG_FILE})")
+    return run, config
+
+
 def list_runs(root: Path | str) -> list[Path]:
     """Run folders directly under `root`, oldest first (by their time-stamped names)."""
     root = Path(root)

@@ -18,7 +18,7 @@ import numpy as np
 
 import dlrun
 from dlrun.config import ExperimentConfig, dump_config, load_config
-from dlrun.errors import CheckpointError, ConfigError, NumericalError
+from dlrun.errors import ConfigError, NumericalError
 from dlrun.runner import checkpoint as ckpt
 from dlrun.runner.events import (
     Callback,
@@ -39,7 +39,7 @@ from dlrun.runner.experiment import (
     metric_names,
 )
 from dlrun.runner.metrics import MetricsLogger, write_summary
-from dlrun.runner.rundir import create_run_dir
+from dlrun.runner.rundir import create_run_dir, find_run_config
 from dlrun.runner.state import capture, restore
 
 WARMUP_STEPS = 5  # step times before this are left out of the medians (tracing, caches)
@@ -309,10 +309,7 @@ def train(cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
 
 def resume(run_dir: Path | str, callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Continue a run from its last checkpoint, in its own run directory."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)")
+    run_dir, config_path = find_run_config(run_dir)
     cfg = load_config(config_path)
     trainer = Trainer(cfg, callbacks, run_dir=run_dir)
     trainer.resume_from(run_dir)
