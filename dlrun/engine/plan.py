@@ -74,6 +74,8 @@ def bind_op(op: str, attrs: dict[str, Any], xp: Any) -> Callable[..., Any]:
     prim = REGISTRY[op]
     if prim.ufunc is not None and not attrs:
         return getattr(xp, prim.ufunc)
+    if prim.specialize is not None:
+        return prim.specialize(xp, **attrs)
     return partial(prim.forward, xp, **attrs) if attrs else partial(prim.forward, xp)
 
 
@@ -102,6 +104,8 @@ def lower(graph: Graph, xp: Any) -> Plan:
     live: set[int] = set()
     planned = graph.meta.get("buffers", {})
     state_out = graph.meta.get("state_out", {})
+    placed = graph.meta.get("placed", {})
+    containers = {c for c, _, _ in placed.values()}
     for pos, n in enumerate(graph.nodes):
         v = f"v{n.id}"
         if n.op == "input":
@@ -126,10 +130,14 @@ def lower(graph: Graph, xp: Any) -> Plan:
             out = None
             if n.id in state_out:
                 out = f"state[{state_out[n.id]}]"  # written in place into the state's array
+            elif n.id in placed:
+                out = f"p{n.id}"  # a view of the slice of the container gathering it
             elif n.id in planned:
                 out = f"b{planned[n.id]}"
                 buffers.setdefault(out, graph.meta["buffer_specs"][planned[n.id]])
-            if n.op == "fused" and xp.__name__ == "numpy":
+            if n.id in containers:  # every part was written into place: nothing to gather
+                lines.append(f"        {v} = {out}")
+            elif n.op == "fused" and xp.__name__ == "numpy":
                 _emit_fused(n, out, xp, env, lines, line_nodes)
             elif out is None and n.op in _VIEWS:
                 lines.append(f"        {v} = {_VIEWS[n.op](n, env)}")  # a method call, inline
@@ -161,6 +169,8 @@ def lower(graph: Graph, xp: Any) -> Plan:
     filename = f"<dlrun plan {next(_PLAN_IDS)}>"
     for name, (shape, dtype) in buffers.items():
         env[name] = xp.empty(shape, dtype=dtype)
+    for v in placed:
+        _place_view(v, placed, planned, env)
     code = compile(source, filename, "exec")
     exec(code, env)  # noqa: S102  (our own generated straight-line code)
     # Keep the source visible to tracebacks and debuggers.
@@ -178,6 +188,18 @@ def lower(graph: Graph, xp: Any) -> Plan:
         buffers={k: env[k] for k in buffers},
         inplace_slots=sorted(set(state_out.values())),
     )
+
+
+def _place_view(v: int, placed: dict[int, Any], planned: dict[int, int],
+                env: dict[str, Any]) -> Any:
+    """env["p<v>"]: the view of its container's buffer that value v is computed into."""
+    name = f"p{v}"
+    if name not in env:
+        c, index, reshape = placed[v]
+        base = _place_view(c, placed, planned, env) if c in placed else env[f"b{planned[c]}"]
+        view = base[index]
+        env[name] = view.reshape(reshape) if reshape is not None else view
+    return env[name]
 
 
 def _view_permute(n: Node, env: dict[str, Any]) -> str:

@@ -35,6 +35,26 @@ def _match(leaf: Node, by_id: dict[int, Node], users: dict[int, list[int]]
     return outer, a.id, b.id
 
 
+def _row_assembly(ids: tuple[int, ...], by_id: dict[int, Node], users: dict[int, list[int]]
+                  ) -> tuple[Node, list[int]] | None:
+    """(B, each id's row) when some assemble_slices B stacks exactly these values as its rows
+    (an RNN's per-step gradients also gathered for its input's gradient): then their
+    concatenation in row order is a reshape of B, and each value is computed into B once."""
+    for u in users[ids[0]]:
+        b = by_id[u]
+        if (b.op != "assemble_slices" or len(b.inputs) != len(ids)
+                or set(b.inputs) != set(ids) or len(set(ids)) != len(ids)):
+            continue
+        indices = b.attrs["indices"]
+        if not all(len(ix) == 1 and ix[0][0] == "i" for ix in indices):
+            continue
+        rows = {i: ix[0][1] for i, ix in zip(b.inputs, indices, strict=True)}
+        if sorted(rows.values()) == list(range(b.shape[0])) and all(
+                by_id[i].shape == b.shape[1:] for i in ids):
+            return b, [rows[i] for i in ids]
+    return None
+
+
 class _Builder:
     """New nodes with fresh ids, all attributed to the source line of the tree they replace."""
 
@@ -48,6 +68,16 @@ class _Builder:
         return node.id
 
 
+def _rows(build: _Builder, assembled: Node | None, ids: tuple[int, ...], rows: int,
+          by_id: dict[int, Node]) -> int:
+    """The values `ids` stacked as rows: a reshape of their assembly, else a concat."""
+    ref = by_id[ids[0]]
+    shape = (rows, ref.shape[1])
+    if assembled is not None:
+        return build.add("reshape", (assembled.id,), {"shape": shape}, shape, ref.dtype)
+    return build.add("concat", ids, {"axis": 0}, shape, ref.dtype)
+
+
 def matmul_sum(graph: Graph) -> Graph:
     by_id = graph.by_id()
     users = graph.users()
@@ -58,6 +88,7 @@ def matmul_sum(graph: Graph) -> Graph:
         return n.op == "add" and n.shape == shape and len(users[nid]) == 1
 
     replacements: dict[int, list[Node]] = {}  # root id -> nodes replacing it
+    moved: set[int] = set()  # assemble_slices nodes emitted earlier, with a replacement
     next_id = graph.next_id()
     for root in graph.nodes:
         if root.op != "add" or len(root.shape) != 2:
@@ -100,8 +131,22 @@ def matmul_sum(graph: Graph) -> Graph:
             b_ids = tuple(b for _, _, b in group)
             a0, b0 = by_id[a_ids[0]], by_id[b_ids[0]]
             rows = sum(by_id[a].shape[0] for a in a_ids)
-            cat_a = add_node("concat", a_ids, {"axis": 0}, (rows, a0.shape[1]), a0.dtype)
-            cat_b = add_node("concat", b_ids, {"axis": 0}, (rows, b0.shape[1]), b0.dtype)
+            gathered: dict[str, Node] = {}
+            for side in ("a", "b"):
+                found = _row_assembly(a_ids if side == "a" else b_ids, by_id, users)
+                if found is None:
+                    continue
+                assembled, order = found  # both sides in B's row order: the same sum
+                perm = sorted(range(len(order)), key=order.__getitem__)
+                a_ids = tuple(a_ids[k] for k in perm)
+                b_ids = tuple(b_ids[k] for k in perm)
+                if pos[assembled.id] > pos[root.id] and assembled.id not in moved:
+                    build.nodes.append(assembled)  # moved up: its parts all exist by now
+                    moved.add(assembled.id)
+                gathered[side] = assembled
+                break
+            cat_a = _rows(build, gathered.get("a"), a_ids, rows, by_id)
+            cat_b = _rows(build, gathered.get("b"), b_ids, rows, by_id)
             if outer:  # (A^T B)^T = B^T A: the product in the root's layout, no transpose after
                 bt = add_node("permute", (cat_b,), {"axes": T2}, (b0.shape[1], rows), b0.dtype)
                 prod = add_node("matmul", (bt, cat_a), {}, root.shape, root.dtype)
@@ -126,7 +171,7 @@ def matmul_sum(graph: Graph) -> Graph:
     for n in graph.nodes:
         if n.id in replacements:
             nodes.extend(replacements[n.id])
-        else:
+        elif n.id not in moved:
             nodes.append(n)
     out = graph.replace(nodes)
     out.meta["matmul_sum_detail"] = {"rewritten": len(replacements)}

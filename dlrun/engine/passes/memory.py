@@ -9,8 +9,11 @@ The result is recorded in graph.meta: `buffers` {node id: slot}, `buffer_specs` 
 
 from __future__ import annotations
 
+import numpy as np
+
 from dlrun.engine.graph import SINKS, Graph
 from dlrun.engine.passes.fuse import fusable
+from dlrun.engine.prims.movement import assemble_layout
 from dlrun.engine.prims.registry import REGISTRY
 
 # Primitives whose result may be a view of their first input.
@@ -66,28 +69,31 @@ def plan_memory(graph: Graph) -> Graph:
             end[r] = max(end[r], pos[n.id])
             if n.op in SINKS:
                 escapes.add(r)
+    state_out = _in_place_state_writes(graph, pos, root, end)
+    placed = _placements(graph, by_id, root, escapes)
+    # A container's buffer holds its parts from the first part's write to the last read of the
+    # container or of any part.
+    starts: dict[int, list[int]] = {}
+    for v, (c, _, _) in placed.items():
+        top = c
+        while top in placed:
+            top = placed[top][0]
+        end[top] = max(end[top], end[v], end[c])
+        starts.setdefault(top, []).append(pos[v])
+    start_at: dict[int, list[int]] = {}
+    for top, ps in starts.items():
+        start_at.setdefault(min(ps), []).append(top)
 
     specs: list[tuple[tuple[int, ...], object]] = []
     assign: dict[int, int] = {}
     free: dict[tuple, list[int]] = {}
     active: list[tuple[int, int]] = []  # (end position, slot)
     naive = 0
-    for n in nodes:
-        k = pos[n.id]
-        # Release buffers whose value died before this node, and (for ops that can run in
-        # place) the buffer of an input that dies at this node.
-        reusable = {assign[i] for i in _in_place_inputs(n, k, end, root, assign)}
-        still = []
-        for e, slot in active:
-            if e < k or slot in reusable:
-                free.setdefault(specs[slot], []).append(slot)
-            else:
-                still.append((e, slot))
-        active = still
-        if n.id in escapes or not _takes_out(n.op) or n.op in SINKS or _is_view(n, by_id):
-            continue
+
+    def allocate(n) -> None:
+        nonlocal naive
         spec = (n.shape, n.dtype)
-        naive += by_id[n.id].nbytes
+        naive += n.nbytes
         pool = free.get(spec)
         if pool:
             slot = pool.pop()
@@ -96,11 +102,37 @@ def plan_memory(graph: Graph) -> Graph:
             specs.append(spec)
         assign[n.id] = slot
         active.append((end[n.id], slot))
-    state_out = _in_place_state_writes(graph, pos, root, end)
+
+    for n in nodes:
+        k = pos[n.id]
+        still = []
+        for e, slot in active:  # buffers whose value died before this node
+            if e < k:
+                free.setdefault(specs[slot], []).append(slot)
+            else:
+                still.append((e, slot))
+        active = still
+        for top in start_at.get(k, ()):  # containers whose first part is written here
+            allocate(by_id[top])
+        # (for ops that can run in place) the buffer of an input that dies at this node
+        reusable = {assign[i] for i in _in_place_inputs(n, k, end, root, assign)}
+        if reusable:
+            still = []
+            for e, slot in active:
+                if slot in reusable:
+                    free.setdefault(specs[slot], []).append(slot)
+                else:
+                    still.append((e, slot))
+            active = still
+        if (n.id in escapes or not _takes_out(n.op) or n.op in SINKS or _is_view(n, by_id)
+                or n.id in assign or n.id in placed or n.id in state_out):
+            continue
+        allocate(n)
     g = graph.replace(nodes)
     g.meta["state_out"] = state_out
     g.meta["buffers"] = assign
     g.meta["buffer_specs"] = specs
+    g.meta["placed"] = placed
     planned = sum(_nbytes(s) for s in specs)
     g.meta["memory"] = {
         "planned_values": len(assign),
@@ -109,9 +141,57 @@ def plan_memory(graph: Graph) -> Graph:
         "unplanned_bytes": naive,
         "saved_bytes": naive - planned,
         "in_place_state_writes": len(state_out),
+        "written_into_place": len(placed),
     }
     g.meta["memory_detail"] = dict(g.meta["memory"])
     return g
+
+
+def _placements(graph: Graph, by_id, root: dict[int, int], escapes: set[int]
+                ) -> dict[int, tuple[int, tuple, tuple[int, ...] | None]]:
+    """{value id: (container id, index, reshape)}: values computed straight into their slice of
+    the concat or assemble_slices that gathers them, so gathering costs no copy (an RNN's
+    per-step outputs and gradients). `reshape` is set when the part reaches the container
+    through a reshape view: its source is written into the slice reshaped. A container is
+    placed all or nothing; a value goes to one container at most."""
+    users = graph.users()
+    placed: dict[int, tuple[int, tuple, tuple[int, ...] | None]] = {}
+    for c in graph.nodes:
+        if c.op == "concat":
+            axis, start, index_list = c.attrs["axis"], 0, []
+            for i in c.inputs:
+                stop = start + by_id[i].shape[axis]
+                index_list.append((slice(None),) * axis + (slice(start, stop),))
+                start = stop
+        elif c.op == "assemble_slices":
+            _, where, gather = assemble_layout(c.attrs["indices"], c.attrs["shape"])
+            if gather is None:
+                continue
+            index_list = list(where)
+        else:
+            continue
+        if root[c.id] in escapes or len(set(c.inputs)) != len(c.inputs):
+            continue
+        probe = np.empty(c.shape, dtype=bool)
+        parts = []
+        for i, index in zip(c.inputs, index_list, strict=True):
+            v, reshape, part = i, None, by_id[i]
+            if not probe[index].flags.c_contiguous:
+                break  # a strided slice: writing each part into it costs more than one gather
+            if part.op == "reshape" and _is_view(part, by_id):
+                v, reshape = part.inputs[0], by_id[part.inputs[0]].shape
+            src = by_id[v]
+            ok = (src.dtype == c.dtype and _takes_out(src.op) and not _is_view(src, by_id)
+                  and root[v] not in escapes and v not in placed
+                  and probe[index].shape == part.shape
+                  and sum(1 for u in users[v] if u == c.id) <= 1)
+            if not ok:
+                break
+            parts.append((v, index, reshape))
+        else:
+            for v, index, reshape in parts:
+                placed[v] = (c.id, index, reshape)
+    return placed
 
 
 def _in_place_state_writes(graph: Graph, pos: dict[int, int], root: dict[int, int],

@@ -5,6 +5,8 @@ Index-like attrs are kept hashable (tuples), so the static passes can compare no
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dlrun.engine.prims.registry import Kind, primitive
@@ -111,55 +113,88 @@ def _getitem_vjp(g, y, x, *, index):
     return (SliceGrads(x.shape, [(g, index)]),)
 
 
-def _disjoint_blocks(indices, shape) -> tuple[bool, bool]:
-    """(disjoint, covering) for indices that each select one row (("i", k),) or one contiguous
-    block (full slices, then ("s", a, b, 1 or None)) along a common axis."""
-    spans, axis = [], None
+def _blocks(indices, shape) -> tuple[int, list[tuple[int, int]], bool] | None:
+    """(axis, spans, rows) for indices that each select one row (("i", k),) (rows=True) or one
+    contiguous block (full slices, then ("s", a, b, 1 or None)) along a common axis; else None."""
+    spans, axis, rows = [], None, None
     for index in indices:
         if len(index) == 1 and index[0][0] == "i":
-            ax, lo, hi = 0, index[0][1], index[0][1] + 1
+            ax, lo, hi, row = 0, index[0][1], index[0][1] + 1, True
         else:
             *lead, last = index
             if (last[0] != "s" or last[3] not in (None, 1) or last[1] is None or last[2] is None
                     or any(item != ("s", None, None, None) for item in lead)):
-                return False, False
-            ax, lo, hi = len(lead), last[1], min(last[2], shape[len(lead)])
+                return None
+            ax, lo, hi, row = len(lead), last[1], min(last[2], shape[len(lead)]), False
         if axis is None:
-            axis = ax
-        if ax != axis or not 0 <= lo < hi:
-            return False, False
+            axis, rows = ax, row
+        if ax != axis or row != rows or not 0 <= lo < hi:
+            return None
         spans.append((lo, hi))
-    spans.sort()
-    if any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)):
-        return False, False
-    covered = spans[0][0] == 0 and spans[-1][1] == shape[axis] and all(
-        a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
-    return True, covered
+    return axis, spans, rows
 
 
 def _assemble_rule(*gs, shape, indices):
     return tuple(shape), np.result_type(*(g.dtype for g in gs))
 
 
+@functools.lru_cache(maxsize=4096)
+def assemble_layout(indices, shape) -> tuple[bool, tuple, tuple | None]:
+    """(disjoint, Python indices, gather) of an assemble_slices, worked out once per distinct
+    (indices, shape), not on every call (an RNN assembles one per time step). `gather` is set
+    when the parts are disjoint rows or blocks along one axis that cover it: (stack?, axis,
+    order of the parts along the axis), so the parts are gathered by one stack/concatenate."""
+    where = tuple(to_python_index(index) for index in indices)
+    blocks = _blocks(indices, shape)
+    if blocks is None:
+        return False, where, None
+    axis, spans, rows = blocks
+    order = sorted(range(len(spans)), key=lambda k: spans[k])
+    ordered = [spans[k] for k in order]
+    if any(a[1] > b[0] for a, b in zip(ordered, ordered[1:], strict=False)):
+        return False, where, None
+    covered = ordered[0][0] == 0 and ordered[-1][1] == shape[axis] and all(
+        a[1] == b[0] for a, b in zip(ordered, ordered[1:], strict=False))
+    return True, where, (rows, axis, tuple(order)) if covered else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _assembler(xp, shape, indices):
+    """assemble_slices for one (shape, indices), its layout worked out once."""
+    disjoint, where, gather = assemble_layout(indices, shape)
+    if gather is not None:
+        # rows (an RNN's time steps) or blocks (an LSTM's gates) covering an axis: one copy
+        rows, axis, order = gather
+
+        def gathered(*gs, out=None):
+            parts = [gs[k] for k in order]
+            if rows:
+                return xp.stack(parts, out=out)
+            return xp.concatenate(parts, axis=axis, out=out)
+
+        return gathered
+
+    def scattered(*gs, out=None):
+        out = _zeroed(xp, out, shape, np.result_type(*(g.dtype for g in gs)))
+        for g, index in zip(gs, where, strict=True):
+            if disjoint:  # copies, not adds
+                out[index] = g
+            else:
+                out[index] += g
+        return out
+
+    return scattered
+
+
 @primitive("assemble_slices", M, _assemble_rule)
 def assemble_slices(xp, *gs, shape, indices, out=None):
     """Zeros of `shape` with each g added at its basic index (the transpose of getitem)."""
-    dtype = np.result_type(*(g.dtype for g in gs))
-    disjoint, covered = _disjoint_blocks(indices, shape)
-    if disjoint:
-        # distinct rows (an RNN's time steps) or blocks (an LSTM's gates): copies, not adds,
-        # and no zero-fill when the blocks cover everything
-        if out is None:
-            out = xp.empty(shape, dtype=dtype) if covered else xp.zeros(shape, dtype=dtype)
-        elif not covered:
-            out.fill(0)
-        for g, index in zip(gs, indices, strict=True):
-            out[to_python_index(index)] = g
-        return out
-    out = _zeroed(xp, out, shape, dtype)
-    for g, index in zip(gs, indices, strict=True):
-        out[to_python_index(index)] += g
-    return out
+    return _assembler(xp, tuple(shape), indices)(*gs, out=out)
+
+
+@assemble_slices.defspecialize
+def _assemble_specialize(xp, *, shape, indices):
+    return _assembler(xp, tuple(shape), indices)
 
 
 @assemble_slices.defvjp

@@ -49,6 +49,9 @@ class Primitive:
     supports_out: bool = False
     cuda_expr: str | None = None  # elementwise body for generated CuPy kernels (GPU fusion)
     ufunc: str | None = None  # forward is exactly xp.<ufunc>(*arrays, out=out): plans call it
+    # specialize(xp, **attrs) -> fn(*arrays[, out=]): the forward with its attributes worked out
+    # once, for plans that call it every step (the forward itself calls the same function)
+    specialize: Callable[..., Callable[..., Any]] | None = None
 
     attr_names: tuple[str, ...] = field(default_factory=tuple)
 
@@ -56,6 +59,11 @@ class Primitive:
         """Register the vjp rule `fn(g, y, *xs, [needs,] **attrs) -> tuple of grads (or None)`."""
         self.vjp = fn
         self.vjp_takes_needs = "needs" in inspect.signature(fn).parameters
+        return fn
+
+    def defspecialize(self, fn: Callable[..., Callable[..., Any]]) -> Callable[..., Any]:
+        """Register `fn(xp, **attrs) -> callable(*arrays[, out=])` (see `specialize`)."""
+        self.specialize = fn
         return fn
 
     def __call__(self, *args: Any, **attrs: Any) -> Any:
