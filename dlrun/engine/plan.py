@@ -68,24 +68,27 @@ class Plan:
         return node
 
 
-def bind_op(op: str, attrs: dict[str, Any], xp: Any) -> Callable[..., Any]:
+def bind_op(op: str, attrs: dict[str, Any], xp: Any,
+            shapes: tuple[tuple[int, ...], ...] | None = None) -> Callable[..., Any]:
     """The primitive's forward with the array module and attributes bound (the ufunc itself when
     the forward is exactly one ufunc call: one Python call less per node)."""
     prim = REGISTRY[op]
     if prim.ufunc is not None and not attrs:
         return getattr(xp, prim.ufunc)
     if prim.specialize is not None:
-        return prim.specialize(xp, **attrs)
+        return prim.specialize(xp, shapes, **attrs)
     return partial(prim.forward, xp, **attrs) if attrs else partial(prim.forward, xp)
 
 
-def bind(node: Node, xp: Any) -> Callable[..., Any]:
-    """A callable computing the node from its input arrays (fused nodes: the whole chain)."""
+def bind(node: Node, xp: Any, shapes: tuple[tuple[int, ...], ...] | None = None
+         ) -> Callable[..., Any]:
+    """A callable computing the node from its input arrays (fused nodes: the whole chain);
+    `shapes`, the inputs' shapes, lets a primitive pick its fastest form."""
     if node.op == "fused":
         from dlrun.engine.passes.fuse import lower_fused, lower_fused_cuda
 
         return lower_fused(node, xp) if xp.__name__ == "numpy" else lower_fused_cuda(node, xp)
-    return bind_op(node.op, node.attrs, xp)
+    return bind_op(node.op, node.attrs, xp, shapes)
 
 
 def lower(graph: Graph, xp: Any) -> Plan:
@@ -106,6 +109,7 @@ def lower(graph: Graph, xp: Any) -> Plan:
     state_out = graph.meta.get("state_out", {})
     placed = graph.meta.get("placed", {})
     containers = {c for c, _, _ in placed.values()}
+    shape_of = {n.id: n.shape for n in graph.nodes}
     for pos, n in enumerate(graph.nodes):
         v = f"v{n.id}"
         if n.op == "input":
@@ -143,7 +147,7 @@ def lower(graph: Graph, xp: Any) -> Plan:
                 lines.append(f"        {v} = {_VIEWS[n.op](n, env)}")  # a method call, inline
                 line_nodes[len(lines)] = n
             else:
-                env[f"f{n.id}"] = bind(n, xp)
+                env[f"f{n.id}"] = bind(n, xp, tuple(shape_of[i] for i in n.inputs))
                 args = ", ".join(f"v{i}" for i in n.inputs)
                 if out is not None:
                     args = f"{args}, out={out}" if args else f"out={out}"

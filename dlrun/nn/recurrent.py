@@ -167,15 +167,15 @@ class RNNBase(Module):
                 outs) > 1 else outs[0]
             if self.dropout > 0.0 and self.training and layer < self.num_layers - 1:
                 layer_in = [F.dropout(x, self.dropout, True) for x in layer_in]
-        output = F.stack(layer_in, 0)
+        # batch_first: stacked along dim 1, so the output is contiguous (B, T, H) and what
+        # follows (a per-step Linear head) runs on it without a transpose
+        output = F.stack(layer_in, 1 if batched and self.batch_first else 0)
         hn = F.stack(h_n, 0)
         cn = F.stack(c_n, 0) if lstm else None
         if not batched:
             output = F.squeeze(output, 1)
             hn = F.squeeze(hn, 1)
             cn = F.squeeze(cn, 1) if lstm else None
-        elif self.batch_first:
-            output = F.transpose(output, 0, 1)
         return output, ((hn, cn) if lstm else hn)
 
     def _run_direction(self, x: Tensor | list[Tensor], layer: int, direction: int, h: Tensor,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dlrun.engine.prims.registry import Kind, broadcast_shapes, primitive
@@ -18,9 +20,28 @@ def _matmul_rule(a, b):
     return batch + (a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
 
 
-@primitive("matmul", Kind.LINALG, _matmul_rule, ufunc="matmul")
+@primitive("matmul", Kind.LINALG, _matmul_rule)
 def matmul(xp, a, b, out=None):
+    if a.ndim > 2 and b.ndim == 2 and (out is None or out.flags.c_contiguous):
+        return _matmul_rows(xp, a, b, out)
     return xp.matmul(a, b, out=out)
+
+
+def _matmul_rows(xp, a, b, out):
+    """(..., K) @ (K, M) as one (rows, K) @ (K, M) GEMM: NumPy runs one small GEMM per leading
+    index otherwise (a (32, 64, 128) @ (128, 65) head: 3.7x slower). A non-contiguous `a` is
+    copied once by the reshape, still far cheaper than the per-index loop."""
+    m = b.shape[1]
+    rows = xp.matmul(a.reshape(-1, a.shape[-1]), b,
+                     out=None if out is None else out.reshape(-1, m))
+    return rows.reshape(a.shape[:-1] + (m,)) if out is None else out
+
+
+@matmul.defspecialize
+def _matmul_specialize(xp, shapes):
+    if shapes is not None and not (len(shapes[0]) > 2 and len(shapes[1]) == 2):
+        return xp.matmul  # the common case: the ufunc itself, one Python call less per node
+    return functools.partial(matmul.forward, xp)
 
 
 def _swap_last(t):
@@ -33,5 +54,14 @@ def _swap_last(t):
 @matmul.defvjp
 def _matmul_vjp(g, y, a, b, needs):
     ga = matmul(g, _swap_last(b)) if needs[0] else None
-    gb = matmul(_swap_last(a), g) if needs[1] else None
+    gb = None
+    if needs[1]:
+        if len(a.shape) > 2 and len(b.shape) == 2:  # sum over the leading dims: one GEMM
+            from dlrun.engine.prims.movement import reshape
+
+            k, m = a.shape[-1], g.shape[-1]
+            rows = int(np.prod(a.shape[:-1]))
+            gb = matmul(_swap_last(reshape(a, shape=(rows, k))), reshape(g, shape=(rows, m)))
+        else:
+            gb = matmul(_swap_last(a), g)
     return ga, gb

@@ -193,7 +193,7 @@ def assemble_slices(xp, *gs, shape, indices, out=None):
 
 
 @assemble_slices.defspecialize
-def _assemble_specialize(xp, *, shape, indices):
+def _assemble_specialize(xp, shapes, *, shape, indices):
     return _assembler(xp, tuple(shape), indices)
 
 

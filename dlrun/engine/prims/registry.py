@@ -49,8 +49,8 @@ class Primitive:
     supports_out: bool = False
     cuda_expr: str | None = None  # elementwise body for generated CuPy kernels (GPU fusion)
     ufunc: str | None = None  # forward is exactly xp.<ufunc>(*arrays, out=out): plans call it
-    # specialize(xp, **attrs) -> fn(*arrays[, out=]): the forward with its attributes worked out
-    # once, for plans that call it every step (the forward itself calls the same function)
+    # specialize(xp, shapes, **attrs) -> fn(*arrays[, out=]): the forward with its attributes
+    # and input shapes (None when unknown) worked out once, for plans that call it every step
     specialize: Callable[..., Callable[..., Any]] | None = None
 
     attr_names: tuple[str, ...] = field(default_factory=tuple)
@@ -62,7 +62,7 @@ class Primitive:
         return fn
 
     def defspecialize(self, fn: Callable[..., Callable[..., Any]]) -> Callable[..., Any]:
-        """Register `fn(xp, **attrs) -> callable(*arrays[, out=])` (see `specialize`)."""
+        """Register `fn(xp, shapes, **attrs) -> callable(*arrays[, out=])` (see `specialize`)."""
         self.specialize = fn
         return fn
 
