@@ -1,6 +1,6 @@
 """Algebraic simplification: x*1, x+0, x-0, x/1, -(-x), permute∘permute, reshape∘reshape, no-op
-reshape/broadcast/cast, (XY)^T = Y^T X^T, and broadcast_to feeding an elementwise op (which
-broadcasts itself).
+reshape/broadcast/cast, (XY)^T = Y^T X^T, permute(take(x, idx)) = take(x, permute(idx)), and
+broadcast_to feeding an elementwise op (which broadcasts itself).
 A rewrite applies only when the result keeps the node's shape and dtype."""
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def _skip_broadcasts(n: Node, ins: list[Node | None], by_id: dict[int, Node]) ->
         if broadcast_shapes(*shapes) == n.shape:
             new = trial
     return n if tuple(new) == n.inputs else replace(n, inputs=tuple(new))
+
+
+def _permutes_index_dims(axes: tuple[int, ...], k: int) -> bool:
+    """A permutation that only reorders the first k axes."""
+    return sorted(axes[:k]) == list(range(k)) and all(a == i for i, a in enumerate(axes) if i >= k)
 
 
 def simplify(graph: Graph) -> Graph:
@@ -113,6 +118,21 @@ def simplify(graph: Graph) -> Graph:
                 rewrites += 1
         elif n.op == "permute" and n.attrs["axes"] == tuple(range(len(n.shape))):
             target = n.inputs[0]
+        elif (n.op == "permute" and ins[0] is not None and ins[0].op == "take"
+              and ins[0].attrs["axis"] == 0 and users[ins[0].id] == 1
+              and _permutes_index_dims(n.attrs["axes"], len(by_id[ins[0].inputs[1]].shape))):
+            # rows picked by a permuted index array, not a permuted copy of the rows (an
+            # embedding of (B, T) tokens fed time-major to an RNN: the copy disappears)
+            x, idx = ins[0].inputs
+            k = len(by_id[idx].shape)
+            axes = n.attrs["axes"][:k]
+            pidx = Node(next_id, "permute", (idx,), {"axes": axes},
+                        tuple(by_id[idx].shape[a] for a in axes), by_id[idx].dtype, n.where)
+            next_id += 1
+            by_id[pidx.id] = pidx
+            out.append(pidx)
+            n = replace(n, op="take", inputs=(x, pidx.id), attrs={"axis": 0})
+            rewrites += 1
         elif (n.op == "permute" and n.attrs["axes"] == (1, 0) and ins[0] is not None
               and ins[0].op == "matmul" and len(ins[0].shape) == 2
               and users[ins[0].id] == 1):

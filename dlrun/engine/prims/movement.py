@@ -287,6 +287,19 @@ def _index_add_rule(g, idx, *, axis, size):
     return g.shape[:axis] + (size,) + g.shape[axis + nidx :], g.dtype
 
 
+def _rows_by_index(g, idx):
+    """(flat idx, 2-D rows of g) with row k of g the one idx's k-th entry points to; when g's
+    index dims are permuted in memory (a time-major gradient of (B, T) tokens), idx is
+    permuted to match instead of copying g: a sum over all rows does not care about order."""
+    k = idx.ndim
+    if k > 1 and not g.flags.c_contiguous:
+        order = sorted(range(k), key=lambda a: -g.strides[a])
+        gp = g.transpose(tuple(order) + tuple(range(k, g.ndim)))
+        if gp.flags.c_contiguous:
+            return idx.transpose(order).reshape(-1), gp.reshape((idx.size, -1))
+    return idx.reshape(-1), g.reshape((idx.size, -1))
+
+
 @primitive("index_add", I, _index_add_rule)
 def index_add(xp, g, idx, *, axis, size, out=None):
     """Zeros with `size` rows along axis, g's slices added at idx (the transpose of take)."""
@@ -294,10 +307,16 @@ def index_add(xp, g, idx, *, axis, size, out=None):
     out = _zeroed(xp, out, pre + (size,) + post, g.dtype)
     n_pre = int(np.prod(pre, dtype=np.int64))
     if xp is np and n_pre == 1:
+        flat_idx, rows = _rows_by_index(g, idx)
+        if size <= 1024 and size * flat_idx.size <= 1 << 22 and g.dtype.kind == "f":
+            # a small vocabulary: one-hot(idx) @ rows, one GEMM (a 65-character LM's
+            # embedding gradient: 3x faster than sorting)
+            onehot = np.zeros((size, flat_idx.size), dtype=g.dtype)
+            onehot[flat_idx, np.arange(flat_idx.size)] = 1
+            np.matmul(onehot, rows, out=out.reshape((size, -1)))
+            return out
         # embedding gradients: sort the rows by index and sum each run once (np.add.at adds
         # row by row and is several times slower)
-        flat_idx = idx.reshape(-1)
-        rows = g.reshape((flat_idx.size, -1))
         order = np.argsort(flat_idx, kind="stable")
         keys = flat_idx[order]
         starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dlrun.engine.prims.elementwise import cast, eq, exp
@@ -35,11 +37,68 @@ def expand_back(g, x_shape, axis, keepdims):
     return broadcast_to(g, shape=tuple(x_shape))
 
 
+GEMV_MIN_SIZE = 1 << 14  # below this np.add.reduce is as fast
+
+
 @primitive("sum", R, _reduce_rule)
 def sum(xp, x, *, axis, keepdims, out=None):  # noqa: A001
-    if xp is np:  # the ufunc method directly: np.sum's Python wrapper costs more than small sums
+    return _sum(xp, x, axis, keepdims, out)
+
+
+def _sum(xp, x, axis, keepdims, out=None):
+    if xp is np:
+        if x.size >= GEMV_MIN_SIZE and x.dtype.kind == "f" and axis is not None:
+            y = _sum_by_gemv(x, axis)
+            if y is not None:
+                y = y.reshape(_reduced_shape(x.shape, axis, keepdims))
+                if out is None:
+                    return y
+                np.copyto(out, y)
+                return out
+        # the ufunc method directly: np.sum's Python wrapper costs more than small sums
         return np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)
     return xp.sum(x, axis=axis, keepdims=keepdims, out=out)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    ones = np.ones(n, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
+
+
+def _sum_by_gemv(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray | None:
+    """sum(x, axis) as matrix-vector products with a ones vector, or None when x's layout does
+    not allow it. NumPy reduces a short contiguous axis (rows of 65 logits) or a strided one (a
+    conv bias gradient over N, H, W) several times slower than BLAS multiplies by ones. The
+    axes are taken in memory order and merged into runs: [kept, reduced] is x @ 1, [reduced,
+    kept] is 1 @ x, [reduced, kept, reduced] both in turn; the kept axes come back in order."""
+    order = sorted(range(x.ndim), key=lambda a: -x.strides[a])
+    xt = x.transpose(order)
+    if not xt.flags.c_contiguous:
+        return None
+    runs: list[list] = []  # [reduced?, size, kept axes]
+    for a in order:
+        if x.shape[a] == 1:
+            continue
+        red = a in axis
+        if runs and runs[-1][0] == red:
+            runs[-1][1] *= x.shape[a]
+            runs[-1][2].append(a)
+        else:
+            runs.append([red, x.shape[a], [a]])
+    pattern = tuple(r[0] for r in runs)
+    if pattern not in ((False, True), (True, False), (True, False, True)):
+        return None
+    y = xt.reshape([r[1] for r in runs])
+    if pattern[-1]:
+        y = np.matmul(y, _ones(runs[-1][1], x.dtype))
+    if pattern[0]:
+        y = np.matmul(_ones(runs[0][1], x.dtype), y)
+    kept = next(r[2] for r in runs if not r[0])  # kept axes in memory order
+    if kept != sorted(kept):  # back to their logical order
+        y = y.reshape([x.shape[a] for a in kept]).transpose(np.argsort(kept))
+    return y
 
 
 @sum.defvjp
@@ -82,7 +141,7 @@ def argmin(xp, x, *, axis, keepdims):
 def logsumexp(xp, x, *, axis, keepdims):
     m = xp.amax(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    out = xp.log(_sum(xp, xp.exp(x - m), axis, True)) + m
     if not keepdims:
         out = out.reshape(_reduced_shape(x.shape, axis, False))
     return out
@@ -102,7 +161,7 @@ def _same_rule(x, *, axis):
 def softmax(xp, x, *, axis, out=None):
     e = xp.subtract(x, xp.amax(x, axis=axis, keepdims=True), out=out)
     xp.exp(e, out=e)
-    e /= xp.sum(e, axis=axis, keepdims=True)
+    e /= _sum(xp, e, (axis,), True)
     return e
 
 
@@ -114,7 +173,7 @@ def _softmax_vjp(g, y, x, *, axis):
 @primitive("log_softmax", R, _same_rule)
 def log_softmax(xp, x, *, axis, out=None):
     shifted = xp.subtract(x, xp.amax(x, axis=axis, keepdims=True), out=out)
-    shifted -= xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    shifted -= xp.log(_sum(xp, xp.exp(shifted), (axis,), True))
     return shifted
 
 
