@@ -65,3 +65,20 @@ def test_doubled_constant_product_folds_into_one_multiply() -> None:
     g = dce(simplify(r.graph))
     assert ops(g).count("mul") == 1 and "add" not in ops(g)
     assert_same_results(r.graph, g, r, (x,))
+
+
+def test_permuted_take_picks_rows_by_a_permuted_index() -> None:
+    import numpy as np
+
+    w = dlrun.tensor(np.random.default_rng(0).standard_normal((7, 3)))
+    idx = dlrun.tensor(np.random.default_rng(1).integers(0, 7, (4, 5)))
+    r = traced(lambda i: dlrun.functional.embedding(i, w).permute(1, 0, 2) * 2.0, idx)
+    g = dce(simplify(r.graph))
+    by_id = g.by_id()
+    take = next(n for n in g.nodes if n.op == "take")
+    assert take.shape == (5, 4, 3) and by_id[take.inputs[1]].op == "permute"
+    assert_same_results(r.graph, g, r, (idx,))
+    # a permutation that moves the row dim is left alone
+    r2 = traced(lambda i: dlrun.functional.embedding(i, w).permute(2, 0, 1) * 2.0, idx)
+    g2 = dce(simplify(r2.graph))
+    assert next(n for n in g2.nodes if n.op == "take").shape == (4, 5, 3)
