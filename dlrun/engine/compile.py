@@ -42,11 +42,18 @@ class TraceRecord:
 
 @dataclass
 class _Entry:
+    """A traced signature: its graph and plan, and what a call does around the plan, worked
+    out once (the call path of a tiny model is a large share of its step)."""
+
     result: TraceResult
     plan: Plan
     graph: Graph
+    device: str = "cpu"
+    xp: Any = np
     inplace: list[Tensor] = field(default_factory=list)  # state tensors written in place
     fresh_writes: list[tuple[int, Tensor]] = field(default_factory=list)  # (write index, state)
+    grad_writes: list[Tensor] = field(default_factory=list)  # state tensors given a new .grad
+    single: bool = False  # the function returns one tensor
 
     def __post_init__(self) -> None:
         state, plan = self.result.state, self.plan
@@ -54,6 +61,8 @@ class _Entry:
         inplace = set(plan.inplace_slots)
         self.fresh_writes = [(k, state[s]) for k, s in enumerate(plan.state_write_slots)
                              if s not in inplace]
+        self.grad_writes = [state[s] for s in plan.grad_write_slots]
+        self.single = type(self.result.out_tree) is _Leaf
 
 
 def _arg_sig(a: Any) -> Any:
@@ -187,7 +196,9 @@ class CompiledFunction:
         sig = self._signature(args, kwargs)  # the modules and grads tracked may have grown
         graph, report = passes.run(result.graph, self.passes_enabled)
         plan = lower(graph, xp)
-        entry = self._cache[sig] = _Entry(result, plan, graph)
+        out_ref = ref if ref is not None else _first_tensor((), result.state)
+        out_device, out_xp = (out_ref.device, out_ref._xp) if out_ref is not None else ("cpu", np)
+        entry = self._cache[sig] = _Entry(result, plan, graph, out_device, out_xp)
         reason = _reason(self._last_sig, sig)
         record = TraceRecord(sig, reason, time.perf_counter() - start, report)
         self.traces.append(record)
@@ -206,22 +217,20 @@ class CompiledFunction:
         grad_slots = entry.result.grad_read_slots
         grads_in = [state[s]._grad._value for s in grad_slots] if grad_slots else []
         outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
-        ref = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, state)
-        device, xp = (ref.device, ref._xp) if ref is not None else ("cpu", np)
-        nd = xp.ndarray
+        device, xp = entry.device, entry.xp
+        nd, wrap = xp.ndarray, Tensor._wrap
         for k, t in entry.fresh_writes:  # (in-place writes already landed in the state arrays)
             value = writes[k]
             t._value = value if type(value) is nd else xp.asarray(value)
-        for slot, value in zip(entry.plan.grad_write_slots, grads, strict=True):
-            t = state[slot]
-            t._grad = Tensor._wrap(value if type(value) is nd else xp.asarray(value), t.device,
-                                   t._xp, False)
+        for t, value in zip(entry.grad_writes, grads, strict=True):
+            t._grad = wrap(value if type(value) is nd else xp.asarray(value), device, xp, False)
         for slot, value in entry.result.grad_effects:
             state[slot]._grad = value
-        wrapped = [Tensor._wrap(o if type(o) is nd else xp.asarray(o), device, xp, False)
-                   for o in outs]
-        tree = entry.result.out_tree
-        return wrapped[0] if type(tree) is _Leaf else unflatten(tree, wrapped)
+        if entry.single:
+            o = outs[0]
+            return wrap(o if type(o) is nd else xp.asarray(o), device, xp, False)
+        wrapped = [wrap(o if type(o) is nd else xp.asarray(o), device, xp, False) for o in outs]
+        return unflatten(entry.result.out_tree, wrapped)
 
 
 def _writable(t: Tensor) -> None:

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from dlrun.engine.graph import SINKS, Graph, Node
+from dlrun.engine.passes.layout import allocate, order_of
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.errors import ExecutionError
 
@@ -108,6 +109,7 @@ def lower(graph: Graph, xp: Any) -> Plan:
     planned = graph.meta.get("buffers", {})
     state_out = graph.meta.get("state_out", {})
     placed = graph.meta.get("placed", {})
+    layouts = graph.meta.get("layouts", {})
     containers = {c for c, _, _ in placed.values()}
     shape_of = {n.id: n.shape for n in graph.nodes}
     for pos, n in enumerate(graph.nodes):
@@ -171,8 +173,8 @@ def lower(graph: Graph, xp: Any) -> Plan:
     lines.append(f"        del {leftovers}")
     source = "\n".join(lines) + "\n"
     filename = f"<dlrun plan {next(_PLAN_IDS)}>"
-    for name, (shape, dtype) in buffers.items():
-        env[name] = xp.empty(shape, dtype=dtype)
+    for name, (shape, dtype, order) in buffers.items():
+        env[name] = allocate(xp, shape, dtype, order)
     for v in placed:
         _place_view(v, placed, planned, env)
     code = compile(source, filename, "exec")
@@ -227,13 +229,14 @@ _VIEWS = {"permute": _view_permute, "reshape": _view_reshape, "getitem": _view_g
 
 
 def _emit_fused(n: Node, out: str | None, xp: Any, env: dict[str, Any], lines: list[str],
-                line_nodes: dict[int, Node]) -> None:
+                line_nodes: dict[int, Node], strides: tuple[int, ...] | None = None) -> None:
     """Inline a fused chain: every step but the last writes a persistent scratch buffer, the
     last writes `out` (so `out` may alias any input of the chain)."""
     program = n.attrs["program"]
     scratch = f"s{n.id}"
-    if len(program) > 1:
-        env[scratch] = xp.empty(n.shape, dtype=n.dtype)
+    if len(program) > 1:  # laid out like the chain's result
+        order = tuple(range(len(n.shape))) if strides is None else order_of(n.shape, strides)
+        env[scratch] = allocate(xp, n.shape, n.dtype, order)
     for k, (op, refs, attrs) in enumerate(program):
         env[f"f{n.id}_{k}"] = bind_op(op, dict(attrs), xp)
         args = ", ".join(scratch if r < 0 else f"v{n.inputs[r]}" for r in refs)

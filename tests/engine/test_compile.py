@@ -310,9 +310,11 @@ def test_inlined_views_match_their_primitives() -> None:
 
 def test_a_reshape_of_a_transpose_copies_into_a_planned_buffer() -> None:
     x = dlrun.tensor(np.arange(24.0).reshape(2, 3, 4))
-    f = dlrun.compile(lambda x: x.permute(2, 0, 1).reshape(4, 6) * 2.0 + 1.0)
-    np.testing.assert_array_equal(f(x).numpy(), x.numpy().transpose(2, 0, 1).reshape(4, 6)
-                                  * 2.0 + 1.0)
-    g = f.last.graph
-    reshape = next(n for n in g.nodes if n.op == "reshape")
-    assert reshape.id in g.meta["buffers"]
+    for axes, copies in (((2, 1, 0), True), ((2, 0, 1), False)):  # (2, 0, 1): (2, 3) merge
+        f = dlrun.compile(lambda x, axes=axes: x.permute(*axes).reshape(4, 6) * 2.0 + 1.0)
+        for _ in range(2):
+            np.testing.assert_array_equal(
+                f(x).numpy(), x.numpy().transpose(axes).reshape(4, 6) * 2.0 + 1.0)
+        g = f.last.graph
+        reshape = next(n for n in g.nodes if n.op == "reshape")
+        assert (reshape.id in g.meta["buffers"]) is copies

@@ -4,7 +4,9 @@ Nodes whose primitive takes `out=` get a buffer slot. Buffers are reused once th
 is dead (its last use, views of it included, is over); elementwise nodes may write in place over
 an input that dies at that node. Values that escape the call (outputs, state and grad writes, and
 what they view) are never planned, so nothing a caller holds is overwritten by the next call.
-The result is recorded in graph.meta: `buffers` {node id: slot}, `buffer_specs` [(shape, dtype)].
+Buffers are laid out as their values would be when computed eagerly (passes/layout.py).
+The result is recorded in graph.meta: `buffers` {node id: slot}, `buffer_specs`
+[(shape, dtype, axis order)], `layouts` {node id: strides in elements}.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from dlrun.engine.graph import SINKS, Graph
 from dlrun.engine.passes.fuse import fusable
+from dlrun.engine.passes.layout import infer_layouts, order_of, reshaped
 from dlrun.engine.prims.movement import assemble_layout
 from dlrun.engine.prims.registry import REGISTRY
 
@@ -20,16 +23,21 @@ from dlrun.engine.prims.registry import REGISTRY
 VIEW_OPS = frozenset({"reshape", "permute", "broadcast_to", "getitem"})
 
 
-def copies(node, by_id) -> bool:
-    """A reshape of a transposed value: it must copy, so it is planned like any computed value."""
-    if node.op != "reshape":
-        return False
-    src = by_id[node.inputs[0]]
-    return src.op == "permute" and src.attrs["axes"] != tuple(range(len(src.shape)))
-
-
-def _is_view(node, by_id) -> bool:
-    return node.op in VIEW_OPS and not copies(node, by_id)
+def view_nodes(graph: Graph, layouts: dict[int, tuple[int, ...]]) -> set[int]:
+    """Ids of the nodes whose value is a view of their first input: permute, getitem,
+    broadcast_to, and the reshapes their input's layout allows without a copy (a reshape
+    that must copy is planned like any computed value)."""
+    by_id = graph.by_id()
+    out = set()
+    for n in graph.nodes:
+        if n.op not in VIEW_OPS:
+            continue
+        if n.op == "reshape":
+            src = by_id[n.inputs[0]]
+            if reshaped(src.shape, layouts[src.id], n.shape) is None:
+                continue
+        out.add(n.id)
+    return out
 
 
 def _takes_out(op: str) -> bool:
@@ -56,11 +64,13 @@ def plan_memory(graph: Graph) -> Graph:
     nodes = graph.nodes
     pos = {n.id: k for k, n in enumerate(nodes)}
     by_id = graph.by_id()
+    layouts = infer_layouts(graph)
+    views = view_nodes(graph, layouts)
 
     # Views keep their source alive: map every value to the root buffer it may alias.
     root = {}
     for n in nodes:
-        root[n.id] = root[n.inputs[0]] if _is_view(n, by_id) else n.id
+        root[n.id] = root[n.inputs[0]] if n.id in views else n.id
     end = {n.id: pos[n.id] for n in nodes}
     escapes: set[int] = set()
     for n in nodes:
@@ -69,8 +79,8 @@ def plan_memory(graph: Graph) -> Graph:
             end[r] = max(end[r], pos[n.id])
             if n.op in SINKS:
                 escapes.add(r)
-    state_out = _in_place_state_writes(graph, pos, root, end)
-    placed = _placements(graph, by_id, root, escapes)
+    state_out = _in_place_state_writes(graph, pos, root, end, views)
+    placed = _placements(graph, by_id, root, escapes, views)
     # A container's buffer holds its parts from the first part's write to the last read of the
     # container or of any part.
     starts: dict[int, list[int]] = {}
@@ -92,7 +102,7 @@ def plan_memory(graph: Graph) -> Graph:
 
     def allocate(n) -> None:
         nonlocal naive
-        spec = (n.shape, n.dtype)
+        spec = (n.shape, n.dtype, order_of(n.shape, layouts[n.id]))
         naive += n.nbytes
         pool = free.get(spec)
         if pool:
@@ -124,7 +134,7 @@ def plan_memory(graph: Graph) -> Graph:
                 else:
                     still.append((e, slot))
             active = still
-        if (n.id in escapes or not _takes_out(n.op) or n.op in SINKS or _is_view(n, by_id)
+        if (n.id in escapes or not _takes_out(n.op) or n.op in SINKS or n.id in views
                 or n.id in assign or n.id in placed or n.id in state_out):
             continue
         allocate(n)
@@ -133,6 +143,7 @@ def plan_memory(graph: Graph) -> Graph:
     g.meta["buffers"] = assign
     g.meta["buffer_specs"] = specs
     g.meta["placed"] = placed
+    g.meta["layouts"] = layouts
     planned = sum(_nbytes(s) for s in specs)
     g.meta["memory"] = {
         "planned_values": len(assign),
@@ -147,7 +158,7 @@ def plan_memory(graph: Graph) -> Graph:
     return g
 
 
-def _placements(graph: Graph, by_id, root: dict[int, int], escapes: set[int]
+def _placements(graph: Graph, by_id, root: dict[int, int], escapes: set[int], views: set[int]
                 ) -> dict[int, tuple[int, tuple, tuple[int, ...] | None]]:
     """{value id: (container id, index, reshape)}: values computed straight into their slice of
     the concat or assemble_slices that gathers them, so gathering costs no copy (an RNN's
@@ -178,10 +189,10 @@ def _placements(graph: Graph, by_id, root: dict[int, int], escapes: set[int]
             v, reshape, part = i, None, by_id[i]
             if not probe[index].flags.c_contiguous:
                 break  # a strided slice: writing each part into it costs more than one gather
-            if part.op == "reshape" and _is_view(part, by_id):
+            if part.op == "reshape" and part.id in views:
                 v, reshape = part.inputs[0], by_id[part.inputs[0]].shape
             src = by_id[v]
-            ok = (src.dtype == c.dtype and _takes_out(src.op) and not _is_view(src, by_id)
+            ok = (src.dtype == c.dtype and _takes_out(src.op) and v not in views
                   and root[v] not in escapes and v not in placed
                   and probe[index].shape == part.shape
                   and sum(1 for u in users[v] if u == c.id) <= 1)
@@ -195,7 +206,7 @@ def _placements(graph: Graph, by_id, root: dict[int, int], escapes: set[int]
 
 
 def _in_place_state_writes(graph: Graph, pos: dict[int, int], root: dict[int, int],
-                           end: dict[int, int]) -> dict[int, int]:
+                           end: dict[int, int], views: set[int]) -> dict[int, int]:
     """{node id: state slot} for nodes that may write a parameter's (or optimizer buffer's) new
     value straight into its array: the old value is dead by then, or read only by that very
     node as a plain elementwise input. Saves allocating a fresh array per state per step."""
@@ -208,7 +219,7 @@ def _in_place_state_writes(graph: Graph, pos: dict[int, int], root: dict[int, in
             continue
         v, slot = w.inputs[0], w.attrs["slot"]
         prod = by_id[v]
-        if not _takes_out(prod.op) or _is_view(prod, by_id) or v in out:
+        if not _takes_out(prod.op) or v in views or v in out:
             continue
         if any(by_id[u].op in SINKS for u in users[v] if u != w.id):
             continue  # also returned or written elsewhere
@@ -226,7 +237,7 @@ def _in_place_state_writes(graph: Graph, pos: dict[int, int], root: dict[int, in
 
 
 def _nbytes(spec: tuple) -> int:
-    shape, dtype = spec
+    shape, dtype, _ = spec
     count = 1
     for s in shape:
         count *= s

@@ -86,11 +86,18 @@ def _col2im_rule(g, *, x_shape, kernel, stride, dilation):
 @primitive("col2im", C, _col2im_rule)
 def col2im(xp, g, *, x_shape, kernel, stride, dilation, out=None):
     """Sum (KH*KW*C, N*OH*OW) column gradients back into an NCHW array: KH*KW window adds in a
-    (C, N, H, W) accumulator (the columns' own layout), then one transposing copy."""
+    (C, N, H, W) accumulator (the columns' own layout). The result is that accumulator seen as
+    NCHW (channel-major in memory, as the static plan lays out its buffer: no transposing
+    copy)."""
     n, c, h, w = x_shape
     oh, ow = _hw_out(x_shape, kernel, stride, (0, 0), dilation)
     g6 = g.reshape(kernel[0], kernel[1], c, n, oh, ow)
-    acc = xp.zeros((c, n, h, w), dtype=g.dtype)
+    acc = None if out is None else out.transpose(1, 0, 2, 3)
+    in_place = acc is not None and acc.flags.c_contiguous
+    if in_place:
+        acc.fill(0)
+    else:
+        acc = xp.zeros((c, n, h, w), dtype=g.dtype)
     for i in range(kernel[0]):
         hi = i * dilation[0]
         for j in range(kernel[1]):
@@ -98,8 +105,8 @@ def col2im(xp, g, *, x_shape, kernel, stride, dilation, out=None):
             view = acc[:, :, hi : hi + stride[0] * (oh - 1) + 1 : stride[0],
                        wj : wj + stride[1] * (ow - 1) + 1 : stride[1]]
             xp.add(view, g6[i, j], out=view)
-    if out is None:
-        return xp.ascontiguousarray(acc.transpose(1, 0, 2, 3))
+    if out is None or in_place:
+        return acc.transpose(1, 0, 2, 3) if out is None else out
     xp.copyto(out, acc.transpose(1, 0, 2, 3))
     return out
 
@@ -136,15 +143,26 @@ def _first_max_masks(xp, x, y, kernel, stride, padding):
     tie rule): each window routes its gradient to exactly one element. The masks are yielded
     in one reused buffer."""
     taken = None
-    mask = xp.empty(y.shape, dtype=bool)
+    mask = xp.empty_like(y, dtype=bool)  # in y's memory layout, as every operand below
     for i, j, view in _pool_slices(xp, x, kernel, stride, padding, -np.inf):
         xp.equal(view, y, out=mask)
         if taken is None:
-            taken = mask.copy()
+            taken = mask.copy(order="K")
         else:
             xp.greater(mask, taken, out=mask)  # mask and not taken
             xp.logical_or(taken, mask, out=taken)
         yield i, j, mask
+
+
+def _like(xp, a, ref):
+    """a in ref's memory layout (one copy when they differ): the mask passes then walk all
+    their operands in the same order (mixed layouts make every pass several times slower)."""
+    order = np.argsort([-s for s in a.strides], kind="stable")
+    if (order == np.argsort([-s for s in ref.strides], kind="stable")).all():
+        return a
+    out = xp.empty_like(ref, dtype=a.dtype)
+    xp.copyto(out, a)
+    return out
 
 
 def _tiles(x_shape, kernel, stride, padding):
@@ -182,6 +200,7 @@ def max_pool2d_grad(xp, g, x, y, *, kernel, stride, padding, out=None):
     """Route each window's gradient to its first maximum, like PyTorch (y = max_pool2d(x))."""
     n, c, h, w = x.shape
     (ph, pw), (oh, ow) = padding, g.shape[2:]
+    g = _like(xp, g, y)
     if _tiles(x.shape, kernel, stride, padding):  # every element written once: no zeros, no adds
         gx = xp.empty(x.shape, dtype=g.dtype) if out is None else out
         for i, j, mask in _first_max_masks(xp, x, y, kernel, stride, padding):
