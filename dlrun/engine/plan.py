@@ -144,7 +144,7 @@ def lower(graph: Graph, xp: Any) -> Plan:
             if n.id in containers:  # every part was written into place: nothing to gather
                 lines.append(f"        {v} = {out}")
             elif n.op == "fused" and xp.__name__ == "numpy":
-                _emit_fused(n, out, xp, env, lines, line_nodes)
+                _emit_fused(n, out, xp, env, lines, line_nodes, layouts.get(n.id))
             elif out is None and n.op in _VIEWS:
                 lines.append(f"        {v} = {_VIEWS[n.op](n, env)}")  # a method call, inline
                 line_nodes[len(lines)] = n
