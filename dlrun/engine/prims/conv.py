@@ -51,26 +51,25 @@ def _cols_rule(x, *, kernel, stride, dilation):
     return (kernel[0] * kernel[1] * c, n * oh * ow), x.dtype
 
 
-def _windows6(xp, x, kernel, stride, dilation, out_hw):
-    """A (KH, KW, C, N, OH, OW) strided view of x (already padded): kernel element (i, j) at
-    output position (p, q) reads x[:, :, p*s + i*d, q*s + j*d]."""
-    n, c = x.shape[:2]
-    s0, s1, s2, s3 = x.strides
-    shape = (kernel[0], kernel[1], c, n, out_hw[0], out_hw[1])
-    strides = (s2 * dilation[0], s3 * dilation[1], s1, s0, s2 * stride[0], s3 * stride[1])
-    return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
-
-
 @primitive("im2col", C, _cols_rule)
 def im2col(xp, x, *, kernel, stride, dilation, out=None):
     """(KH*KW*C, N*OH*OW) columns of an (already padded) NCHW input: rows in (kh, kw, c)
-    order, columns in (n, oh, ow) order; one strided copy."""
-    n, c = x.shape[:2]
+    order, columns in (n, oh, ow) order."""
+    n, c, h = x.shape[:3]
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
-    win = _windows6(xp, x, kernel, stride, dilation, (oh, ow))
     if out is None:
-        out = xp.empty((kernel[0] * kernel[1] * c, n * oh * ow), dtype=x.dtype)
-    xp.copyto(out.reshape(win.shape), win)
+        out = xp.empty((kh * kw * c, n * oh * ow), dtype=x.dtype)
+    out6 = out.reshape(kh, kw, c, n, oh, ow)
+    xc = x.transpose(1, 0, 2, 3)  # (C, N, H, W): the columns' order
+    # Per kernel column, one copy of the column-shifted input (runs of OW) into a strip, then
+    # each kernel row is a row-shifted block of the strip (runs of OH*OW): the transpose of
+    # col2im's two stages.
+    strip = xp.empty((c, n, h, ow), dtype=x.dtype)
+    for j in range(kw):
+        xp.copyto(strip, xc[:, :, :, j * dw : j * dw + sw * (ow - 1) + 1 : sw])
+        for i in range(kh):
+            xp.copyto(out6[i, j], strip[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh])
     return out
 
 
