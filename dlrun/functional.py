@@ -533,14 +533,12 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     if input.shape[1] != weight.shape[1]:
         raise ValueError(f"conv2d: input has {input.shape[1]} channels but the weight expects "
                          f"{weight.shape[1]}")
-    ph, pw = _pair(padding)
-    if ph or pw:
-        input = _mv.pad(input, pad_width=((0, 0), (0, 0), (ph, ph), (pw, pw)), value=0.0)
+    pad = _pair(padding)
     n, (o, c, kh, kw) = input.shape[0], weight.shape
-    cols = _conv.im2col(input, kernel=(kh, kw), stride=_pair(stride), dilation=dil)
+    cols = _conv.im2col(input, kernel=(kh, kw), stride=_pair(stride), dilation=dil, padding=pad)
     wmat = reshape(permute(weight, 0, 2, 3, 1), o, kh * kw * c)  # (kh, kw, c): im2col's order
     out = matmul(wmat, cols)  # (O, N*OH*OW): one GEMM
-    oh = _conv.out_size(input.shape[2], kh, _pair(stride)[0], 0, dil[0])
+    oh = _conv.out_size(input.shape[2], kh, _pair(stride)[0], pad[0], dil[0])
     out = permute(reshape(out, o, n, oh, cols.shape[1] // (n * oh)), 1, 0, 2, 3)  # NCHW view
     if bias is not None:
         out = out + reshape(bias, 1, -1, 1, 1)

@@ -183,6 +183,19 @@ SPECS = [
         [(2, 2, 2, 3), (2, 2, 4, 6)], nondiff=(1,)),
     OpSpec("col2im_strided_dilated", lambda g: C.col2im(
         g, x_shape=(2, 2, 5, 6), kernel=(2, 3), stride=(2, 1), dilation=(1, 2)), [(2, 12, 4)]),
+    OpSpec("im2col_padded", lambda x: C.im2col(
+        x, kernel=(3, 2), stride=(2, 1), dilation=(1, 2), padding=(2, 1)), [(2, 2, 5, 4)],
+        lambda x: C.im2col.forward(np, np.pad(x, ((0, 0), (0, 0), (2, 2), (1, 1))),
+                                   kernel=(3, 2), stride=(2, 1), dilation=(1, 2))),
+    OpSpec("im2col_padding_wider_than_kernel", lambda x: C.im2col(
+        x, kernel=(2, 2), stride=(1, 3), dilation=(1, 1), padding=(3, 3)), [(1, 2, 2, 3)],
+        lambda x: C.im2col.forward(np, np.pad(x, ((0, 0), (0, 0), (3, 3), (3, 3))),
+                                   kernel=(2, 2), stride=(1, 3), dilation=(1, 1))),
+    OpSpec("col2im_padded", lambda g: C.col2im(
+        g, x_shape=(2, 2, 5, 4), kernel=(3, 2), stride=(2, 1), dilation=(1, 2), padding=(2, 1)),
+        [(12, 2 * 4 * 4)],
+        lambda g: C.col2im.forward(np, g, x_shape=(2, 2, 9, 6), kernel=(3, 2), stride=(2, 1),
+                                   dilation=(1, 2))[:, :, 2:7, 1:5]),
     OpSpec("max_pool2d", lambda x: F.max_pool2d(x, 2), [(2, 2, 4, 6)],
            lambda x: _np_pool(x, 2, 2, 0, np.max)),
     OpSpec("max_pool2d_overlap_pad", lambda x: F.max_pool2d(x, 3, stride=2, padding=1),

@@ -37,83 +37,115 @@ def _hw_out(x_shape, kernel, stride, padding, dilation):
 
 
 # ----- convolution as im2col + one GEMM ----------------------------------------------------------
-# conv2d (dlrun.functional) = pad -> im2col -> (O, KH*KW*C) @ (KH*KW*C, N*OH*OW) -> NCHW view.
+# conv2d (dlrun.functional) = im2col -> (O, KH*KW*C) @ (KH*KW*C, N*OH*OW) -> NCHW view.
 # One large GEMM per product (not N small ones), every large array is a graph value the static
 # memory plan preallocates, the weight gradient reuses the forward's columns, and the one heavy
-# gradient primitive needed is col2im (im2col's transpose).
+# gradient primitive needed is col2im (im2col's transpose). Zero padding is applied inside
+# both (no padded copy of the input, no padded gradient to crop).
 
 
-def _cols_rule(x, *, kernel, stride, dilation):
+def _cols_rule(x, *, kernel, stride, dilation, padding=(0, 0)):
     if len(x.shape) != 4:
         raise ValueError(f"conv2d expects NCHW input, got shape {x.shape}")
-    oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
+    oh, ow = _hw_out(x.shape, kernel, stride, padding, dilation)
     n, c = x.shape[:2]
     return (kernel[0] * kernel[1] * c, n * oh * ow), x.dtype
 
 
+def _col_span(j, w, ow, stride, dilation, pad):
+    """(first, stop, x0): the output columns [first, stop) whose kernel column j reads a real
+    (not padding) input column, x0 being the first of those input columns."""
+    shift = j * dilation - pad
+    first = max(0, -(shift // stride)) if shift < 0 else 0
+    stop = min(ow, (w - 1 - shift) // stride + 1) if w - 1 - shift >= 0 else 0
+    return first, max(first, stop), first * stride + shift
+
+
 @primitive("im2col", C, _cols_rule)
-def im2col(xp, x, *, kernel, stride, dilation, out=None):
-    """(KH*KW*C, N*OH*OW) columns of an (already padded) NCHW input: rows in (kh, kw, c)
-    order, columns in (n, oh, ow) order."""
-    n, c, h = x.shape[:3]
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    oh, ow = _hw_out(x.shape, kernel, stride, (0, 0), dilation)
+def im2col(xp, x, *, kernel, stride, dilation, padding=(0, 0), out=None):
+    """(KH*KW*C, N*OH*OW) columns of an NCHW input zero-padded by `padding`: rows in
+    (kh, kw, c) order, columns in (n, oh, ow) order."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, stride, dilation, padding
+    oh, ow = _hw_out(x.shape, kernel, stride, padding, dilation)
     if out is None:
         out = xp.empty((kh * kw * c, n * oh * ow), dtype=x.dtype)
     out6 = out.reshape(kh, kw, c, n, oh, ow)
     xc = x.transpose(1, 0, 2, 3)  # (C, N, H, W): the columns' order
-    # Per kernel column, one copy of the column-shifted input (runs of OW) into a strip, then
-    # each kernel row is a row-shifted block of the strip (runs of OH*OW): the transpose of
-    # col2im's two stages.
-    strip = xp.empty((c, n, h, ow), dtype=x.dtype)
+    # Per kernel column, one copy of the column-shifted input (runs of OW) into a strip with
+    # the padding rows, then each kernel row is a row-shifted block of the strip (runs of
+    # OH*OW): the transpose of col2im's two stages.
+    strip = xp.empty((c, n, h + 2 * ph, ow), dtype=x.dtype)
+    if ph:
+        strip[:, :, :ph].fill(0)
+        strip[:, :, ph + h:].fill(0)
+    inner = strip[:, :, ph : ph + h]
     for j in range(kw):
-        xp.copyto(strip, xc[:, :, :, j * dw : j * dw + sw * (ow - 1) + 1 : sw])
+        first, stop, x0 = _col_span(j, w, ow, sw, dw, pw)
+        inner[..., :first].fill(0)
+        inner[..., stop:].fill(0)
+        xp.copyto(inner[..., first:stop], xc[..., x0 : x0 + sw * (stop - first - 1) + 1 : sw])
         for i in range(kh):
             xp.copyto(out6[i, j], strip[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh])
     return out
 
 
 @im2col.defvjp
-def _im2col_vjp(g, y, x, *, kernel, stride, dilation):
-    return (col2im(g, x_shape=x.shape, kernel=kernel, stride=stride, dilation=dilation),)
+def _im2col_vjp(g, y, x, *, kernel, stride, dilation, padding=(0, 0)):
+    return (col2im(g, x_shape=x.shape, kernel=kernel, stride=stride, dilation=dilation,
+                   padding=padding),)
 
 
-def _col2im_rule(g, *, x_shape, kernel, stride, dilation):
+def _col2im_rule(g, *, x_shape, kernel, stride, dilation, padding=(0, 0)):
     return tuple(x_shape), g.dtype
 
 
 @primitive("col2im", C, _col2im_rule)
-def col2im(xp, g, *, x_shape, kernel, stride, dilation, out=None):
-    """Sum (KH*KW*C, N*OH*OW) column gradients back into an NCHW array, accumulated in a
-    (C, N, H, W) array (the columns' own layout); the result is that accumulator seen as NCHW
-    (channel-major in memory, as the static plan lays out its buffer: no transposing copy).
+def col2im(xp, g, *, x_shape, kernel, stride, dilation, padding=(0, 0), out=None):
+    """Sum (KH*KW*C, N*OH*OW) column gradients back into an NCHW array (the gradient of the
+    unpadded input), accumulated in a (C, N, H, W) array (the columns' own layout); the result
+    is that accumulator seen as NCHW (channel-major in memory, as the static plan lays out its
+    buffer: no transposing copy).
 
     Two stages, so most adds run over long contiguous blocks: for each kernel column j, the
-    KH row-shifted blocks are summed into a (C, N, H, OW) strip (a shift along H moves whole
-    rows: runs of OH*OW), then the strip is added at its column shift (runs of OW). KW adds
-    walk short runs instead of KH*KW (1.4x faster for 3x3)."""
+    KH row-shifted blocks are summed into a (C, N, H + 2*PH, OW) strip (a shift along H moves
+    whole rows: runs of OH*OW), then the strip's real rows and columns are added at its column
+    shift (runs of OW). KW adds walk short runs instead of KH*KW (1.4x faster for 3x3)."""
     n, c, h, w = x_shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    oh, ow = _hw_out(x_shape, kernel, stride, (0, 0), dilation)
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, stride, dilation, padding
+    oh, ow = _hw_out(x_shape, kernel, stride, padding, dilation)
     g6 = g.reshape(kh, kw, c, n, oh, ow)
     acc = None if out is None else out.transpose(1, 0, 2, 3)
     in_place = acc is not None and acc.flags.c_contiguous
     if not in_place:
         acc = xp.empty((c, n, h, w), dtype=g.dtype)
-    strip = xp.empty((c, n, h, ow), dtype=g.dtype)
+    strip = xp.empty((c, n, h + 2 * ph, ow), dtype=g.dtype)
     rows = [slice(i * dh, i * dh + sh * (oh - 1) + 1, sh) for i in range(kh)]
+    cleared = False
     for j in range(kw):
         _sum_shifted(xp, strip, [g6[i, j] for i in range(kh)], rows, axis=2)
-        cols = slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
-        if j == 0:
-            _write_first(xp, acc, strip, cols, axis=3)
-        else:
+        first, stop, x0 = _col_span(j, w, ow, sw, dw, pw)
+        cols = slice(x0, x0 + sw * (stop - first - 1) + 1, sw)
+        part = strip[:, :, ph : ph + h, first:stop]
+        if j == 0 and not pw:
+            _write_first(xp, acc, part, cols, axis=3)
+            cleared = True
+            continue
+        if not cleared:
+            acc.fill(0)
+            cleared = True
+        if stop > first:
             view = acc[:, :, :, cols]
-            xp.add(view, strip, out=view)
+            xp.add(view, part, out=view)
     if out is None or in_place:
         return acc.transpose(1, 0, 2, 3) if out is None else out
     xp.copyto(out, acc.transpose(1, 0, 2, 3))
     return out
+
+
+@col2im.defvjp
+def _col2im_vjp(gg, y, g, *, x_shape, kernel, stride, dilation, padding=(0, 0)):
+    return (im2col(gg, kernel=kernel, stride=stride, dilation=dilation, padding=padding),)
 
 
 def _sum_shifted(xp, dst, parts, where, axis):
@@ -139,11 +171,6 @@ def _write_first(xp, dst, part, sl, axis):
         if mask.any():
             idx = xp.nonzero(mask)[0]
             dst[lead + (idx,)] = 0
-
-
-@col2im.defvjp
-def _col2im_vjp(gg, y, g, *, x_shape, kernel, stride, dilation):
-    return (im2col(gg, kernel=kernel, stride=stride, dilation=dilation),)
 
 
 # ----- pooling ------------------------------------------------------------------------------------
