@@ -56,7 +56,9 @@ def allocate(xp: Any, shape: tuple[int, ...], dtype: Any, order: tuple[int, ...]
     return base.transpose(tuple(int(i) for i in np.argsort(order)))
 
 
-def _stand_in(shape: tuple[int, ...], strides: Strides) -> np.ndarray:
+def stand_in(shape: tuple[int, ...], strides: Strides) -> np.ndarray:
+    """An array with this shape and these strides (in elements) over one byte: for asking
+    NumPy about views (their strides, contiguity) without touching or allocating data."""
     return as_strided(_BASE, shape=shape, strides=strides, writeable=False)
 
 
@@ -64,7 +66,7 @@ def reshaped(shape: tuple[int, ...], strides: Strides, new_shape: tuple[int, ...
              ) -> Strides | None:
     """The strides of reshape(x, new_shape) when it is a view of x, else None (a copy)."""
     try:
-        view = _stand_in(shape, strides).reshape(new_shape, copy=False)
+        view = stand_in(shape, strides).reshape(new_shape, copy=False)
     except (ValueError, TypeError):  # TypeError: NumPy < 2.1 has no copy=False
         return strides_if_c(shape, strides, new_shape)
     return view.strides
@@ -98,10 +100,10 @@ def infer_layouts(graph: Graph) -> dict[int, Strides]:
         elif n.op == "reshape":
             out[n.id] = reshaped(shapes[0], ins[0], n.shape) or dense(n.shape)
         elif n.op == "getitem":
-            view = _stand_in(shapes[0], ins[0])[to_python_index(n.attrs["index"])]
+            view = stand_in(shapes[0], ins[0])[to_python_index(n.attrs["index"])]
             out[n.id] = view.strides
         elif n.op == "broadcast_to":
-            out[n.id] = np.broadcast_to(_stand_in(shapes[0], ins[0]), n.shape).strides
+            out[n.id] = np.broadcast_to(stand_in(shapes[0], ins[0]), n.shape).strides
         elif n.op in OWN_ORDER:
             out[n.id] = dense(n.shape, OWN_ORDER[n.op])
         elif n.op in FOLLOWS_INPUT:

@@ -11,11 +11,9 @@ The result is recorded in graph.meta: `buffers` {node id: slot}, `buffer_specs`
 
 from __future__ import annotations
 
-import numpy as np
-
 from dlrun.engine.graph import SINKS, Graph
 from dlrun.engine.passes.fuse import fusable
-from dlrun.engine.passes.layout import infer_layouts, order_of, reshaped
+from dlrun.engine.passes.layout import dense, infer_layouts, order_of, reshaped, stand_in
 from dlrun.engine.prims.movement import assemble_layout
 from dlrun.engine.prims.registry import REGISTRY
 
@@ -183,7 +181,7 @@ def _placements(graph: Graph, by_id, root: dict[int, int], escapes: set[int], vi
             continue
         if root[c.id] in escapes or len(set(c.inputs)) != len(c.inputs):
             continue
-        probe = np.empty(c.shape, dtype=bool)
+        probe = stand_in(c.shape, dense(c.shape))  # the container's buffer is C-ordered
         parts = []
         for i, index in zip(c.inputs, index_list, strict=True):
             v, reshape, part = i, None, by_id[i]
