@@ -200,3 +200,13 @@ def test_run_main_reports_a_broken_dlrun_and_still_measures_the_references(
     by_id = {t["id"]: t["status"] for t in res["targets"]}
     assert by_id["static_vs_floor"] == "n/a"
     assert "error:" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_plan_profiler_times_every_line_of_a_static_step() -> None:
+    from benchmarks import profile_plan
+
+    root = Path(__file__).resolve().parents[2]
+    res = profile_plan.profile(root / "configs" / "bench" / "linreg.yaml", steps=3, warmup=2)
+    assert res["median_s"] > 0 and res["line_sum_s"] > 0
+    assert {"matmul", "sum"} <= set(res["by_op"])
+    assert all(t >= 0 for t, _, _ in res["lines"])

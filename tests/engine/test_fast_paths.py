@@ -88,3 +88,16 @@ def test_assembled_rows_and_blocks_in_any_order() -> None:
     gaps = ((full, ("s", 0, 4, 1)), (full, ("s", 8, 12, 1)))  # not covering: zeros between
     got = assemble_slices.forward(np, parts[0], parts[1], shape=(3, 12), indices=gaps)
     np.testing.assert_array_equal(got[:, 4:8], 0)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((5, 1), (1, 4)), ((3, 5, 1), (1, 4)),
+                                             ((2, 3, 5, 1), (3, 1, 4)), ((4, 1), (2, 1, 3))])
+def test_products_over_one_column_are_outer_products(a_shape, b_shape) -> None:
+    a, b = RNG.standard_normal(a_shape), RNG.standard_normal(b_shape)
+    want = np.matmul(a, b)
+    got = matmul.forward(np, a, b)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    out = np.empty(want.shape)
+    assert matmul.forward(np, a, b, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-14)
