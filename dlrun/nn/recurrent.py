@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 from dlrun import functional as F
-from dlrun.engine.creation import empty, tensor, zeros
+from dlrun.engine.creation import empty, zeros
 from dlrun.engine.tensor import Tensor
 from dlrun.nn import init
 from dlrun.nn.module import Module, Parameter
@@ -39,21 +39,14 @@ def _rnn_step(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None, relu: bo
     return F.relu(pre) if relu else F.tanh(pre)
 
 
-def _lstm_affine(size: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    """(scale, shift) over the 4*size gates: sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5 (the
-    sigmoid primitive's own arithmetic) for i, f, o and tanh(1 * x) * 1 + 0 for g, so all four
-    gate activations are one tanh over the whole gate block, with identical values."""
-    half, one, zero = [0.5] * size, [1.0] * size, [0.0] * size
-    return (tensor(half + half + one + half, dtype=like.dtype, device=like.device),
-            tensor(half + half + zero + half, dtype=like.dtype, device=like.device))
-
-
 def _lstm_step(gi: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor | None,
-               size: int, affine: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+               size: int) -> tuple[Tensor, Tensor]:
     """One LSTM step; gi = x @ W_ih^T + b_ih precomputed; gate order i, f, g, o."""
-    scale, shift = affine
-    act = F.tanh((gi + F.linear(h, w_hh, b_hh)) * scale) * scale + shift
-    i, f, g, o = (_gate(act, k, size) for k in range(4))
+    gates = gi + F.linear(h, w_hh, b_hh)
+    i = F.sigmoid(_gate(gates, 0, size))
+    f = F.sigmoid(_gate(gates, 1, size))
+    g = F.tanh(_gate(gates, 2, size))
+    o = F.sigmoid(_gate(gates, 3, size))
     c = f * c + i * g
     return o * F.tanh(c), c
 
@@ -207,11 +200,10 @@ class RNNBase(Module):
             inputs = [F.linear(xt, w_ih, bias_in) for xt in xs]
         order = range(steps - 1, -1, -1) if direction == 1 else range(steps)
         outs: list[Tensor | None] = [None] * steps
-        affine = _lstm_affine(size, h) if self.mode == "LSTM" else None
         for t in order:
             gi = inputs[t]
             if self.mode == "LSTM":
-                h, c = _lstm_step(gi, h, c, w_hh, bias_h, size, affine)
+                h, c = _lstm_step(gi, h, c, w_hh, bias_h, size)
             elif self.mode == "GRU":
                 h = _gru_step(gi, h, w_hh, bias_h, size)
             else:
@@ -329,8 +321,7 @@ class LSTMCell(_CellBase):
                 ) -> tuple[Tensor, Tensor]:
         h, c = (self._zeros(input), self._zeros(input)) if hx is None else hx
         gi = F.linear(input, self.weight_ih, self.bias_ih)
-        return _lstm_step(gi, h, c, self.weight_hh, self.bias_hh, self.hidden_size,
-                          _lstm_affine(self.hidden_size, gi))
+        return _lstm_step(gi, h, c, self.weight_hh, self.bias_hh, self.hidden_size)
 
 
 class GRUCell(_CellBase):
