@@ -28,6 +28,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("fold", fold),
     ("simplify", simplify),
     ("matmul_sum", matmul_sum),
+    ("cse2", cse),  # merges the concatenations matmul_sum made of the same values
     ("dce2", dce),
     ("fuse", fuse),
     ("memory", plan_memory),

@@ -1,9 +1,11 @@
-"""Sums of matmuls -> one matmul: sum_t A_t^T @ B_t == concat(A)^T @ concat(B).
+"""Sums of per-step products and reductions -> one of each over the stacked steps:
+sum_t A_t^T @ B_t == concat(A)^T @ concat(B) and sum_t sum(X_t, 0) == sum(concat(X), 0).
 
 Backpropagation through time accumulates a weight's gradient as a sum of one small product per
-time step (h_{t-1}^T @ g_t, often wrapped in the transpose of the weight's use). This pass turns
-such an add tree into one GEMM over the concatenated operands: one BLAS call instead of T
-calls and T-1 full-size additions.
+time step (h_{t-1}^T @ g_t, often wrapped in the transpose of the weight's use), and a bias used
+at every step (a GRU's b_hh) as a sum of per-step column sums. This pass turns such an add tree
+into one GEMM, or one reduction, over the concatenated operands: one call instead of T calls
+and T-1 additions (the concatenations of the same values are merged by the cse that follows).
 """
 
 from __future__ import annotations
@@ -68,6 +70,34 @@ class _Builder:
         return node.id
 
 
+def _match_sum(leaf: Node, by_id: dict[int, Node]) -> int | None:
+    """x when leaf is sum(x, axis=(0,)) over a 2-D x (a per-step bias gradient); else None."""
+    if leaf.op != "sum" or leaf.attrs["keepdims"] or tuple(leaf.attrs["axis"] or ()) != (0,):
+        return None
+    x = by_id[leaf.inputs[0]]
+    return x.id if len(x.shape) == 2 else None
+
+
+def _gather_rows(build: _Builder, ids: tuple[int, ...], other: tuple[int, ...] | None,
+                 by_id: dict[int, Node], users: dict[int, list[int]], pos: dict[int, int],
+                 root: Node, moved: set[int]) -> tuple[int, tuple[int, ...] | None]:
+    """(the rows of `ids` stacked, `other` permuted alike): a reshape of the assemble_slices
+    that already stacks them when there is one (moved up before the root if it came later,
+    in its row order), else a concat in the given order."""
+    found = _row_assembly(ids, by_id, users)
+    rows = sum(by_id[i].shape[0] for i in ids)
+    if found is None:
+        return _rows(build, None, ids, rows, by_id), other
+    assembled, order = found
+    perm = sorted(range(len(order)), key=order.__getitem__)
+    ids = tuple(ids[k] for k in perm)
+    if pos[assembled.id] > pos[root.id] and assembled.id not in moved:
+        build.nodes.append(assembled)  # moved up: its parts all exist by now
+        moved.add(assembled.id)
+    return (_rows(build, assembled, ids, rows, by_id),
+            None if other is None else tuple(other[k] for k in perm))
+
+
 def _rows(build: _Builder, assembled: Node | None, ids: tuple[int, ...], rows: int,
           by_id: dict[int, Node]) -> int:
     """The values `ids` stacked as rows: a reshape of their assembly, else a concat."""
@@ -91,7 +121,7 @@ def matmul_sum(graph: Graph) -> Graph:
     moved: set[int] = set()  # assemble_slices nodes emitted earlier, with a replacement
     next_id = graph.next_id()
     for root in graph.nodes:
-        if root.op != "add" or len(root.shape) != 2:
+        if root.op != "add" or len(root.shape) not in (1, 2):
             continue
         if is_tree_add(root.id, root.shape) and by_id[users[root.id][0]].op == "add" \
                 and by_id[users[root.id][0]].shape == root.shape:
@@ -106,21 +136,30 @@ def matmul_sum(graph: Graph) -> Graph:
                 else:
                     leaves.append(i)
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
+        sums: dict[tuple, list[tuple[int, int]]] = {}
         rest: list[int] = []
         for leaf in sorted(leaves, key=pos.get):
-            m = _match(by_id[leaf], by_id, users) if len(users[leaf]) == 1 else None
-            if m is None:
+            single = len(users[leaf]) == 1
+            m = _match(by_id[leaf], by_id, users) if single and len(root.shape) == 2 else None
+            x = _match_sum(by_id[leaf], by_id) if single and m is None else None
+            if m is not None:
+                outer, a, b = m
+                key = (outer, by_id[a].shape[1:], by_id[b].shape[1:], by_id[a].dtype)
+                groups.setdefault(key, []).append((leaf, a, b))
+            elif x is not None and by_id[x].shape[1:] == root.shape:
+                sums.setdefault((by_id[x].dtype,), []).append((leaf, x))
+            else:
                 rest.append(leaf)
-                continue
-            outer, a, b = m
-            key = (outer, by_id[a].shape[1:], by_id[b].shape[1:], by_id[a].dtype)
-            groups.setdefault(key, []).append((leaf, a, b))
         big = [g for g in groups.values() if len(g) >= MIN_TERMS]
-        if not big:
+        big_sums = [g for g in sums.values() if len(g) >= MIN_TERMS]
+        if not big and not big_sums:
             continue
         for g in groups.values():
             if len(g) < MIN_TERMS:
                 rest.extend(leaf for leaf, _, _ in g)
+        for g in sums.values():
+            if len(g) < MIN_TERMS:
+                rest.extend(leaf for leaf, _ in g)
         build = _Builder(next_id, root.where)
         add_node = build.add
 
@@ -131,22 +170,13 @@ def matmul_sum(graph: Graph) -> Graph:
             b_ids = tuple(b for _, _, b in group)
             a0, b0 = by_id[a_ids[0]], by_id[b_ids[0]]
             rows = sum(by_id[a].shape[0] for a in a_ids)
-            gathered: dict[str, Node] = {}
-            for side in ("a", "b"):
-                found = _row_assembly(a_ids if side == "a" else b_ids, by_id, users)
-                if found is None:
-                    continue
-                assembled, order = found  # both sides in B's row order: the same sum
-                perm = sorted(range(len(order)), key=order.__getitem__)
-                a_ids = tuple(a_ids[k] for k in perm)
-                b_ids = tuple(b_ids[k] for k in perm)
-                if pos[assembled.id] > pos[root.id] and assembled.id not in moved:
-                    build.nodes.append(assembled)  # moved up: its parts all exist by now
-                    moved.add(assembled.id)
-                gathered[side] = assembled
-                break
-            cat_a = _rows(build, gathered.get("a"), a_ids, rows, by_id)
-            cat_b = _rows(build, gathered.get("b"), b_ids, rows, by_id)
+            if (_row_assembly(a_ids, by_id, users) is not None
+                    or _row_assembly(b_ids, by_id, users) is None):
+                cat_a, b_ids = _gather_rows(build, a_ids, b_ids, by_id, users, pos, root, moved)
+                cat_b = _rows(build, None, b_ids, rows, by_id)
+            else:
+                cat_b, a_ids = _gather_rows(build, b_ids, a_ids, by_id, users, pos, root, moved)
+                cat_a = _rows(build, None, a_ids, rows, by_id)
             if outer:  # (A^T B)^T = B^T A: the product in the root's layout, no transpose after
                 bt = add_node("permute", (cat_b,), {"axes": T2}, (b0.shape[1], rows), b0.dtype)
                 prod = add_node("matmul", (bt, cat_a), {}, root.shape, root.dtype)
@@ -154,6 +184,11 @@ def matmul_sum(graph: Graph) -> Graph:
                 at = add_node("permute", (cat_a,), {"axes": T2}, (a0.shape[1], rows), a0.dtype)
                 prod = add_node("matmul", (at, cat_b), {}, root.shape, root.dtype)
             terms.append(prod)
+        for group in big_sums:
+            x_ids = tuple(x for _, x in group)
+            cat, _ = _gather_rows(build, x_ids, None, by_id, users, pos, root, moved)
+            terms.append(add_node("sum", (cat,), {"axis": (0,), "keepdims": False}, root.shape,
+                                  root.dtype))
         terms += sorted(rest, key=pos.get)
         acc = terms[0]
         for t in terms[1:]:

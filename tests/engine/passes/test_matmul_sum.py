@@ -36,3 +36,28 @@ def test_too_few_terms_are_left_alone() -> None:
     r = traced(lambda a, b: a.transpose(0, 1) @ b + a.transpose(0, 1) @ (b * 2.0), a, b)
     g = matmul_sum(r.graph)
     assert g.meta["matmul_sum_detail"]["rewritten"] == 0 and ops(g) == ops(r.graph)
+
+
+def test_per_step_column_sums_become_one_reduction_sharing_the_products_rows() -> None:
+    from dlrun.engine.passes import cse
+
+    rng = np.random.default_rng(2)
+    hs = [dlrun.tensor(rng.standard_normal((4, 3))) for _ in range(5)]
+    gs = [dlrun.tensor(rng.standard_normal((4, 6))) for _ in range(5)]
+    b = dlrun.tensor(rng.standard_normal(6))
+
+    def fn(b, *xs):
+        weight = _bptt_like(dlrun.zeros(6, 3, dtype="float64"), xs[:5], xs[5:])
+        bias = None
+        for g in xs[5:]:  # a bias used at every step: its gradient sums each step's columns
+            s = g.sum(0)
+            bias = s if bias is None else bias + s
+        return weight, bias + b
+
+    args = (b, *hs, *gs)
+    r = traced(fn, *args)
+    g = dce(cse(matmul_sum(r.graph)))
+    assert ops(r.graph).count("sum") == 5 and ops(g).count("sum") == 1
+    assert ops(g).count("concat") == 2  # the g's rows shared by the product and the sum
+    assert g.meta["cse_detail"]["merged"] >= 1
+    assert_same_results(r.graph, g, r, args)
