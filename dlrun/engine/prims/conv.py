@@ -259,7 +259,7 @@ def max_pool2d_grad(xp, g, x, y, *, kernel, stride, padding, out=None):
     (ph, pw), (oh, ow) = padding, g.shape[2:]
     g = _like(xp, g, y)
     if _tiles(x.shape, kernel, stride, padding):  # every element written once: no zeros, no adds
-        gx = xp.empty(x.shape, dtype=g.dtype) if out is None else out
+        gx = xp.empty_like(x, dtype=g.dtype) if out is None else out  # laid out like x
         for i, j, mask in _first_max_masks(xp, x, y, kernel, stride, padding):
             xp.multiply(g, mask, out=gx[:, :, i :: stride[0], j :: stride[1]])
         return gx

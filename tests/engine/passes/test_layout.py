@@ -76,3 +76,32 @@ def test_conv_values_keep_the_channel_major_layout_of_the_gemm() -> None:
         assert specs[buffers[n.id]][2] == (1, 0, 2, 3), by_id[n.id].op
     f = dlrun.compile(step)
     np.testing.assert_allclose(f(x).item(), step(x).item(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("workload", ["cnn", "lstm"])
+def test_inferred_layouts_match_the_eager_values_of_a_whole_training_step(workload) -> None:
+    """Every primitive's natural layout (out=None, as eager mode runs it) is what the memory
+    plan assumes: a mismatch would make static buffers and eager arrays disagree on layout."""
+    from pathlib import Path
+
+    from benchmarks.run import fixed_batch
+    from dlrun.config import load_config
+    from dlrun.engine.plan import interpret
+    from dlrun.runner.experiment import batch_tensors, build_experiment
+
+    configs = Path(__file__).resolve().parents[3] / "configs" / "bench"
+    x, y, _ = fixed_batch(workload, configs)
+    exp = build_experiment(load_config(configs / f"{workload}.yaml", ["mode=static"]))
+    xt, yt = batch_tensors(exp, x[:8].copy(), y[:8].copy())  # a small batch: same graph shape
+    exp.train_step(xt, yt)
+    entry = exp.train_step.last
+    graph, layouts = entry.graph, entry.graph.meta["layouts"]
+    state = [t._value.copy() for t in entry.result.state]
+    env = interpret(graph, np, [xt._value, yt._value], state, [])
+    checked = 0
+    for n in graph.nodes:
+        v = env.get(n.id)
+        if n.id in layouts and isinstance(v, np.ndarray) and v.ndim >= 2 and v.size > 1:
+            assert order_of(v.shape, _elements(v)) == order_of(n.shape, layouts[n.id]), n.format()
+            checked += 1
+    assert checked > 50
