@@ -79,12 +79,12 @@ def _match_sum(leaf: Node, by_id: dict[int, Node]) -> int | None:
 
 
 def _gather_rows(build: _Builder, ids: tuple[int, ...], other: tuple[int, ...] | None,
-                 by_id: dict[int, Node], users: dict[int, list[int]], pos: dict[int, int],
-                 root: Node, moved: set[int]) -> tuple[int, tuple[int, ...] | None]:
+                 found: tuple[Node, list[int]] | None, by_id: dict[int, Node],
+                 pos: dict[int, int], root: Node, moved: set[int]
+                 ) -> tuple[int, tuple[int, ...] | None]:
     """(the rows of `ids` stacked, `other` permuted alike): a reshape of the assemble_slices
-    that already stacks them when there is one (moved up before the root if it came later,
-    in its row order), else a concat in the given order."""
-    found = _row_assembly(ids, by_id, users)
+    that already stacks them (`found`, from _row_assembly: moved up before the root if it came
+    later, in its row order), else a concat in the given order."""
     rows = sum(by_id[i].shape[0] for i in ids)
     if found is None:
         return _rows(build, None, ids, rows, by_id), other
@@ -170,12 +170,15 @@ def matmul_sum(graph: Graph) -> Graph:
             b_ids = tuple(b for _, _, b in group)
             a0, b0 = by_id[a_ids[0]], by_id[b_ids[0]]
             rows = sum(by_id[a].shape[0] for a in a_ids)
-            if (_row_assembly(a_ids, by_id, users) is not None
-                    or _row_assembly(b_ids, by_id, users) is None):
-                cat_a, b_ids = _gather_rows(build, a_ids, b_ids, by_id, users, pos, root, moved)
+            found_a = _row_assembly(a_ids, by_id, users)
+            found_b = None if found_a is not None else _row_assembly(b_ids, by_id, users)
+            if found_b is None:  # a's assembly, or neither side has one
+                cat_a, b_ids = _gather_rows(build, a_ids, b_ids, found_a, by_id, pos, root,
+                                            moved)
                 cat_b = _rows(build, None, b_ids, rows, by_id)
             else:
-                cat_b, a_ids = _gather_rows(build, b_ids, a_ids, by_id, users, pos, root, moved)
+                cat_b, a_ids = _gather_rows(build, b_ids, a_ids, found_b, by_id, pos, root,
+                                            moved)
                 cat_a = _rows(build, None, a_ids, rows, by_id)
             if outer:  # (A^T B)^T = B^T A: the product in the root's layout, no transpose after
                 bt = add_node("permute", (cat_b,), {"axes": T2}, (b0.shape[1], rows), b0.dtype)
@@ -186,7 +189,8 @@ def matmul_sum(graph: Graph) -> Graph:
             terms.append(prod)
         for group in big_sums:
             x_ids = tuple(x for _, x in group)
-            cat, _ = _gather_rows(build, x_ids, None, by_id, users, pos, root, moved)
+            cat, _ = _gather_rows(build, x_ids, None, _row_assembly(x_ids, by_id, users),
+                                  by_id, pos, root, moved)
             terms.append(add_node("sum", (cat,), {"axis": (0,), "keepdims": False}, root.shape,
                                   root.dtype))
         terms += sorted(rest, key=pos.get)

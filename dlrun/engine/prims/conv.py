@@ -121,20 +121,16 @@ def col2im(xp, g, *, x_shape, kernel, stride, dilation, padding=(0, 0), out=None
         acc = xp.empty((c, n, h, w), dtype=g.dtype)
     strip = xp.empty((c, n, h + 2 * ph, ow), dtype=g.dtype)
     rows = [slice(i * dh, i * dh + sh * (oh - 1) + 1, sh) for i in range(kh)]
-    cleared = False
+    if pw:  # the first kernel column may not reach every input column: clear everything
+        acc.fill(0)
     for j in range(kw):
         _sum_shifted(xp, strip, [g6[i, j] for i in range(kh)], rows, axis=2)
         first, stop, x0 = _col_span(j, w, ow, sw, dw, pw)
         cols = slice(x0, x0 + sw * (stop - first - 1) + 1, sw)
         part = strip[:, :, ph : ph + h, first:stop]
-        if j == 0 and not pw:
+        if j == 0 and not pw:  # writes its columns, clears the rest
             _write_first(xp, acc, part, cols, axis=3)
-            cleared = True
-            continue
-        if not cleared:
-            acc.fill(0)
-            cleared = True
-        if stop > first:
+        elif stop > first:
             view = acc[:, :, :, cols]
             xp.add(view, part, out=view)
     if out is None or in_place:

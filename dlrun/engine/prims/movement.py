@@ -304,25 +304,28 @@ def _rows_by_index(g, idx):
 def index_add(xp, g, idx, *, axis, size, out=None):
     """Zeros with `size` rows along axis, g's slices added at idx (the transpose of take)."""
     pre, post = g.shape[:axis], g.shape[axis + idx.ndim :]
-    out = _zeroed(xp, out, pre + (size,) + post, g.dtype)
+    out_shape = pre + (size,) + post
     n_pre = int(np.prod(pre, dtype=np.int64))
     if xp is np and n_pre == 1:
         flat_idx, rows = _rows_by_index(g, idx)
         if size <= 1024 and size * flat_idx.size <= 1 << 22 and g.dtype.kind == "f":
             # a small vocabulary: one-hot(idx) @ rows, one GEMM (a 65-character LM's
-            # embedding gradient: 3x faster than sorting)
+            # embedding gradient: 3x faster than sorting); it writes every row of out
             onehot = np.zeros((size, flat_idx.size), dtype=g.dtype)
             onehot[flat_idx, np.arange(flat_idx.size)] = 1
+            out = np.empty(out_shape, dtype=g.dtype) if out is None else out
             np.matmul(onehot, rows, out=out.reshape((size, -1)))
             return out
         # embedding gradients: sort the rows by index and sum each run once (np.add.at adds
         # row by row and is several times slower)
+        out = _zeroed(xp, out, out_shape, g.dtype)
         order = np.argsort(flat_idx, kind="stable")
         keys = flat_idx[order]
         starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
         sums = np.add.reduceat(rows[order], starts, axis=0)
         out.reshape((size, -1))[keys[starts]] += sums
         return out
+    out = _zeroed(xp, out, out_shape, g.dtype)
     flat_out = out.reshape((n_pre, size) + post)
     flat_g = g.reshape((n_pre, idx.size) + post)
     scatter_add_into(xp, flat_out, (slice(None), idx.reshape(-1)), flat_g)
