@@ -10,7 +10,6 @@ from dlrun import functional
 from dlrun.backend import cuda_available
 from dlrun.engine import prims as _prims  # noqa: F401  (registers every primitive)
 from dlrun.engine.autograd import enable_grad, is_grad_enabled, no_grad
-from dlrun.engine.compile import compile
 from dlrun.engine.creation import (
     arange,
     empty,
@@ -31,6 +30,7 @@ from dlrun.engine.creation import (
     zeros_like,
 )
 from dlrun.engine.rng import manual_seed
+from dlrun.engine.static.compile import compile
 from dlrun.engine.tensor import Tensor
 from dlrun.functional import (
     abs,

@@ -16,7 +16,7 @@ import numpy as np
 import dlrun
 from dlrun.backend import synchronize
 from dlrun.config import ExperimentConfig
-from dlrun.engine import dispatch
+from dlrun.engine.eager import EAGER
 from dlrun.runner.events import Callback, Message, emit
 from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment
 from dlrun.runner.rundir import atomic_write_text, create_run_dir
@@ -112,9 +112,9 @@ def _ops_per_step(exp: Experiment, x: Any, y: Any) -> int:
     if hasattr(step, "last"):
         step(x, y)
         return step.last.plan.calls
-    before = dispatch.EAGER.ops
+    before = EAGER.ops
     step(x, y)
-    return dispatch.EAGER.ops - before
+    return EAGER.ops - before
 
 
 def _memory(exp: Experiment, x: Any, y: Any, steps: int = 5) -> dict[str, float]:

@@ -85,7 +85,7 @@ def lower_fused(node: Node, xp: Any) -> Callable[..., Any]:
     """A callable `run(*externals, out=None)` evaluating the chain: every step but the last
     writes a scratch buffer, the last writes `out`, so `out` may alias any external input.
     (Plans inline the same steps into their generated code; this is for interpreters.)"""
-    from dlrun.engine.plan import bind_op
+    from dlrun.engine.static.lower import bind_op
 
     bound = [(bind_op(op, dict(attrs), xp), refs) for op, refs, attrs in node.attrs["program"]]
     shape, dtype = node.shape, node.dtype

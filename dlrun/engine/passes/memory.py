@@ -12,8 +12,8 @@ The result is recorded in graph.meta: `buffers` {node id: slot}, `buffer_specs`
 from __future__ import annotations
 
 from dlrun.engine.graph import SINKS, Graph
+from dlrun.engine.layout import dense, infer_layouts, order_of, reshaped, stand_in
 from dlrun.engine.passes.fuse import fusable
-from dlrun.engine.passes.layout import dense, infer_layouts, order_of, reshaped, stand_in
 from dlrun.engine.prims.movement import assemble_layout
 from dlrun.engine.prims.registry import REGISTRY
 

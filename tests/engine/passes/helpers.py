@@ -8,8 +8,8 @@ import numpy as np
 
 import dlrun
 from dlrun.engine.graph import Graph
-from dlrun.engine.plan import interpret
-from dlrun.engine.trace import TraceResult, trace
+from dlrun.engine.static.lower import interpret
+from dlrun.engine.static.trace import TraceResult, trace
 
 
 def traced(fn, *args: Any) -> TraceResult:

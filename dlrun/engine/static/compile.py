@@ -22,9 +22,9 @@ import numpy as np
 from dlrun.backend import get_xp
 from dlrun.engine import autograd, dispatch, passes
 from dlrun.engine.graph import Graph
-from dlrun.engine.plan import Plan, lower
+from dlrun.engine.static.lower import Plan, lower
+from dlrun.engine.static.trace import TraceResult, _Leaf, trace, unflatten
 from dlrun.engine.tensor import Tensor
-from dlrun.engine.trace import TraceResult, _Leaf, trace, unflatten
 from dlrun.errors import TraceError
 
 log = logging.getLogger("dlrun.compile")

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from dlrun.engine.graph import SINKS, Graph, Node
-from dlrun.engine.passes.layout import allocate, order_of
+from dlrun.engine.layout import allocate, order_of
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.errors import ExecutionError
 

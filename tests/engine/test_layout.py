@@ -7,8 +7,8 @@ import pytest
 
 import dlrun
 from dlrun import functional as F
+from dlrun.engine.layout import allocate, dense, infer_layouts, order_of, reshaped
 from dlrun.engine.passes import run
-from dlrun.engine.passes.layout import allocate, dense, infer_layouts, order_of, reshaped
 from tests.engine.passes.helpers import traced
 
 
@@ -39,7 +39,7 @@ def test_views_and_elementwise_results_have_numpys_strides() -> None:
     r = traced(fn, x)
     layouts = infer_layouts(r.graph)
     arrays = {}  # the eager values, node by node
-    from dlrun.engine.plan import interpret
+    from dlrun.engine.static.lower import interpret
 
     env = interpret(r.graph, np, [x.numpy()], [t._value for t in r.state])
     for n in r.graph.nodes:
@@ -86,10 +86,10 @@ def test_inferred_layouts_match_the_eager_values_of_a_whole_training_step(worklo
 
     from benchmarks.run import fixed_batch
     from dlrun.config import load_config
-    from dlrun.engine.plan import interpret
+    from dlrun.engine.static.lower import interpret
     from dlrun.runner.experiment import batch_tensors, build_experiment
 
-    configs = Path(__file__).resolve().parents[3] / "configs" / "bench"
+    configs = Path(__file__).resolve().parents[2] / "configs" / "bench"
     x, y, _ = fixed_batch(workload, configs)
     exp = build_experiment(load_config(configs / f"{workload}.yaml", ["mode=static"]))
     xt, yt = batch_tensors(exp, x[:8].copy(), y[:8].copy())  # a small batch: same graph shape

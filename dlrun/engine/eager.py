@@ -1,0 +1,66 @@
+"""The eager executor: define-by-run. Each primitive runs now on backend arrays, and results that
+need gradients link to their inputs (`_ctx`) for `autograd.backward`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlrun.engine import autograd
+from dlrun.engine.prims.registry import Primitive
+from dlrun.engine.tensor import Tensor
+
+
+class EagerMode:
+    """Define-by-run: compute now, record `_ctx` links when gradients are wanted."""
+
+    name = "eager"
+    ops = 0  # primitives applied so far (dlrun compare reports ops per step)
+
+    def apply(self, prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor:
+        self.ops += 1
+        if args:
+            first = args[0]
+            xp, device = first._xp, first.device
+            for a in args:
+                if a._value is None:
+                    raise _symbolic_in_eager(prim, a)
+                if a.device != device:
+                    raise RuntimeError(
+                        f"{prim.name}: expected all tensors on one device, got {device} and "
+                        f"{a.device}"
+                    )
+        else:
+            from dlrun.backend import get_xp
+
+            device = attrs["device"]
+            xp = get_xp(device)
+        try:
+            out = prim.forward(xp, *[a._value for a in args], **attrs)
+        except Exception as e:
+            e.add_note(f"in dlrun primitive {prim.name!r}")
+            raise
+        if type(out) is not xp.ndarray:
+            out = xp.asarray(out)
+        requires_grad = (
+            autograd.GRAD.enabled and prim.differentiable and any(a.requires_grad for a in args)
+        )
+        t = Tensor._wrap(out, device, xp, requires_grad)
+        if requires_grad:
+            t._ctx = (next(autograd.SEQ), prim, args, attrs)
+        return t
+
+    def constant(self, value: Any, device: str) -> Tensor:
+        from dlrun.backend import get_xp
+
+        xp = get_xp(device)
+        return Tensor._wrap(value, device, xp, False)
+
+
+def _symbolic_in_eager(prim: Primitive, t: Tensor) -> RuntimeError:
+    return RuntimeError(
+        f"{prim.name}: a symbolic tensor from a traced function escaped into eager code; "
+        "return it from the compiled function instead of keeping a reference"
+    )
+
+
+EAGER = EagerMode()
