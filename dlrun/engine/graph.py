@@ -11,20 +11,26 @@ Structural ops:
   output       attrs: index   inputs: (value,) — the index-th flattened result
   state_write  attrs: slot    inputs: (value,) — the new value of state `slot` after the call
   grad_write   attrs: slot    inputs: (value,) — the new `.grad` of state `slot` after the call
-  fused        attrs: program inputs: the chain's external inputs (see passes/fuse.py)
+
+Every other op is a primitive of the registry (engine/prims), `fused` included (a chain of
+elementwise primitives made by passes/fuse.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from dlrun.engine.passes.memory import MemoryPlan
+
 SOURCES = frozenset({"input", "state", "state_grad", "const"})
 SINKS = frozenset({"output", "state_write", "grad_write"})
-STRUCTURAL = SOURCES | SINKS | {"fused"}
+STRUCTURAL = SOURCES | SINKS
 
 
 def freeze(value: Any) -> Any:
@@ -89,11 +95,20 @@ def _fmt(v: Any) -> str:
 
 @dataclass
 class Graph:
+    """The nodes, in execution order, and what the passes hand on to lowering."""
+
     nodes: list[Node]
-    meta: dict[str, Any] = field(default_factory=dict)
+    n_inputs: int = 0
+    n_outputs: int = 0
+    xp: Any = np  # the array module the graph runs on (constant folding evaluates with it)
+    memory: MemoryPlan | None = None  # set by passes/memory.py, read by static/lower.py
+    detail: dict[str, Any] = field(default_factory=dict)  # what the last pass did (reports)
+    meta: dict[str, Any] = field(default_factory=dict)  # TEMPORARY: until simplify/matmul_sum move
 
     def replace(self, nodes: Iterable[Node]) -> Graph:
-        return Graph(list(nodes), dict(self.meta))
+        """The same graph with other nodes (no memory plan, no pass detail: they were made for
+        the old nodes)."""
+        return dataclasses.replace(self, nodes=list(nodes), memory=None, detail={})
 
     def by_id(self) -> dict[int, Node]:
         return {n.id: n for n in self.nodes}

@@ -299,13 +299,14 @@ def test_keyword_and_python_arguments_join_the_signature() -> None:
     assert f.trace_count == 2 and "2.0 -> 3.0" in f.traces[1].reason
 
 
-def test_inlined_views_match_their_primitives() -> None:
+def test_views_in_plans_match_their_primitives() -> None:
     x = dlrun.tensor(np.arange(24.0).reshape(2, 3, 4))
     f = dlrun.compile(lambda x: (x.reshape(6, 4).permute(1, 0)[1:, ::2] * 1.5).sum(0))
     np.testing.assert_array_equal(f(x).numpy(), (x.reshape(6, 4).permute(1, 0)[1:, ::2]
                                                  * 1.5).sum(0).numpy())
-    src = f.last.plan.source
-    assert ".transpose((1, 0))" in src and ".reshape((6, 4))" in src and "[i" in src
+    plan = f.last.plan
+    assert {n.op for n in plan.line_nodes.values()} >= {"reshape", "permute", "getitem"}
+    assert ".transpose" not in plan.source  # no op's math written as plan text
 
 
 def test_a_reshape_of_a_transpose_copies_into_a_planned_buffer() -> None:
@@ -317,4 +318,4 @@ def test_a_reshape_of_a_transpose_copies_into_a_planned_buffer() -> None:
                 f(x).numpy(), x.numpy().transpose(axes).reshape(4, 6) * 2.0 + 1.0)
         g = f.last.graph
         reshape = next(n for n in g.nodes if n.op == "reshape")
-        assert (reshape.id in g.meta["buffers"]) is copies
+        assert (reshape.id in g.memory.buffers) is copies

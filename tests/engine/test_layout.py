@@ -39,7 +39,7 @@ def test_views_and_elementwise_results_have_numpys_strides() -> None:
     r = traced(fn, x)
     layouts = infer_layouts(r.graph)
     arrays = {}  # the eager values, node by node
-    from dlrun.engine.static.lower import interpret
+    from dlrun.engine.static.interpret import interpret
 
     env = interpret(r.graph, np, [x.numpy()], [t._value for t in r.state])
     for n in r.graph.nodes:
@@ -69,7 +69,7 @@ def test_conv_values_keep_the_channel_major_layout_of_the_gemm() -> None:
 
     r = traced(step, x)
     g, _ = run(r.graph)
-    specs, buffers, by_id = g.meta["buffer_specs"], g.meta["buffers"], g.by_id()
+    specs, buffers, by_id = g.memory.specs, g.memory.buffers, g.by_id()
     add = next(n for n in g.nodes if n.op == "add" and n.shape == (2, 4, 8, 8))
     pool = next(n for n in g.nodes if n.op == "max_pool2d")
     for n in (add, pool):  # channel-major in memory: no transposing bias add or pooling
@@ -86,7 +86,7 @@ def test_inferred_layouts_match_the_eager_values_of_a_whole_training_step(worklo
 
     from benchmarks.run import fixed_batch
     from dlrun.config import load_config
-    from dlrun.engine.static.lower import interpret
+    from dlrun.engine.static.interpret import interpret
     from dlrun.runner.experiment import batch_tensors, build_experiment
 
     configs = Path(__file__).resolve().parents[2] / "configs" / "bench"
@@ -95,7 +95,7 @@ def test_inferred_layouts_match_the_eager_values_of_a_whole_training_step(worklo
     xt, yt = batch_tensors(exp, x[:8].copy(), y[:8].copy())  # a small batch: same graph shape
     exp.train_step(xt, yt)
     entry = exp.train_step.last
-    graph, layouts = entry.graph, entry.graph.meta["layouts"]
+    graph, layouts = entry.graph, entry.graph.memory.layouts
     state = [t._value.copy() for t in entry.result.state]
     env = interpret(graph, np, [xt._value, yt._value], state, [])
     checked = 0

@@ -14,7 +14,7 @@ def _mergeable(op: str) -> bool:
     if op in SINKS or op in ("input", "state", "state_grad"):
         return False
     prim = REGISTRY.get(op)
-    return op == "fused" or (prim is not None and prim.pure)
+    return prim is not None and prim.pure
 
 
 def cse(graph: Graph) -> Graph:
@@ -31,5 +31,5 @@ def cse(graph: Graph) -> Graph:
             seen[key] = n.id
         kept.append(n)
     out = graph.replace(kept)
-    out.meta["cse_detail"] = {"merged": len(mapping)}
+    out.detail = {"merged": len(mapping)}
     return out

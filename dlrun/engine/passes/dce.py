@@ -20,5 +20,5 @@ def dce(graph: Graph) -> Graph:
             live.update(n.inputs)
     kept = [n for n in graph.nodes if n.id in live or n.op == "input"]
     out = graph.replace(kept)
-    out.meta["dce_detail"] = {"removed": len(graph.nodes) - len(kept)}
+    out.detail = {"removed": len(graph.nodes) - len(kept)}
     return out

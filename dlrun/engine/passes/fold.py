@@ -22,7 +22,7 @@ def _size(shape: tuple[int, ...]) -> int:
 
 
 def fold(graph: Graph) -> Graph:
-    xp = graph.meta["xp"]
+    xp = graph.xp
     consts = {n.id: n.attrs["value"] for n in graph.nodes if n.op == "const"}
     out, folded = [], 0
     for n in graph.nodes:
@@ -37,5 +37,5 @@ def fold(graph: Graph) -> Graph:
             folded += 1
         out.append(n)
     g = graph.replace(out)
-    g.meta["fold_detail"] = {"folded": folded}
+    g.detail = {"folded": folded}
     return g

@@ -1,9 +1,9 @@
 """All primitives, registered on import (see registry.py)."""
 
-from dlrun.engine.prims import conv, elementwise, linalg, movement, random, reduce
-from dlrun.engine.prims.registry import REGISTRY, Kind, Primitive, primitive
+from dlrun.engine.prims import conv, elementwise, fused, linalg, movement, random, reduce
+from dlrun.engine.prims.registry import REGISTRY, Kind, MissingFact, Primitive, primitive
 
 __all__ = [
-    "REGISTRY", "Kind", "Primitive", "primitive",
-    "conv", "elementwise", "linalg", "movement", "random", "reduce",
+    "REGISTRY", "Kind", "MissingFact", "Primitive", "primitive",
+    "conv", "elementwise", "fused", "linalg", "movement", "random", "reduce",
 ]

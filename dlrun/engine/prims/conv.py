@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlrun.engine.prims.registry import Kind, primitive
+from dlrun.engine.prims.strides import follows, own_order
 
 C = Kind.CONV
 
@@ -100,7 +101,8 @@ def _col2im_rule(g, *, x_shape, kernel, stride, dilation, padding=(0, 0)):
     return tuple(x_shape), g.dtype
 
 
-@primitive("col2im", C, _col2im_rule)
+# accumulated channel-major, like the columns it sums
+@primitive("col2im", C, _col2im_rule, layout=own_order((1, 0, 2, 3)))
 def col2im(xp, g, *, x_shape, kernel, stride, dilation, padding=(0, 0), out=None):
     """Sum (KH*KW*C, N*OH*OW) column gradients back into an NCHW array (the gradient of the
     unpadded input), accumulated in a (C, N, H, W) array (the columns' own layout); the result
@@ -224,7 +226,7 @@ def _tiles(x_shape, kernel, stride, padding):
             and x_shape[2] % kernel[0] == 0 and x_shape[3] % kernel[1] == 0)
 
 
-@primitive("max_pool2d", C, _pool_rule)
+@primitive("max_pool2d", C, _pool_rule, layout=follows(0))
 def max_pool2d(xp, x, *, kernel, stride, padding, out=None):
     for k, (_, _, view) in enumerate(_pool_slices(xp, x, kernel, stride, padding, -np.inf)):
         if k == 0:
@@ -248,7 +250,7 @@ def _pool_grad_rule(g, x, y, *, kernel, stride, padding):
     return tuple(x.shape), g.dtype
 
 
-@primitive("max_pool2d_grad", C, _pool_grad_rule)
+@primitive("max_pool2d_grad", C, _pool_grad_rule, layout=follows(1))
 def max_pool2d_grad(xp, g, x, y, *, kernel, stride, padding, out=None):
     """Route each window's gradient to its first maximum, like PyTorch (y = max_pool2d(x))."""
     n, c, h, w = x.shape
@@ -296,7 +298,7 @@ def _max_pool2d_select_vjp(g, out, gg, x, y, *, kernel, stride, padding):
     return max_pool2d_grad(g, x, y, kernel=kernel, stride=stride, padding=padding), None, None
 
 
-@primitive("avg_pool2d", C, _pool_rule)
+@primitive("avg_pool2d", C, _pool_rule, layout=follows(0))
 def avg_pool2d(xp, x, *, kernel, stride, padding, out=None):
     """Mean over each window, zero padding counted (PyTorch's count_include_pad=True)."""
     for k, (_, _, view) in enumerate(_pool_slices(xp, x, kernel, stride, padding, 0.0)):

@@ -202,7 +202,7 @@ def _relu_grad_vjp(gg, out, g, y):
     return relu_grad(gg, y), None
 
 
-@primitive("leaky_relu", E, cuda_expr="({0} > 0 ? {0} : {0} * {slope})")
+@primitive("leaky_relu", E, cuda_expr="({0} > 0 ? {0} : {0} * {negative_slope})")
 def leaky_relu(xp, x, *, negative_slope):
     return xp.where(x > 0, x, x * x.dtype.type(negative_slope))
 
@@ -246,7 +246,8 @@ def _where_rule(c, a, b, **_):
     return broadcast_shapes(c.shape, a.shape, b.shape), np.result_type(a.dtype, b.dtype)
 
 
-@primitive("where", E, _where_rule, cuda_expr="({0} ? {1} : {2})")
+# in_place=False: `where` writes its output in two steps, so it cannot run over its inputs
+@primitive("where", E, _where_rule, cuda_expr="({0} ? {1} : {2})", in_place=False)
 def where(xp, c, a, b, out=None):
     if out is None:
         return xp.where(c, a, b)

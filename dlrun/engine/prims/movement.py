@@ -6,10 +6,12 @@ Index-like attrs are kept hashable (tuples), so the static passes can compare no
 from __future__ import annotations
 
 import functools
+import operator
 
 import numpy as np
 
 from dlrun.engine.prims.registry import Kind, primitive
+from dlrun.engine.prims.strides import follows, reshaped, view_of
 
 M = Kind.MOVEMENT
 I = Kind.INDEX  # noqa: E741
@@ -21,7 +23,11 @@ def _reshape_rule(x, *, shape):
     return tuple(shape), x.dtype
 
 
-@primitive("reshape", M, _reshape_rule)
+def _reshape_layout(shapes, strides, out_shape, *, shape):
+    return reshaped(shapes[0], strides[0], out_shape)  # None: this reshape must copy
+
+
+@primitive("reshape", M, _reshape_rule, view=True, layout=_reshape_layout)
 def reshape(xp, x, *, shape, out=None):
     """A view when x's layout allows; with `out` (the memory plan gives one to a reshape of a
     transposed value, which must copy) the values are copied into that buffer."""
@@ -29,6 +35,16 @@ def reshape(xp, x, *, shape, out=None):
         return x.reshape(shape)
     xp.copyto(out.reshape(x.shape), x)
     return out
+
+
+@reshape.defspecialize
+def _reshape_specialize(xp, shapes, *, shape):
+    view = operator.methodcaller("reshape", shape)
+
+    def run(x, out=None):
+        return view(x) if out is None else reshape.forward(xp, x, shape=shape, out=out)
+
+    return run
 
 
 @reshape.defvjp
@@ -42,9 +58,15 @@ def _permute_rule(x, *, axes):
     return tuple(x.shape[a] for a in axes), x.dtype
 
 
-@primitive("permute", M, _permute_rule)
+@primitive("permute", M, _permute_rule, view=True,
+           layout=view_of(lambda x, *, axes: x.transpose(axes)))
 def permute(xp, x, *, axes):
     return x.transpose(axes)
+
+
+@permute.defspecialize
+def _permute_specialize(xp, shapes, *, axes):
+    return operator.methodcaller("transpose", axes)  # the forward, as one C-level call
 
 
 @permute.defvjp
@@ -60,7 +82,8 @@ def _broadcast_rule(x, *, shape):
     return tuple(shape), x.dtype
 
 
-@primitive("broadcast_to", M, _broadcast_rule)
+@primitive("broadcast_to", M, _broadcast_rule, view=True,
+           layout=view_of(lambda x, *, shape: np.broadcast_to(x, shape)))
 def broadcast_to(xp, x, *, shape):
     return xp.broadcast_to(x, shape)
 
@@ -99,9 +122,15 @@ def _getitem_rule(x, *, index):
     return probe[to_python_index(index)].shape, x.dtype
 
 
-@primitive("getitem", M, _getitem_rule)
+@primitive("getitem", M, _getitem_rule, view=True,
+           layout=view_of(lambda x, *, index: x[to_python_index(index)]))
 def getitem(xp, x, *, index):
     return x[to_python_index(index)]
+
+
+@getitem.defspecialize
+def _getitem_specialize(xp, shapes, *, index):
+    return operator.itemgetter(to_python_index(index))  # the forward, as one C-level call
 
 
 @getitem.defvjp
@@ -186,7 +215,12 @@ def _assembler(xp, shape, indices):
     return scattered
 
 
-@primitive("assemble_slices", M, _assemble_rule)
+def _assemble_parts(shapes, out_shape, *, shape, indices):
+    _, where, gather = assemble_layout(indices, tuple(shape))
+    return None if gather is None else list(where)
+
+
+@primitive("assemble_slices", M, _assemble_rule, parts=_assemble_parts)
 def assemble_slices(xp, *gs, shape, indices, out=None):
     """Zeros of `shape` with each g added at its basic index (the transpose of getitem)."""
     return _assembler(xp, tuple(shape), indices)(*gs, out=out)
@@ -213,7 +247,16 @@ def _concat_rule(*xs, axis):
     return first[:axis] + (size,) + first[axis + 1 :], np.result_type(*(x.dtype for x in xs))
 
 
-@primitive("concat", M, _concat_rule)
+def _concat_parts(shapes, out_shape, *, axis):
+    index_list, start = [], 0
+    for shape in shapes:
+        stop = start + shape[axis]
+        index_list.append((slice(None),) * axis + (slice(start, stop),))
+        start = stop
+    return index_list
+
+
+@primitive("concat", M, _concat_rule, parts=_concat_parts)
 def concat(xp, *xs, axis, out=None):
     return xp.concatenate(xs, axis=axis, out=out)
 
@@ -235,7 +278,7 @@ def _pad_rule(x, *, pad_width, value):
     return tuple(n + a + b for n, (a, b) in zip(x.shape, pad_width, strict=True)), x.dtype
 
 
-@primitive("pad", M, _pad_rule)
+@primitive("pad", M, _pad_rule, layout=follows(0))
 def pad(xp, x, *, pad_width, value, out=None):
     if out is None:
         return xp.pad(x, pad_width, mode="constant", constant_values=value)

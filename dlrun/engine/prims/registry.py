@@ -1,10 +1,12 @@
-"""The primitive registry: each op is one entry holding its forward, shape rule and vjp rule.
+"""The primitive registry: each op is one entry holding every fact about it.
 
 A primitive's `forward(xp, *arrays, **attrs)` runs on backend arrays; its
 `shape_rule(*avals, **attrs)` gives the output (shape, dtype) from inputs that only need
 `.shape`/`.dtype` (symbolic tensors included); its `vjp(g, y, *xs, **attrs)` is written with
-dlrun ops, so eager backward runs it and the static tracer records it. Calling a primitive
-applies it through `dispatch.apply`.
+dlrun ops, so eager backward runs it and the static tracer records it. The facts the passes,
+the memory plan, the lowering and the exporters ask about — is it a view, how is its result laid
+out, may it write over an input, its CUDA expression, its ONNX lowering — live here too, so
+adding an op touches one file. Calling a primitive applies it through `dispatch.apply`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import enum
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
+
+from dlrun.engine.prims.strides import LayoutRule, like_elementwise
 
 
 class Kind(enum.Enum):
@@ -29,6 +34,11 @@ class Kind(enum.Enum):
     CONV = "conv"
     RANDOM = "random"
     CREATION = "creation"
+    FUSED = "fused"  # a chain of elementwise primitives made by the fusion pass
+
+
+class MissingFact(LookupError):
+    """A pass, the planner or an exporter needs a fact that a primitive does not declare."""
 
 
 ShapeRule = Callable[..., tuple[tuple[int, ...], np.dtype]]
@@ -47,13 +57,59 @@ class Primitive:
     vjp: Callable[..., tuple[Any, ...]] | None = None
     vjp_takes_needs: bool = False
     supports_out: bool = False
-    cuda_expr: str | None = None  # elementwise body for generated CuPy kernels (GPU fusion)
+    # The result may be a view of input 0 (no buffer of its own). Its layout rule returns None
+    # for inputs it cannot view (a reshape of a transposed array copies).
+    view: bool = False
+    # With `out=` given, the forward may write over one of its inputs (read before written).
+    in_place: bool = False
+    # layout(in_shapes, in_strides, out_shape, **attrs) -> the result's strides in elements, as
+    # the forward lays it out; None: a fresh C-ordered array.
+    layout: LayoutRule | None = None
+    # parts(in_shapes, out_shape, **attrs) -> the basic index of the result that each input
+    # fills, when the inputs tile it (concat): the memory plan then computes each input straight
+    # into its slice; None when they do not.
+    parts: Callable[..., list[tuple] | None] | None = None
+    # The op as a C expression over its inputs `{0}`, `{1}`, ... and attributes `{name}` (GPU
+    # fusion composes these into one kernel); it must compute what `forward` computes, NaN and
+    # infinities included (tests/engine/prims/test_cuda_expr.py checks it against NumPy).
+    cuda_expr: str | None = None
+    # onnx(builder, *input names, **attrs) -> output name: the ONNX lowering (dlrun export).
+    onnx: Callable[..., Any] | None = None
     ufunc: str | None = None  # forward is exactly xp.<ufunc>(*arrays, out=out): plans call it
     # specialize(xp, shapes, **attrs) -> fn(*arrays[, out=]): the forward with its attributes
     # and input shapes (None when unknown) worked out once, for plans that call it every step
     specialize: Callable[..., Callable[..., Any]] | None = None
 
     attr_names: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fusable(self) -> bool:
+        """May join a fused elementwise chain: pure, in place over `out=`, with a CUDA form."""
+        return (self.kind is Kind.ELEMENTWISE and self.pure and self.supports_out
+                and self.in_place and self.cuda_expr is not None)
+
+    def fact(self, name: str, needed_by: str) -> Any:
+        """The fact `name`, or a MissingFact error naming the op, the fact and who needs it."""
+        value = getattr(self, name)
+        if value is None:
+            raise MissingFact(f"primitive {self.name!r} declares no {name} (needed by {needed_by})")
+        return value
+
+    def cuda_code(self, args: list[str], attrs: dict[str, Any]) -> str:
+        """The CUDA expression over the C expressions `args`, with attribute values as C."""
+        expr = self.fact("cuda_expr", "GPU elementwise fusion")
+        return expr.format(*args, **{k: _c_literal(v) for k, v in attrs.items()})
+
+    def bound(self, xp: Any, attrs: dict[str, Any],
+              shapes: tuple[tuple[int, ...], ...] | None = None) -> Callable[..., Any]:
+        """The forward with the array module and attributes bound, called as fn(*arrays[, out=]):
+        the ufunc itself when the forward is exactly one ufunc call, the specialized form when
+        the primitive has one (`shapes`, the inputs' shapes, lets it pick its fastest form)."""
+        if self.ufunc is not None and not attrs:
+            return getattr(xp, self.ufunc)
+        if self.specialize is not None:
+            return self.specialize(xp, shapes, **attrs)
+        return partial(self.forward, xp, **attrs) if attrs else partial(self.forward, xp)
 
     def defvjp(self, fn: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
         """Register the vjp rule `fn(g, y, *xs, [needs,] **attrs) -> tuple of grads (or None)`."""
@@ -76,6 +132,21 @@ class Primitive:
 
 
 REGISTRY: dict[str, Primitive] = {}
+
+C_TYPES = {"float16": "half", "float32": "float", "float64": "double", "int32": "int",
+           "int64": "long long", "bool": "bool"}
+
+
+def _c_literal(value: Any) -> str:
+    """An attribute value as C source: dtypes as C type names, numbers as literals."""
+    if isinstance(value, np.dtype | type):
+        return C_TYPES[np.dtype(value).name]
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return repr(v) if np.isfinite(v) else ("(1.0/0.0)" if v > 0 else "(-1.0/0.0)")
+    return str(value)
 
 
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -106,30 +177,35 @@ def primitive(
     differentiable: bool = True,
     cuda_expr: str | None = None,
     ufunc: str | None = None,
+    view: bool = False,
+    in_place: bool | None = None,
+    layout: LayoutRule | None = None,
+    onnx: Callable[..., Any] | None = None,
+    parts: Callable[..., list[tuple] | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Primitive]:
-    """Decorator: register `forward(xp, *arrays, **attrs)` as a primitive called `name`."""
+    """Decorator: register `forward(xp, *arrays, **attrs)` as a primitive called `name`.
+
+    Elementwise primitives default to the elementwise shape rule, NumPy's order='K' layout and,
+    when their forward takes `out=`, running in place; other kinds must give a shape rule.
+    """
 
     def wrap(forward: Callable[..., Any]) -> Primitive:
         if name in REGISTRY:
             raise ValueError(f"primitive {name!r} is defined twice")
-        rule = shape or (elementwise_rule if kind is Kind.ELEMENTWISE else None)
+        elementwise = kind is Kind.ELEMENTWISE
+        rule = shape or (elementwise_rule if elementwise else None)
         if rule is None:
             raise ValueError(f"primitive {name!r} needs a shape rule")
         params = inspect.signature(forward).parameters
-        attr_names = tuple(
-            p.name for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
-        )
+        takes_out = "out" in params
         prim = Primitive(
-            name=name,
-            forward=forward,
-            kind=kind,
-            shape_rule=rule,
-            pure=pure,
-            differentiable=differentiable,
-            supports_out="out" in params,
-            cuda_expr=cuda_expr,
-            ufunc=ufunc,
-            attr_names=tuple(a for a in attr_names if a != "out"),
+            name=name, forward=forward, kind=kind, shape_rule=rule, pure=pure,
+            differentiable=differentiable, supports_out=takes_out, view=view,
+            in_place=(elementwise and takes_out) if in_place is None else in_place,
+            layout=layout or (like_elementwise if elementwise else None),
+            cuda_expr=cuda_expr, onnx=onnx, ufunc=ufunc, parts=parts,
+            attr_names=tuple(p.name for p in params.values()
+                             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "out"),
         )
         REGISTRY[name] = prim
         return prim

@@ -1,26 +1,30 @@
 """Lowering: Graph -> Plan, a generated straight-line Python function over pre-bound calls.
 
-Each compute node becomes one line `vN = fN(vA, vB[, out=bN])`, where `fN` is
-`partial(prim.forward, xp, **attrs)` bound once, and `bN` a buffer preallocated by the memory
-plan. Values live in local variables and are deleted after their last use, so the interpreter does
-no dict lookups, shape inference or bookkeeping per node at run time. An exception is mapped back
-from the generated line to the node, its op and the user source line that created it.
+Each compute node becomes one line `vN = fN(vA, vB[, out=bN])`, where `fN` is the primitive's
+forward bound once (`Primitive.bound`: the ufunc itself, the primitive's specialized form, or
+`partial(prim.forward, xp, **attrs)`), and `bN` a buffer preallocated from the memory plan. What a
+node computes is always its primitive's own code; the plan only decides where values live. Values
+live in local variables and are deleted after their last use, so the interpreter does no dict
+lookups, shape inference or bookkeeping per node at run time. An exception is mapped back from
+the generated line to the node, its op and the user source line that created it.
 """
 
 from __future__ import annotations
 
 import itertools
+import linecache
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from dlrun.engine.graph import SINKS, Graph, Node
-from dlrun.engine.layout import allocate, order_of
+from dlrun.engine.layout import allocate
+from dlrun.engine.passes.memory import MemoryPlan
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.errors import ExecutionError
 
 _PLAN_IDS = itertools.count()
+_NO_MEMORY = MemoryPlan({}, [], {}, {}, {})
 
 
 @dataclass
@@ -69,201 +73,128 @@ class Plan:
         return node
 
 
-def bind_op(op: str, attrs: dict[str, Any], xp: Any,
-            shapes: tuple[tuple[int, ...], ...] | None = None) -> Callable[..., Any]:
-    """The primitive's forward with the array module and attributes bound (the ufunc itself when
-    the forward is exactly one ufunc call: one Python call less per node)."""
-    prim = REGISTRY[op]
-    if prim.ufunc is not None and not attrs:
-        return getattr(xp, prim.ufunc)
-    if prim.specialize is not None:
-        return prim.specialize(xp, shapes, **attrs)
-    return partial(prim.forward, xp, **attrs) if attrs else partial(prim.forward, xp)
-
-
 def bind(node: Node, xp: Any, shapes: tuple[tuple[int, ...], ...] | None = None
          ) -> Callable[..., Any]:
-    """A callable computing the node from its input arrays (fused nodes: the whole chain);
-    `shapes`, the inputs' shapes, lets a primitive pick its fastest form."""
-    if node.op == "fused":
-        from dlrun.engine.passes.fuse import lower_fused, lower_fused_cuda
+    """A callable computing the node from its input arrays: its primitive's bound forward."""
+    return REGISTRY[node.op].bound(xp, node.attrs, shapes)
 
-        return lower_fused(node, xp) if xp.__name__ == "numpy" else lower_fused_cuda(node, xp)
-    return bind_op(node.op, node.attrs, xp, shapes)
+
+_SOURCE_LINES = {"input": "inputs[{index}]", "state": "state[{slot}]",
+                 "state_grad": "grads[{index}]"}
+
+
+class _Emitter:
+    """Builds the plan's source line by line, and the environment its names refer to."""
+
+    def __init__(self, graph: Graph, xp: Any) -> None:
+        self.xp, self.memory = xp, graph.memory or _NO_MEMORY
+        self.containers = self.memory.containers
+        self.shape_of = {n.id: n.shape for n in graph.nodes}
+        self.last_use = {i: pos for pos, n in enumerate(graph.nodes) for i in n.inputs}
+        self.env: dict[str, Any] = {}
+        self.lines = ["def __plan_gen(box):", "    while True:",
+                      "        inputs, state, grads = yield"]
+        self.line_nodes: dict[int, Node] = {}
+        self.sinks: dict[str, dict[int, str]] = {op: {} for op in SINKS}
+        self.buffers: dict[str, Any] = {}
+        self.live: set[int] = set()
+        self.calls = 0
+
+    def emit(self, pos: int, n: Node) -> None:
+        """The line(s) for node n at position pos, then deletes of values dead after it."""
+        if n.op in SINKS:
+            key = "index" if n.op == "output" else "slot"
+            self.sinks[n.op][n.attrs[key]] = f"v{n.inputs[0]}"
+            return
+        if n.op in _SOURCE_LINES:
+            self.line(f"v{n.id} = {_SOURCE_LINES[n.op].format(**n.attrs)}")
+        elif n.op == "const":
+            self.env[f"c{n.id}"] = n.attrs["value"]
+            self.line(f"v{n.id} = c{n.id}")
+        else:
+            self.compute(n)
+        self.live.add(n.id)
+        dead = sorted({i for i in n.inputs if self.last_use.get(i) == pos})
+        if dead:
+            self.line(f"del {', '.join(f'v{i}' for i in dead)}")
+            self.live.difference_update(dead)
+
+    def line(self, text: str, node: Node | None = None) -> None:
+        self.lines.append(f"        {text}")
+        if node is not None:
+            self.line_nodes[len(self.lines)] = node
+
+    def compute(self, n: Node) -> None:
+        """`vN = fN(inputs[, out=target])`, or just the target when every part was placed."""
+        out = self.target(n)
+        if n.id in self.containers:
+            self.line(f"v{n.id} = {out}")
+            return
+        self.env[f"f{n.id}"] = bind(n, self.xp, tuple(self.shape_of[i] for i in n.inputs))
+        args = ", ".join([f"v{i}" for i in n.inputs] + ([f"out={out}"] if out else []))
+        self.line(f"v{n.id} = f{n.id}({args})", n)
+        self.calls += len(n.attrs["program"]) if "program" in n.attrs else 1
+
+    def target(self, n: Node) -> str | None:
+        """Where the memory plan says node n writes: a state's array, its slice of a container,
+        a planned buffer, or nowhere (the primitive allocates)."""
+        mem = self.memory
+        if n.id in mem.state_out:
+            return f"state[{mem.state_out[n.id]}]"  # written in place into the state's array
+        if n.id in mem.placed:
+            return f"p{n.id}"  # a view of the slice of the container gathering it
+        if n.id in mem.buffers:
+            name = f"b{mem.buffers[n.id]}"
+            self.buffers.setdefault(name, mem.specs[mem.buffers[n.id]])
+            return name
+        return None
+
+    def finish(self) -> str:
+        """The closing lines (results into the box, nothing kept alive) and the whole source."""
+        packs = [", ".join(src for _, src in sorted(self.sinks[op].items()))
+                 for op in ("output", "state_write", "grad_write")]
+        self.line("box[0] = " + ", ".join(f"({p}{',' if p else ''})" for p in packs))
+        # The frame lives on between calls (a generator: no per-call frame allocation, which for
+        # a plan of thousands of locals would map fresh pages every step), so it must not keep
+        # anything alive: the in-place state updates rely on the state arrays' reference counts.
+        leftovers = ["inputs", "state", "grads"] + [f"v{i}" for i in sorted(self.live)]
+        self.line(f"del {', '.join(leftovers)}")
+        return "\n".join(self.lines) + "\n"
+
+    def allocate(self) -> None:
+        """The planned buffers, and the views of container slices that parts are written to."""
+        for name, (shape, dtype, order) in self.buffers.items():
+            self.env[name] = allocate(self.xp, shape, dtype, order)
+        for v in self.memory.placed:
+            self.place_view(v)
+
+    def place_view(self, v: int) -> Any:
+        """env["p<v>"]: the view of its container's buffer that value v is computed into."""
+        name = f"p{v}"
+        if name not in self.env:
+            c, index, reshape = self.memory.placed[v]
+            placed = self.memory.placed
+            base = self.place_view(c) if c in placed else self.env[f"b{self.memory.buffers[c]}"]
+            view = base[index]
+            self.env[name] = view.reshape(reshape) if reshape is not None else view
+        return self.env[name]
 
 
 def lower(graph: Graph, xp: Any) -> Plan:
     """Generate and compile the plan's Python function for a (verified, optimized) graph."""
-    last_use: dict[int, int] = {}
+    em = _Emitter(graph, xp)
     for pos, n in enumerate(graph.nodes):
-        for i in n.inputs:
-            last_use[i] = pos
-    env: dict[str, Any] = {}
-    lines = ["def __plan_gen(box):", "    while True:", "        inputs, state, grads = yield"]
-    line_nodes: dict[int, Node] = {}
-    outputs: dict[int, str] = {}
-    state_writes: list[tuple[int, str]] = []
-    grad_writes: list[tuple[int, str]] = []
-    buffers: dict[str, Any] = {}
-    live: set[int] = set()
-    planned = graph.meta.get("buffers", {})
-    state_out = graph.meta.get("state_out", {})
-    placed = graph.meta.get("placed", {})
-    layouts = graph.meta.get("layouts", {})
-    containers = {c for c, _, _ in placed.values()}
-    shape_of = {n.id: n.shape for n in graph.nodes}
-    for pos, n in enumerate(graph.nodes):
-        v = f"v{n.id}"
-        if n.op == "input":
-            lines.append(f"        {v} = inputs[{n.attrs['index']}]")
-        elif n.op == "state":
-            lines.append(f"        {v} = state[{n.attrs['slot']}]")
-        elif n.op == "state_grad":
-            lines.append(f"        {v} = grads[{n.attrs['index']}]")
-        elif n.op == "const":
-            env[f"c{n.id}"] = n.attrs["value"]
-            lines.append(f"        {v} = c{n.id}")
-        elif n.op in SINKS:
-            src = f"v{n.inputs[0]}"
-            if n.op == "output":
-                outputs[n.attrs["index"]] = src
-            elif n.op == "state_write":
-                state_writes.append((n.attrs["slot"], src))
-            else:
-                grad_writes.append((n.attrs["slot"], src))
-            continue
-        else:
-            out = None
-            if n.id in state_out:
-                out = f"state[{state_out[n.id]}]"  # written in place into the state's array
-            elif n.id in placed:
-                out = f"p{n.id}"  # a view of the slice of the container gathering it
-            elif n.id in planned:
-                out = f"b{planned[n.id]}"
-                buffers.setdefault(out, graph.meta["buffer_specs"][planned[n.id]])
-            if n.id in containers:  # every part was written into place: nothing to gather
-                lines.append(f"        {v} = {out}")
-            elif n.op == "fused" and xp.__name__ == "numpy":
-                _emit_fused(n, out, xp, env, lines, line_nodes, layouts.get(n.id))
-            elif out is None and n.op in _VIEWS:
-                lines.append(f"        {v} = {_VIEWS[n.op](n, env)}")  # a method call, inline
-                line_nodes[len(lines)] = n
-            else:
-                env[f"f{n.id}"] = bind(n, xp, tuple(shape_of[i] for i in n.inputs))
-                args = ", ".join(f"v{i}" for i in n.inputs)
-                if out is not None:
-                    args = f"{args}, out={out}" if args else f"out={out}"
-                lines.append(f"        {v} = f{n.id}({args})")
-                line_nodes[len(lines)] = n
-        if n.op not in SINKS:
-            live.add(n.id)
-        dead = sorted({i for i in n.inputs if last_use.get(i) == pos and n.op not in SINKS})
-        if dead:
-            lines.append(f"        del {', '.join(f'v{i}' for i in dead)}")
-            live.difference_update(dead)
-    outs = ", ".join(outputs[i] for i in range(len(outputs)))
-    sws = ", ".join(src for _, src in state_writes)
-    gws = ", ".join(src for _, src in grad_writes)
-    lines.append(f"        box[0] = ({outs}{',' if outs else ''}), ({sws}{',' if sws else ''}), "
-                 f"({gws}{',' if gws else ''})")
-    # The frame lives on between calls (a generator: no per-call frame allocation, which for a
-    # plan of thousands of locals would map fresh pages every step), so it must not keep
-    # anything alive: the in-place state updates rely on the state arrays' reference counts.
-    leftovers = ", ".join(["inputs", "state", "grads"] + [f"v{i}" for i in sorted(live)])
-    lines.append(f"        del {leftovers}")
-    source = "\n".join(lines) + "\n"
+        em.emit(pos, n)
+    source = em.finish()
+    em.allocate()
     filename = f"<dlrun plan {next(_PLAN_IDS)}>"
-    for name, (shape, dtype, order) in buffers.items():
-        env[name] = allocate(xp, shape, dtype, order)
-    for v in placed:
-        _place_view(v, placed, planned, env)
-    code = compile(source, filename, "exec")
-    exec(code, env)  # noqa: S102  (our own generated straight-line code)
-    # Keep the source visible to tracebacks and debuggers.
-    import linecache
-
+    exec(compile(source, filename, "exec"), em.env)  # noqa: S102  (our own generated code)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     return Plan(
-        fn=env["__plan_gen"],
-        source=source,
-        filename=filename,
-        line_nodes=line_nodes,
-        calls=len(line_nodes),
-        state_write_slots=[s for s, _ in state_writes],
-        grad_write_slots=[s for s, _ in grad_writes],
-        buffers={k: env[k] for k in buffers},
-        inplace_slots=sorted(set(state_out.values())),
+        fn=em.env["__plan_gen"], source=source, filename=filename, line_nodes=em.line_nodes,
+        calls=em.calls,
+        state_write_slots=sorted(em.sinks["state_write"]),
+        grad_write_slots=sorted(em.sinks["grad_write"]),
+        buffers={k: em.env[k] for k in em.buffers},
+        inplace_slots=sorted(set(em.memory.state_out.values())),
     )
-
-
-def _place_view(v: int, placed: dict[int, Any], planned: dict[int, int],
-                env: dict[str, Any]) -> Any:
-    """env["p<v>"]: the view of its container's buffer that value v is computed into."""
-    name = f"p{v}"
-    if name not in env:
-        c, index, reshape = placed[v]
-        base = _place_view(c, placed, planned, env) if c in placed else env[f"b{planned[c]}"]
-        view = base[index]
-        env[name] = view.reshape(reshape) if reshape is not None else view
-    return env[name]
-
-
-def _view_permute(n: Node, env: dict[str, Any]) -> str:
-    return f"v{n.inputs[0]}.transpose({n.attrs['axes']!r})"
-
-
-def _view_reshape(n: Node, env: dict[str, Any]) -> str:
-    return f"v{n.inputs[0]}.reshape({tuple(n.attrs['shape'])!r})"
-
-
-def _view_getitem(n: Node, env: dict[str, Any]) -> str:
-    from dlrun.engine.prims.movement import to_python_index
-
-    env[f"i{n.id}"] = to_python_index(n.attrs["index"])
-    return f"v{n.inputs[0]}[i{n.id}]"
-
-
-# Views whose forward is one ndarray method/subscript: emitted as that expression (the same
-# thing the primitive's forward computes, without two Python calls around it).
-_VIEWS = {"permute": _view_permute, "reshape": _view_reshape, "getitem": _view_getitem}
-
-
-def _emit_fused(n: Node, out: str | None, xp: Any, env: dict[str, Any], lines: list[str],
-                line_nodes: dict[int, Node], strides: tuple[int, ...] | None = None) -> None:
-    """Inline a fused chain: every step but the last writes a persistent scratch buffer, the
-    last writes `out` (so `out` may alias any input of the chain)."""
-    program = n.attrs["program"]
-    scratch = f"s{n.id}"
-    if len(program) > 1:  # laid out like the chain's result
-        order = tuple(range(len(n.shape))) if strides is None else order_of(n.shape, strides)
-        env[scratch] = allocate(xp, n.shape, n.dtype, order)
-    for k, (op, refs, attrs) in enumerate(program):
-        env[f"f{n.id}_{k}"] = bind_op(op, dict(attrs), xp)
-        args = ", ".join(scratch if r < 0 else f"v{n.inputs[r]}" for r in refs)
-        last = k == len(program) - 1
-        target = out if last else scratch
-        call = f"f{n.id}_{k}({args}, out={target})" if target else f"f{n.id}_{k}({args})"
-        lines.append(f"        v{n.id} = {call}" if last else f"        {call}")
-        line_nodes[len(lines)] = n
-
-
-def interpret(graph: Graph, xp: Any, inputs: list[Any], state: list[Any],
-              grads: list[Any] | None = None) -> dict[int, Any]:
-    """Evaluate a graph node by node (reference executor for tests and constant folding)."""
-    env: dict[int, Any] = {}
-    for n in graph.nodes:
-        if n.op == "input":
-            env[n.id] = inputs[n.attrs["index"]]
-        elif n.op == "state":
-            env[n.id] = state[n.attrs["slot"]]
-        elif n.op == "state_grad":
-            env[n.id] = (grads or [])[n.attrs["index"]]
-        elif n.op == "const":
-            env[n.id] = n.attrs["value"]
-        elif n.op in SINKS:
-            env[n.id] = env[n.inputs[0]]
-        else:
-            env[n.id] = bind(n, xp)(*[env[i] for i in n.inputs])
-    return env
-
-

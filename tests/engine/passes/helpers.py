@@ -8,7 +8,7 @@ import numpy as np
 
 import dlrun
 from dlrun.engine.graph import Graph
-from dlrun.engine.static.lower import interpret
+from dlrun.engine.static.interpret import interpret
 from dlrun.engine.static.trace import TraceResult, trace
 
 

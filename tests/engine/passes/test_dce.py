@@ -15,7 +15,7 @@ def test_removes_unused_values_keeps_outputs_and_random_draws() -> None:
     r = traced(fn, x)
     g = dce(r.graph)
     assert "exp" not in ops(g) and "uniform" in ops(g) and "add" in ops(g)
-    assert g.meta["dce_detail"]["removed"] == 3  # const 3.0, mul, exp
+    assert g.detail["removed"] == 3  # const 3.0, mul, exp
     assert_same_results(r.graph, g, r, (x,))
 
 

@@ -24,11 +24,11 @@ def test_never_folds_state() -> None:
     w = dlrun.tensor([1.0, 2.0], dtype="float64")
     r = traced(lambda x: x * w.exp(), dlrun.ones(2, dtype="float64"))
     g = fold(r.graph)
-    assert "exp" in [n.op for n in g.nodes] and g.meta["fold_detail"]["folded"] == 0
+    assert "exp" in [n.op for n in g.nodes] and g.detail["folded"] == 0
 
 
 def test_does_not_materialize_broadcasts() -> None:
     r = traced(lambda x: x + dlrun.tensor(2.0).expand(100, 100), dlrun.ones(100, 100))
     g = fold(r.graph)
     assert all(n.attrs["value"].size == 1 for n in g.nodes if n.op == "const")
-    np.testing.assert_equal(g.meta["fold_detail"]["folded"], 0)
+    np.testing.assert_equal(g.detail["folded"], 0)

@@ -5,7 +5,8 @@ import pytest
 
 import dlrun
 from dlrun.engine.passes import fuse
-from dlrun.engine.passes.fuse import cuda_kernel_source, lower_fused
+from dlrun.engine.prims.fused import cuda_chain, cuda_kernel_source
+from dlrun.engine.static.lower import bind
 from tests.engine.passes.helpers import assert_same_results, ops, traced
 
 
@@ -33,7 +34,7 @@ def test_fused_node_runs_in_place_into_out() -> None:
     x = dlrun.tensor(np.linspace(-2, 2, 6).reshape(2, 3))
     r = traced(lambda x: (x * 2.0).sigmoid() + 1.0, x)
     node = next(n for n in fuse(r.graph).nodes if n.op == "fused")
-    run = lower_fused(node, np)
+    run = bind(node, np)
     consts = {n.id: n.attrs["value"] for n in r.graph.nodes if n.op == "const"}
     ext = [x._value if i == 0 else consts[i] for i in node.inputs]
     out = np.empty(node.shape, node.dtype)
@@ -47,19 +48,19 @@ def test_cuda_kernel_source_composes_expressions() -> None:
     r = traced(lambda x: (x * 2.0).tanh() + x.relu().relu(), x)
     for node in fuse(r.graph).nodes:
         if node.op == "fused":
-            in_params, out_params, body = cuda_kernel_source(node)
+            in_params, out_params, body = cuda_kernel_source(node.attrs["program"], len(node.inputs))
             assert in_params.startswith("T0 in0") and out_params == "O out"
             assert body.startswith("out = (O)(") and "in0" in body
     node = next(n for n in fuse(r.graph).nodes if n.op == "fused"
                 and n.attrs["program"][0][0] == "mul")
-    assert cuda_kernel_source(node)[2] == "out = (O)(((tanh(((in0 * in1)))) + in2))"
+    assert cuda_kernel_source(node.attrs["program"], len(node.inputs))[2] == "out = (O)(((tanh(((in0 * in1)))) + in2))"
 
 
 def test_cuda_source_types_casts_and_relu() -> None:
     x = dlrun.ones(3, dtype="float64")
     r = traced(lambda x: ((x * 2.0).to_dtype("float32") + 1.0).relu(), x)
     nodes = [n for n in fuse(r.graph).nodes if n.op == "fused"]
-    bodies = [cuda_kernel_source(n)[2] for n in nodes]
+    bodies = [cuda_kernel_source(n.attrs["program"], len(n.inputs))[2] for n in nodes]
     assert any("(float)" in b for b in bodies)
     assert any("> 0 ?" in b for b in bodies)
     assert all("float32" not in b for b in bodies)
@@ -69,12 +70,10 @@ def test_cuda_source_types_casts_and_relu() -> None:
 def test_fused_kernel_runs_on_cuda_and_matches_numpy() -> None:
     import cupy
 
-    from dlrun.engine.passes.fuse import lower_fused_cuda
-
     x = dlrun.tensor(np.linspace(-2, 2, 6).reshape(2, 3))
     r = traced(lambda x: ((x * 2.0).tanh() + 1.0).relu(), x)
     node = next(n for n in fuse(r.graph).nodes if n.op == "fused")
     consts = {n.id: n.attrs["value"] for n in r.graph.nodes if n.op == "const"}
     ext = [x._value if i == 0 else consts[i] for i in node.inputs]
-    got = lower_fused_cuda(node, cupy)(*[cupy.asarray(e) for e in ext]).get()
+    got = cuda_chain(cupy, node.attrs["program"], len(node.inputs))(*[cupy.asarray(e) for e in ext]).get()
     np.testing.assert_allclose(got, np.maximum(np.tanh(2 * x.numpy()) + 1, 0), rtol=1e-6)

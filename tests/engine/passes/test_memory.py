@@ -4,7 +4,8 @@ import numpy as np
 
 import dlrun
 from dlrun import functional as F
-from dlrun.engine.passes import memory, run
+from dlrun.engine.passes import run
+from dlrun.engine.prims import REGISTRY
 
 
 def _mlp_step():
@@ -31,11 +32,11 @@ def test_buffers_are_reused_and_escaping_values_are_not_planned() -> None:
     f = dlrun.compile(step)
     f(x, y)
     g = f.last.graph
-    mem = g.meta["memory"]
+    mem = g.memory.stats
     assert 0 < mem["buffers"] < mem["planned_values"]
     assert mem["planned_bytes"] < mem["unplanned_bytes"]
     sinks = {n.inputs[0] for n in g.nodes if n.op in ("output", "state_write", "grad_write")}
-    assert not sinks & set(g.meta["buffers"])
+    assert not sinks & set(g.memory.buffers)
 
 
 def test_results_survive_the_next_call() -> None:
@@ -64,12 +65,12 @@ def test_in_place_elementwise_reuses_its_input_buffer() -> None:
 
     r = traced(lambda x: ((x @ x) * 2.0).exp() @ x, dlrun.ones(4, 4, dtype="float64"))
     g, _ = run(r.graph, ("dce", "cse", "fold", "memory"))
-    buffers = g.meta["buffers"]
+    buffers = g.memory.buffers
     first = {}
     for n in g.nodes:
         first.setdefault(n.op, n.id)
     assert buffers[first["matmul"]] == buffers[first["mul"]] == buffers[first["exp"]]
-    assert memory.VIEW_OPS >= {"reshape", "permute"}
+    assert {op for op, p in REGISTRY.items() if p.view} >= {"reshape", "permute"}
 
 
 def _rnn_like(x, w, h):
@@ -101,7 +102,7 @@ def test_parts_are_computed_into_their_container_and_results_match_eager() -> No
         for a, b in zip(got, eager, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12)
     g = f.last.graph
-    placed = g.meta["placed"]
+    placed = g.memory.placed
     containers = {c for c, _, _ in placed.values()}
     by_id = g.by_id()
     assert {by_id[c].op for c in containers} == {"concat", "assemble_slices"}
@@ -111,7 +112,7 @@ def test_parts_are_computed_into_their_container_and_results_match_eager() -> No
     source = f.last.plan.source
     for c in containers:
         assert f"v{c} = f{c}(" not in source
-    assert g.meta["memory"]["written_into_place"] == len(placed)
+    assert g.memory.stats["written_into_place"] == len(placed)
 
 
 def test_an_escaping_container_is_not_placed() -> None:
@@ -122,7 +123,7 @@ def test_an_escaping_container_is_not_placed() -> None:
 
     r = traced(fn, dlrun.ones(2, 3, dtype="float64"), dlrun.ones(2, 3, dtype="float64"))
     g, _ = run(r.graph, ("dce", "memory"))
-    assert g.meta["placed"] == {}
+    assert g.memory.placed == {}
 
 
 def test_a_part_used_after_its_container_keeps_the_buffer_alive() -> None:
@@ -139,4 +140,4 @@ def test_a_part_used_after_its_container_keeps_the_buffer_alive() -> None:
     f = dlrun.compile(fn)
     assert f(a, b).item() == want and f(a, b).item() == want
     g = f.last.graph
-    assert len(g.meta["placed"]) == 2
+    assert len(g.memory.placed) == 2

@@ -1,0 +1,106 @@
+"""`fused`: a chain of elementwise primitives run as one op (made by passes/fuse.py).
+
+Its `program` attribute is a tuple of steps `(op, refs, attrs)`: `refs` index the chain's external
+inputs, -1 meaning the running result. On NumPy the chain is one generated straight-line function
+calling each step's bound forward in place over a scratch buffer (every step but the last; the
+last writes `out`, so `out` may alias any input); on CuPy it is one generated elementwise kernel
+composed from the steps' CUDA expressions. The static plan and the reference interpreter both run
+the chain through this primitive, so the reference checks what production runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dlrun.engine.prims.registry import REGISTRY, Kind, primitive
+from dlrun.engine.prims.strides import like_elementwise
+
+Program = tuple[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]], ...]
+
+
+class _Aval:
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+
+def _fused_rule(*xs: Any, program: Program) -> tuple[tuple[int, ...], np.dtype]:
+    """The steps' own shape rules, applied one after another."""
+    acc = None
+    for op, refs, attrs in program:
+        ins = [acc if r < 0 else xs[r] for r in refs]
+        acc = _Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
+    return acc.shape, acc.dtype
+
+
+@primitive("fused", Kind.FUSED, _fused_rule, differentiable=False, in_place=True,
+           layout=like_elementwise)
+def fused(xp, *ext, program, out=None):
+    """The chain on fresh scratch (interpreters; plans call the specialized form)."""
+    return _chain(xp, program, len(ext), persistent=False)(*ext, out=out)
+
+
+@fused.defspecialize
+def _fused_specialize(xp: Any, shapes: Any, *, program: Program) -> Callable[..., Any]:
+    n = len(shapes) if shapes is not None else 1 + max(max(refs, default=-1)
+                                                       for _, refs, _ in program)
+    if xp.__name__ == "numpy":
+        return _chain(xp, program, n, persistent=True)
+    return cuda_chain(xp, program, n)
+
+
+def _chain(xp: Any, program: Program, n_ext: int, persistent: bool) -> Callable[..., Any]:
+    """A generated function running the steps: scratch buffer kept across calls if persistent."""
+    params = ", ".join(f"e{k}" for k in range(n_ext))
+    env: dict[str, Any] = {"box": [None], "new_scratch": _scratch_maker(xp, program),
+                           "keep": persistent}
+    lines = [f"def chain({params}, out=None):", "    s = box[0]", "    if s is None:",
+             f"        s = new_scratch(out, {params})", "        if keep:", "            box[0] = s"]
+    for k, (op, refs, attrs) in enumerate(program):
+        env[f"f{k}"] = REGISTRY[op].bound(xp, dict(attrs))
+        args = ", ".join("s" if r < 0 else f"e{r}" for r in refs)
+        last = k == len(program) - 1
+        lines.append(f"    return f{k}({args}, out=out)" if last else f"    f{k}({args}, out=s)")
+    exec(compile("\n".join(lines) + "\n", f"<dlrun fused chain {len(program)}>", "exec"), env)  # noqa: S102
+    return env["chain"]
+
+
+def _scratch_maker(xp: Any, program: Program) -> Callable[..., Any]:
+    """The scratch buffer: laid out like `out` when given, else C-ordered of the chain's shape."""
+
+    def new_scratch(out: Any, *ext: Any) -> Any:
+        if out is not None:
+            return xp.empty_like(out)
+        shape, dtype = _fused_rule(*ext, program=program)
+        return xp.empty(shape, dtype=dtype)
+
+    return new_scratch
+
+
+def cuda_kernel_source(program: Program, n_inputs: int) -> tuple[str, str, str]:
+    """(in_params, out_params, body) for cupy.ElementwiseKernel: the steps' CUDA expressions
+    composed into one."""
+    expr = ""
+    for op, refs, attrs in program:
+        names = [f"({expr})" if r < 0 else f"in{r}" for r in refs]
+        expr = REGISTRY[op].cuda_code(names, dict(attrs))
+    in_params = ", ".join(f"T{k} in{k}" for k in range(n_inputs))
+    return in_params, "O out", f"out = (O)({expr})"
+
+
+def cuda_chain(cupy: Any, program: Program, n_inputs: int) -> Callable[..., Any]:
+    """The chain as one CuPy elementwise kernel: one launch, one pass over memory."""
+    in_params, out_params, body = cuda_kernel_source(program, n_inputs)
+    kernel = cupy.ElementwiseKernel(in_params, out_params, body, "dlrun_fused")
+
+    def run(*ext: Any, out: Any = None) -> Any:
+        if out is None:
+            shape, dtype = _fused_rule(*ext, program=program)
+            out = cupy.empty(shape, dtype=dtype)
+        return kernel(*ext, out)
+
+    return run
