@@ -61,7 +61,10 @@ LABELS = {
     "floor_malloc": "NumPy floor, default malloc",
     "torch_eager": "PyTorch eager",
     "torch_loop": "PyTorch eager, per-step op loop",
+    "base_eager": "dlrun eager, baseline tree",
+    "base_static": "dlrun static, baseline tree",
 }
+BASELINE_ENV = "DLRUN_BENCH_BASELINE"  # the --baseline tree, inherited by the spawned workers
 # "zero" steady-state page faults: fewer than one per 10 steps on average (a step that unmaps and
 # re-faults its buffers takes at least one fault every step; rare background faults do not)
 ZERO_FAULTS = 0.1
@@ -151,11 +154,19 @@ def build_impl(key: str, workload: str, config_dir: Path, x: np.ndarray, y: np.n
                ) -> tuple[Callable[[], Any], dict[str, Any], Any]:
     """(step, info, experiment or None) of one implementation on the fixed batch (x, y)."""
     info: dict[str, Any] = {}
+    if key.startswith("base_"):
+        if "dlrun" in sys.modules:
+            raise RuntimeError("--baseline needs worker processes (not --in-process)")
+        sys.path.insert(0, os.environ[BASELINE_ENV])  # this worker imports the other tree
+        key = "dlrun_" + key.removeprefix("base_")
     if key.startswith("dlrun_"):
         from dlrun.backend import synchronize
         from dlrun.config import load_config
         from dlrun.runner.experiment import batch_tensors, build_experiment
 
+        import dlrun
+
+        info["dlrun_source"] = str(Path(dlrun.__file__).parent.parent)
         mode = key.removeprefix("dlrun_")
         cfg = load_config(config_dir / f"{workload}.yaml", [f"mode={mode}"])
         t0 = time.perf_counter()
@@ -401,6 +412,8 @@ PAIRS = {
     "floor_malloc_over_reused": ("floor_malloc", "floor_reused"),
     "torch_over_floor": ("torch_eager", "floor_reused"),
     "static_over_torch_loop": ("dlrun_static", "torch_loop"),
+    "static_over_base": ("dlrun_static", "base_static"),
+    "eager_over_base": ("dlrun_eager", "base_eager"),
 }
 
 
@@ -635,6 +648,13 @@ def to_markdown(res: dict[str, Any]) -> str:
                      f"{_x(r['eager_over_static'])} | {_x(r['eager_over_torch'])} | "
                      f"{_x(r['torch_over_floor'])} | {_x(r['floor_malloc_over_reused'])} | "
                      f"{_x(r['static_over_torch_loop'])} |")
+    if any(wr["ratios"].get("static_over_base") for wr in res["workloads"].values()):
+        lines += ["", "## Against the baseline tree (medians; in brackets paired by round)", "",
+                  "| workload | static now / baseline | eager now / baseline |", "|---|---:|---:|"]
+        for w, wr in res["workloads"].items():
+            r, pr = wr["ratios"], wr["ratios_paired_by_round"]
+            lines.append(f"| {w} | {_x(r['static_over_base'])} ({_x(pr['static_over_base'])}) | "
+                         f"{_x(r['eager_over_base'])} ({_x(pr['eager_over_base'])}) |")
     lines += ["", "## Targets", "", "| target | workload | measured | bound | status |",
               "|---|---|---:|---:|---|"]
     for t in res["targets"]:
@@ -672,6 +692,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="seconds of pause before each turn, so that the BLAS/OpenMP threads of "
                         "the implementation that ran before stop spinning (0 to disable)")
     p.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another dlrun source tree (e.g. `git worktree add ../base HEAD~3`): "
+                        "its eager and static steps join the same interleaved rounds, so the "
+                        "before/after ratios come from one run")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="seconds to wait for any one answer from a worker")
     args = p.parse_args(argv)
@@ -680,8 +704,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def impl_keys(workload: str, with_torch: bool) -> list[str]:
+def impl_keys(workload: str, with_torch: bool, baseline: bool = False) -> list[str]:
     keys = ["dlrun_eager", "dlrun_static", "floor_reused", "floor_malloc"]
+    if baseline:
+        keys += ["base_eager", "base_static"]
     if with_torch:
         keys.append("torch_eager")
         if workload == "lstm":
@@ -702,7 +728,7 @@ def run_workload(workload: str, args: argparse.Namespace, with_torch: bool) -> d
         x, y = f.make_batch(np.random.default_rng(0))
         if workload == "linreg":
             y = y.reshape(-1, 1)
-    impls = {k: Impl(k) for k in impl_keys(workload, with_torch)}
+    impls = {k: Impl(k) for k in impl_keys(workload, with_torch, args.baseline is not None)}
     where = "this process" if args.in_process else "one worker process each"
     _log(f"[{workload}] starting {', '.join(impls)} ({where})")
     for impl in impls.values():  # workers start (and import) in parallel
@@ -742,6 +768,8 @@ def run_workload(workload: str, args: argparse.Namespace, with_torch: bool) -> d
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.baseline is not None:
+        os.environ[BASELINE_ENV] = str(args.baseline.resolve())
     with_torch = not args.no_torch and (torch_ref.available() if args.in_process
                                         else torch_ref.installed())
     shown = sys.argv[1:] if argv is None else list(argv)

@@ -112,7 +112,7 @@ def col2im(xp, g, *, x_shape, kernel, stride, dilation, padding=(0, 0), out=None
     Two stages, so most adds run over long contiguous blocks: for each kernel column j, the
     KH row-shifted blocks are summed into a (C, N, H + 2*PH, OW) strip (a shift along H moves
     whole rows: runs of OH*OW), then the strip's real rows and columns are added at its column
-    shift (runs of OW). KW adds walk short runs instead of KH*KW (1.4x faster for 3x3)."""
+    shift (runs of OW). KW adds walk short runs instead of KH*KW."""
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, stride, dilation, padding
     oh, ow = _hw_out(x_shape, kernel, stride, padding, dilation)

@@ -352,8 +352,8 @@ def index_add(xp, g, idx, *, axis, size, out=None):
     if xp is np and n_pre == 1:
         flat_idx, rows = _rows_by_index(g, idx)
         if size <= 1024 and size * flat_idx.size <= 1 << 22 and g.dtype.kind == "f":
-            # a small vocabulary: one-hot(idx) @ rows, one GEMM (a 65-character LM's
-            # embedding gradient: 3x faster than sorting); it writes every row of out
+            # a small vocabulary: one-hot(idx) @ rows, one GEMM instead of a sort or an
+            # unbuffered add.at; it writes every row of out
             onehot = np.zeros((size, flat_idx.size), dtype=g.dtype)
             onehot[flat_idx, np.arange(flat_idx.size)] = 1
             out = np.empty(out_shape, dtype=g.dtype) if out is None else out
