@@ -160,11 +160,10 @@ def build_impl(key: str, workload: str, config_dir: Path, x: np.ndarray, y: np.n
         sys.path.insert(0, os.environ[BASELINE_ENV])  # this worker imports the other tree
         key = "dlrun_" + key.removeprefix("base_")
     if key.startswith("dlrun_"):
+        import dlrun
         from dlrun.backend import synchronize
         from dlrun.config import load_config
         from dlrun.runner.experiment import batch_tensors, build_experiment
-
-        import dlrun
 
         info["dlrun_source"] = str(Path(dlrun.__file__).parent.parent)
         mode = key.removeprefix("dlrun_")
