@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from dlrun.atomic import atomic_write_text
 from dlrun.errors import ConfigError
 
 # --------------------------------------------------------------------------- field types
@@ -409,8 +410,6 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically); `load_config` reads it back equal."""
-    from dlrun.runner.rundir import atomic_write_text
-
     text = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False,
                      default_flow_style=False, allow_unicode=True)
     return atomic_write_text(path, "# resolved dlrun experiment config\n" + text)

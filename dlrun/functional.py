@@ -16,6 +16,7 @@ import builtins
 import math
 from collections import namedtuple
 from collections.abc import Sequence
+from types import FunctionType
 from typing import Any
 
 import numpy as np
@@ -715,3 +716,132 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Any, weight: Tensor 
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)
+
+
+# ----- Tensor methods with PyTorch's names -------------------------------------------------------
+# The engine's Tensor defines only the methods that are single primitives; the ones that compose
+# ops are defined here, once, and attached to the class when this module is imported (`import
+# dlrun` imports it). Their bodies call this module's functions (class bodies are not an enclosing
+# scope, so `sum` below is dlrun.functional.sum).
+
+
+_index = index  # Tensor.__getitem__'s parameter is named `index` too
+
+
+class _TensorMethods:
+    """A namespace: every function below becomes a method of Tensor."""
+
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return sum(self, dim, keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return mean(self, dim, keepdim)
+
+    def var(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
+        return var(self, dim, unbiased=unbiased, keepdim=keepdim)
+
+    def std(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
+        return std(self, dim, unbiased=unbiased, keepdim=keepdim)
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return max(self, dim, keepdim)
+
+    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return min(self, dim, keepdim)
+
+    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return amax(self, dim, keepdim)
+
+    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return amin(self, dim, keepdim)
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return argmax(self, dim, keepdim)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return argmin(self, dim, keepdim)
+
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        return logsumexp(self, dim, keepdim)
+
+    def softmax(self, dim: int) -> Tensor:
+        return softmax(self, dim)
+
+    def log_softmax(self, dim: int) -> Tensor:
+        return log_softmax(self, dim)
+
+    def pow(self, exponent: Any) -> Tensor:
+        return pow(self, exponent)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return pow(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return pow(_lift(other, self), self)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return clamp(self, min, max)
+
+    def matmul(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return matmul(_lift(other, self), self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return _index(self, index)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return reshape(self, *shape)
+
+    def view(self, *shape: Any) -> Tensor:
+        return reshape(self, *shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return transpose(self, dim0, dim1)
+
+    def t(self) -> Tensor:
+        return transpose(self, 0, 1) if self.ndim == 2 else self
+
+    def permute(self, *dims: Any) -> Tensor:
+        return permute(self, *dims)
+
+    def expand(self, *shape: Any) -> Tensor:
+        return expand(self, *shape)
+
+    def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
+        return broadcast_to(self, shape)
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        return squeeze(self, dim)
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        return unsqueeze(self, dim)
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        return split(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        return chunk(self, chunks, dim)
+
+    def gather(self, dim: int, index: Tensor) -> Tensor:
+        return gather(self, dim, index)
+
+    def masked_fill(self, mask: Tensor, value: float) -> Tensor:
+        return where(mask, _lift(value, self), self)
+
+
+def _attach_tensor_methods() -> None:
+    for name, method in list(vars(_TensorMethods).items()):
+        if isinstance(method, FunctionType):
+            method.__qualname__ = f"Tensor.{name}"
+            setattr(Tensor, name, method)
+
+
+_attach_tensor_methods()

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from dlrun.engine.prims import movement, reduce
+
 if TYPE_CHECKING:
     from dlrun.engine.tensor import Tensor
 
@@ -59,10 +61,8 @@ class SliceGrads:
         self.parts = parts
 
     def materialize(self) -> Tensor:
-        from dlrun.engine.prims.movement import assemble_slices
-
-        return assemble_slices(*[g for g, _ in self.parts], shape=self.shape,
-                               indices=tuple(index for _, index in self.parts))
+        return movement.assemble_slices(*[g for g, _ in self.parts], shape=self.shape,
+                                        indices=tuple(index for _, index in self.parts))
 
 
 def _dense(g: Tensor | SliceGrads) -> Tensor:
@@ -79,8 +79,6 @@ def unbroadcast(g: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Sum a gradient of a broadcast result back to the operand's shape."""
     if g.shape == shape:
         return g
-    from dlrun.engine.prims import reduce
-
     lead = len(g.shape) - len(shape)
     axes = tuple(range(lead)) + tuple(
         i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1
@@ -88,8 +86,6 @@ def unbroadcast(g: Tensor, shape: tuple[int, ...]) -> Tensor:
     if axes:
         g = reduce.sum(g, axis=axes, keepdims=False)
     if g.shape != shape:
-        from dlrun.engine.prims import movement
-
         g = movement.reshape(g, shape=shape)
     return g
 
@@ -112,7 +108,7 @@ def _graph_of(root: Tensor) -> list[Tensor]:
 
 def backward(root: Tensor, grad: Tensor | None = None, retain_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) into every leaf's `.grad` (leaves: requires_grad, no context)."""
-    from dlrun.engine import creation
+    from dlrun.engine import creation  # lazy: creation -> dispatch -> eager -> autograd
 
     if not root.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")

@@ -12,6 +12,7 @@ import numpy as np
 
 from dlrun.backend import get_xp, normalize_device
 from dlrun.engine import dispatch
+from dlrun.engine.prims import random
 from dlrun.engine.tensor import Tensor
 
 DEFAULT_DTYPE = np.dtype(np.float32)
@@ -71,11 +72,8 @@ def tensor(
     data: Any, requires_grad: bool = False, dtype: Any = None, device: str | None = None
 ) -> Tensor:
     """A tensor holding a copy of data; Python floats default to float32 (like PyTorch)."""
-    value, device, xp = as_array(data, dtype=dtype, device=device)
-    mode = dispatch.MODE.get()
-    t = Tensor._wrap(value, device, xp, False) if mode is dispatch.EAGER else mode.constant(
-        value, device
-    )
+    value, device, _ = as_array(data, dtype=dtype, device=device)
+    t = dispatch.MODE.get().constant(value, device)
     if requires_grad:
         if t.dtype.kind not in "fc":
             raise RuntimeError("only floating point tensors can require gradients")
@@ -103,10 +101,7 @@ _SCALARS: dict[tuple[Any, ...], Any] = {}
 
 def constant(value: Any, device: str) -> Tensor:
     """A tensor for an array value in the current mode (a const node while tracing)."""
-    mode = dispatch.MODE.get()
-    if mode is dispatch.EAGER:
-        return Tensor._wrap(value, device, get_xp(device), False)
-    return mode.constant(value, device)
+    return dispatch.MODE.get().constant(value, device)
 
 
 def scalar_like(x: Any, like: Tensor) -> Tensor:
@@ -190,8 +185,6 @@ def linspace(start: float, end: float, steps: int, *, dtype: Any = None,
 
 
 def _random(kind: str, size: tuple[Any, ...], dtype: Any, device: str | None, **kw: Any) -> Tensor:
-    from dlrun.engine.prims import random
-
     device = _device(device)
     prim = {"normal": random.normal, "uniform": random.uniform}[kind]
     return prim(shape=_shape(size), dtype=np.dtype(dtype or DEFAULT_DTYPE), device=device, **kw)
@@ -214,7 +207,5 @@ def rand(*size: Any, dtype: Any = None, device: str | None = None,
 
 
 def randint(low: int, high: int, size: tuple[int, ...], *, device: str | None = None) -> Tensor:
-    from dlrun.engine.prims import random
-
     return random.randint(shape=_shape((size,)), low=int(low), high=int(high),
                           device=_device(device))

@@ -1,7 +1,9 @@
 """The one entry for every op: `apply(prim, args, attrs)` routes to the current mode.
 
-Eager mode runs the forward now and links the result to its inputs for autograd; the trace mode
-(dlrun.engine.static.trace) appends a node to a graph instead. One contextvar holds the mode.
+Eager mode (eager.py) runs the forward now and links the result to its inputs for autograd; the
+trace mode (static/trace.py) appends a node to a graph instead. One contextvar holds the mode, and
+`Mode` lists every hook the engine calls on it: callers call the hook, they never ask which mode
+is current (eager's hooks that have nothing to record are no-ops).
 """
 
 from __future__ import annotations
@@ -15,12 +17,38 @@ from dlrun.engine.tensor import Tensor
 
 
 class Mode(Protocol):
-    def apply(self, prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor: ...
+    """What the engine asks of a mode; EagerMode and TraceMode implement every hook."""
 
-    def constant(self, value: Any, device: str) -> Tensor: ...
+    name: str
+    tracing: bool  # True while recording a graph (a compiled function called then is inlined)
+
+    def apply(self, prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor:
+        """Apply a primitive: run it now (eager) or record it as a graph node (trace)."""
+        ...
+
+    def constant(self, value: Any, device: str) -> Tensor:
+        """A tensor holding an array made by the engine (a `const` node while tracing)."""
+        ...
+
+    def assign(self, target: Tensor, src: Tensor) -> None:
+        """`target.copy_(src)` once src is cast and broadcast: rebind (eager) or a state write."""
+        ...
+
+    def read_grad(self, t: Tensor) -> Tensor | None:
+        """`.grad` of a concrete tensor; a trace records the read (it may guard the signature)."""
+        ...
+
+    def note_grad(self, t: Tensor) -> None:
+        """Called before `.grad` of a concrete tensor changes; a trace replays the change."""
+        ...
+
+    def note_module(self, module: Any) -> None:
+        """A module is being called; a trace adds its train/eval flag to the signature."""
+        ...
 
 
 MODE: ContextVar[Mode] = ContextVar("dlrun_mode", default=EAGER)
+Tensor._MODE = MODE  # Tensor's `.grad` and `copy_` ask the mode (tensor.py cannot import this)
 
 
 def apply(prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor:
@@ -35,6 +63,4 @@ def current_mode() -> Mode:
 def note_module(module: Any) -> None:
     """Modules call this from __call__: a trace records them, so their train/eval flags join the
     compiled function's signature."""
-    mode = MODE.get()
-    if mode is not EAGER:
-        mode.note_module(module)
+    MODE.get().note_module(module)

@@ -1,5 +1,8 @@
 """The eager executor: define-by-run. Each primitive runs now on backend arrays, and results that
-need gradients link to their inputs (`_ctx`) for `autograd.backward`."""
+need gradients link to their inputs (`_ctx`) for `autograd.backward`.
+
+EagerMode implements every hook of `dispatch.Mode`; those with nothing to record are no-ops.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ class EagerMode:
     """Define-by-run: compute now, record `_ctx` links when gradients are wanted."""
 
     name = "eager"
+    tracing = False
     ops = 0  # primitives applied so far (dlrun compare reports ops per step)
 
     def apply(self, prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor:
@@ -50,10 +54,26 @@ class EagerMode:
         return t
 
     def constant(self, value: Any, device: str) -> Tensor:
+        """The array itself, wrapped."""
         from dlrun.backend import get_xp
 
-        xp = get_xp(device)
-        return Tensor._wrap(value, device, xp, False)
+        return Tensor._wrap(value, device, get_xp(device), False)
+
+    def assign(self, target: Tensor, src: Tensor) -> None:
+        """copy_: the target now holds src's array (arrays are never written in place here)."""
+        if src._value is None:
+            raise RuntimeError("copy_: cannot store a symbolic tensor into a concrete one")
+        target._value = src._value
+
+    def read_grad(self, t: Tensor) -> Tensor | None:
+        """The stored gradient."""
+        return t._grad
+
+    def note_grad(self, t: Tensor) -> None:
+        """Nothing to record: the setter stores the new gradient."""
+
+    def note_module(self, module: Any) -> None:
+        """Nothing to record: train/eval flags matter to compiled functions only."""
 
 
 def _symbolic_in_eager(prim: Primitive, t: Tensor) -> RuntimeError:

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.backend import get_xp
+
 _SEED = 0
 _GENERATORS: dict[str, Any] = {}
 
@@ -32,8 +34,6 @@ def generator(device: str) -> Any:
         if device == "cpu":
             gen = np.random.default_rng(_SEED)
         else:
-            from dlrun.backend import get_xp
-
             cupy = get_xp(device)
             with cupy.cuda.Device(int(device.split(":")[1])):
                 gen = cupy.random.default_rng(_SEED)

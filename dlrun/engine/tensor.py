@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.prims import elementwise as _ew
 from dlrun.errors import TraceError
 
 
@@ -167,26 +168,20 @@ class Tensor:
         return f"tensor({body}{dt}{extra})"
 
     # ----- autograd ----------------------------------------------------------------------------
+    _MODE: Any = None  # dispatch.MODE, the current mode's contextvar; dispatch.py sets it
+
     @property
     def grad(self) -> Tensor | None:
-        """The accumulated gradient (a Tensor) or None."""
+        """The accumulated gradient (a Tensor) or None; a trace sees reads of concrete ones."""
         g = self._grad
-        if g is not None and g._value is not None and self._value is not None:
-            from dlrun.engine import dispatch
-
-            mode = dispatch.MODE.get()
-            if mode is not dispatch.EAGER:
-                return mode.read_grad(self)  # tracing: read live at every call
-        return g
+        if self._value is None or (g is not None and g._value is None):
+            return g  # symbolic: set inside the trace, nothing to record
+        return self._MODE.get().read_grad(self)
 
     @grad.setter
     def grad(self, value: Tensor | None) -> None:
         if self._value is not None:
-            from dlrun.engine import dispatch
-
-            mode = dispatch.MODE.get()
-            if mode is not dispatch.EAGER:
-                mode.note_grad(self)  # tracing: the compiled plan replays this change
+            self._MODE.get().note_grad(self)  # tracing: the compiled plan replays this change
         self._grad = value
 
     def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
@@ -214,7 +209,7 @@ class Tensor:
     # ----- state mutation (parameter updates); traced as state writes --------------------------
     def copy_(self, src: Tensor | Any) -> Tensor:
         """Overwrite the values with `src` (broadcast and cast to this tensor's shape and dtype)."""
-        from dlrun.engine import autograd, dispatch
+        from dlrun.engine import autograd
 
         if autograd.GRAD.enabled and self.requires_grad and self._ctx is None:
             raise RuntimeError(
@@ -226,15 +221,7 @@ class Tensor:
             src = src.expand(*self.shape)
         if src.dtype != self.dtype:
             src = src.to_dtype(self.dtype)
-        mode = dispatch.MODE.get()
-        if mode is dispatch.EAGER:
-            if src._value is None:
-                raise RuntimeError("copy_: cannot store a symbolic tensor into a concrete one")
-            if src._value is self._value:
-                return self
-            self._value = src._value
-        else:
-            mode.assign(self, src)
+        self._MODE.get().assign(self, src)  # eager: rebind the array; a trace: a state write
         return self
 
     @property
@@ -336,17 +323,8 @@ class Tensor:
     def __rtruediv__(self, other: Any) -> Tensor:
         return _ew.div(_lift(other, self), self)
 
-    def __pow__(self, other: Any) -> Tensor:
-        return F.pow(self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return F.pow(_lift(other, self), self)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return F.matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return F.matmul(_lift(other, self), self)
+    # __pow__, __rpow__, __matmul__, __rmatmul__ and __getitem__ compose ops: dlrun.functional
+    # attaches them (see "methods with PyTorch's names" below).
 
     def __neg__(self) -> Tensor:
         return _ew.neg(self)
@@ -384,49 +362,11 @@ class Tensor:
     def __or__(self, other: Any) -> Tensor:
         return _ew.logical_or(self, _lift(other, self))
 
-    def __getitem__(self, index: Any) -> Tensor:
-        return F.index(self, index)
-
-    # ----- methods with PyTorch's names (defined once, in dlrun.functional) ---------------------
-    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return F.sum(self, dim, keepdim)
-
-    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return F.mean(self, dim, keepdim)
-
-    def var(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
-        return F.var(self, dim, unbiased=unbiased, keepdim=keepdim)
-
-    def std(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
-        return F.std(self, dim, unbiased=unbiased, keepdim=keepdim)
-
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return F.max(self, dim, keepdim)
-
-    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return F.min(self, dim, keepdim)
-
-    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return F.amax(self, dim, keepdim)
-
-    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return F.amin(self, dim, keepdim)
-
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return F.argmax(self, dim, keepdim)
-
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return F.argmin(self, dim, keepdim)
-
-    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
-        return F.logsumexp(self, dim, keepdim)
-
-    def softmax(self, dim: int) -> Tensor:
-        return F.softmax(self, dim)
-
-    def log_softmax(self, dim: int) -> Tensor:
-        return F.log_softmax(self, dim)
-
+    # ----- methods with PyTorch's names --------------------------------------------------------
+    # Single primitives only. The methods that compose ops (sum, mean, var, max, softmax, reshape,
+    # view, permute, expand, split, gather, masked_fill, pow, matmul, `**`, `@`, indexing, ...) are
+    # defined once in dlrun.functional, above the engine, which attaches them to this class when it
+    # is imported (`import dlrun` does).
     def exp(self) -> Tensor:
         return _ew.exp(self)
 
@@ -448,66 +388,11 @@ class Tensor:
     def relu(self) -> Tensor:
         return _ew.relu(self)
 
-    def pow(self, exponent: Any) -> Tensor:
-        return F.pow(self, exponent)
-
-    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
-        return F.clamp(self, min, max)
-
-    def matmul(self, other: Any) -> Tensor:
-        return F.matmul(self, other)
-
-    def reshape(self, *shape: Any) -> Tensor:
-        return F.reshape(self, *shape)
-
-    def view(self, *shape: Any) -> Tensor:
-        return F.reshape(self, *shape)
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        return F.flatten(self, start_dim, end_dim)
-
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
-        return F.transpose(self, dim0, dim1)
-
-    def t(self) -> Tensor:
-        return F.transpose(self, 0, 1) if self.ndim == 2 else self
-
-    def permute(self, *dims: Any) -> Tensor:
-        return F.permute(self, *dims)
-
-    def expand(self, *shape: Any) -> Tensor:
-        return F.expand(self, *shape)
-
-    def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
-        return F.broadcast_to(self, shape)
-
-    def squeeze(self, dim: int | None = None) -> Tensor:
-        return F.squeeze(self, dim)
-
-    def unsqueeze(self, dim: int) -> Tensor:
-        return F.unsqueeze(self, dim)
-
-    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
-        return F.split(self, split_size_or_sections, dim)
-
-    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
-        return F.chunk(self, chunks, dim)
-
-    def gather(self, dim: int, index: Tensor) -> Tensor:
-        return F.gather(self, dim, index)
-
-    def masked_fill(self, mask: Tensor, value: float) -> Tensor:
-        return F.where(mask, _lift(value, self), self)
-
 
 def _lift(x: Any, like: Tensor) -> Tensor:
     """A Python scalar or array as a constant tensor on `like`'s device (scalars take its dtype)."""
     if isinstance(x, Tensor):
         return x
-    from dlrun.engine.creation import scalar_like
+    from dlrun.engine.creation import scalar_like  # lazy: creation imports Tensor from here
 
     return scalar_like(x, like)
-
-
-from dlrun import functional as F  # noqa: E402  (methods delegate to the functional API)
-from dlrun.engine.prims import elementwise as _ew  # noqa: E402

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from dlrun.errors import CheckpointError
-from dlrun.runner import rundir
 from dlrun.runner.rundir import (
     atomic_write_bytes,
     atomic_write_json,
@@ -75,7 +74,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(rundir.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)  # what dlrun.atomic calls
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(target, "new")
     assert target.read_text() == "old"

@@ -156,11 +156,12 @@ class _Pool:
         self.assign[n.id] = slot
         self.active.append((self.end[n.id], slot))
 
-    def release(self, dead: Any) -> None:
-        """Return to the free lists the active slots for which dead(end, slot) holds."""
+    def release(self, before: int = -1, slots: frozenset[int] = frozenset()) -> None:
+        """Return to the free lists the active slots whose value ends before position `before`,
+        and the active `slots`."""
         still = []
         for e, slot in self.active:
-            if dead(e, slot):
+            if e < before or slot in slots:
                 self.free.setdefault(self.specs[slot], []).append(slot)
             else:
                 still.append((e, slot))
@@ -175,12 +176,12 @@ def _assign_buffers(graph: Graph, live: _Liveness, layouts: dict[int, Strides],
     pool = _Pool(live.end)
     for n in graph.nodes:
         k = live.pos[n.id]
-        pool.release(lambda e, slot: e < k)  # buffers whose value died before this node
+        pool.release(before=k)  # buffers whose value died before this node
         for top in start_at.get(k, ()):  # containers whose first part is written here
             pool.allocate(by_id[top], layouts[top])
-        reusable = {pool.assign[i] for i in _in_place_inputs(n, k, live, pool.assign)}
+        reusable = frozenset(pool.assign[i] for i in _in_place_inputs(n, k, live, pool.assign))
         if reusable:
-            pool.release(lambda e, slot: slot in reusable)
+            pool.release(slots=reusable)
         if (n.id in live.escapes or not _takes_out(n.op) or n.op in SINKS or n.id in live.views
                 or n.id in pool.assign or n.id in placed or n.id in state_out):
             continue

@@ -86,12 +86,12 @@ def _pow_vjp(g, y, x, p, needs):
     return gx, gp
 
 
-@primitive("maximum", E, cuda_expr="max({0}, {1})", ufunc="maximum")
+@primitive("maximum", E, cuda_expr="({0} > {1} || {0} != {0} ? {0} : {1})", ufunc="maximum")
 def maximum(xp, a, b, out=None):
     return xp.maximum(a, b, out=out)
 
 
-@primitive("minimum", E, cuda_expr="min({0}, {1})", ufunc="minimum")
+@primitive("minimum", E, cuda_expr="({0} < {1} || {0} != {0} ? {0} : {1})", ufunc="minimum")
 def minimum(xp, a, b, out=None):
     return xp.minimum(a, b, out=out)
 
@@ -152,7 +152,8 @@ def _abs_vjp(g, y, x):
     return (g * sign(x),)
 
 
-@primitive("sign", E, differentiable=False, cuda_expr="(({0} > 0) - ({0} < 0))", ufunc="sign")
+@primitive("sign", E, differentiable=False,
+           cuda_expr="({0} != {0} ? {0} : ({0} > 0) - ({0} < 0))", ufunc="sign")
 def sign(xp, x, out=None):
     return xp.sign(x, out=out)
 
@@ -181,7 +182,7 @@ def _sigmoid_vjp(g, y, x):
     return (g * y * (1.0 - y),)
 
 
-@primitive("relu", E, cuda_expr="({0} > 0 ? {0} : 0)")
+@primitive("relu", E, cuda_expr="({0} <= 0 ? 0 : {0})")
 def relu(xp, x, out=None):
     return xp.maximum(x, x.dtype.type(0), out=out)
 
@@ -191,7 +192,7 @@ def _relu_vjp(g, y, x):
     return (relu_grad(g, y),)
 
 
-@primitive("relu_grad", E, cuda_expr="({1} > 0 ? {0} : 0)")
+@primitive("relu_grad", E, cuda_expr="({1} > 0 ? {0} : {0} * 0)")
 def relu_grad(xp, g, y, out=None):
     """g where y > 0, else 0 (the gradient of relu, as one op)."""
     return xp.multiply(g, y > 0, out=out)

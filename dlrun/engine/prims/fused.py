@@ -59,13 +59,15 @@ def _chain(xp: Any, program: Program, n_ext: int, persistent: bool) -> Callable[
     env: dict[str, Any] = {"box": [None], "new_scratch": _scratch_maker(xp, program),
                            "keep": persistent}
     lines = [f"def chain({params}, out=None):", "    s = box[0]", "    if s is None:",
-             f"        s = new_scratch(out, {params})", "        if keep:", "            box[0] = s"]
+             f"        s = new_scratch(out, {params})",
+             "        if keep:", "            box[0] = s"]
     for k, (op, refs, attrs) in enumerate(program):
         env[f"f{k}"] = REGISTRY[op].bound(xp, dict(attrs))
         args = ", ".join("s" if r < 0 else f"e{r}" for r in refs)
         last = k == len(program) - 1
         lines.append(f"    return f{k}({args}, out=out)" if last else f"    f{k}({args}, out=s)")
-    exec(compile("\n".join(lines) + "\n", f"<dlrun fused chain {len(program)}>", "exec"), env)  # noqa: S102
+    code = compile("\n".join(lines) + "\n", f"<dlrun fused chain {len(program)}>", "exec")
+    exec(code, env)  # noqa: S102  (our own generated straight-line code)
     return env["chain"]
 
 

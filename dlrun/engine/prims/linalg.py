@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 
+from dlrun.engine.prims.movement import permute, reshape
 from dlrun.engine.prims.registry import Kind, broadcast_shapes, primitive
 
 
@@ -48,8 +49,6 @@ def _matmul_specialize(xp, shapes):
 
 
 def _swap_last(t):
-    from dlrun.engine.prims.movement import permute
-
     n = len(t.shape)
     return permute(t, axes=tuple(range(n - 2)) + (n - 1, n - 2))
 
@@ -60,8 +59,6 @@ def _matmul_vjp(g, y, a, b, needs):
     gb = None
     if needs[1]:
         if len(a.shape) > 2 and len(b.shape) == 2:  # sum over the leading dims: one GEMM
-            from dlrun.engine.prims.movement import reshape
-
             k, m = a.shape[-1], g.shape[-1]
             rows = int(np.prod(a.shape[:-1]))
             gb = matmul(_swap_last(reshape(a, shape=(rows, k))), reshape(g, shape=(rows, m)))

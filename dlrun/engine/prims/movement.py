@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from dlrun.engine.prims.registry import Kind, primitive
+from dlrun.engine.prims.registry import Kind, broadcast_shapes, primitive
 from dlrun.engine.prims.strides import follows, reshaped, view_of
 
 M = Kind.MOVEMENT
@@ -75,8 +75,6 @@ def _permute_vjp(g, y, x, *, axes):
 
 
 def _broadcast_rule(x, *, shape):
-    from dlrun.engine.prims.registry import broadcast_shapes
-
     if broadcast_shapes(x.shape, shape) != tuple(shape):
         raise ValueError(f"cannot broadcast shape {x.shape} to {shape}")
     return tuple(shape), x.dtype

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from dlrun.engine.prims.elementwise import cast, eq, exp
+from dlrun.engine.prims.movement import broadcast_to, reshape
 from dlrun.engine.prims.registry import Kind, primitive
 
 R = Kind.REDUCE
@@ -30,8 +31,6 @@ def _keep_rule(x, *, axis, keepdims):
 
 def expand_back(g, x_shape, axis, keepdims):
     """Broadcast a reduction's gradient back over the reduced axes."""
-    from dlrun.engine.prims.movement import broadcast_to, reshape
-
     if not keepdims:
         g = reshape(g, shape=_reduced_shape(x_shape, axis, True))
     return broadcast_to(g, shape=tuple(x_shape))

@@ -1,10 +1,11 @@
 """dlrun.compile(fn): trace once per input signature, optimize, lower to a plan, replay.
 
 The first call with a new signature (tensor shapes/dtypes/devices/requires_grad, Python argument
-values, grad mode, train/eval flags of the modules used) traces `fn` into a graph, runs the passes
-and caches the lowered plan; later calls with that signature run the plan without running fn's
-Python body. Every trace is counted and its reason logged; a cap turns a retracing storm into a
-clear error (or, when allowed, a recorded fall-back to eager).
+values, grad mode, train/eval flags of the modules used, and which of the captured gradients the
+traced function reads before it sets them are None: see grads.py) traces `fn` into a graph, runs
+the passes and caches the lowered plan; later calls with that signature run the plan without
+running fn's Python body. Every trace is counted and its reason logged; a cap turns a retracing
+storm into a clear error (or, when allowed, a recorded fall-back to eager).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from dlrun.backend import get_xp
 from dlrun.engine import autograd, dispatch, passes
 from dlrun.engine.graph import Graph
+from dlrun.engine.static.grads import GradTracker
 from dlrun.engine.static.lower import Plan, lower
 from dlrun.engine.static.trace import TraceResult, _Leaf, trace, unflatten
 from dlrun.engine.tensor import Tensor
@@ -52,20 +54,21 @@ class _Entry:
     xp: Any = np
     inplace: list[Tensor] = field(default_factory=list)  # state tensors written in place
     fresh_writes: list[tuple[int, Tensor]] = field(default_factory=list)  # (write index, state)
-    grad_writes: list[Tensor] = field(default_factory=list)  # state tensors given a new .grad
     single: bool = False  # the function returns one tensor
 
     def __post_init__(self) -> None:
+        """Resolve the plan's slots to the captured tensors once."""
         state, plan = self.result.state, self.plan
         self.inplace = [state[s] for s in plan.inplace_slots]
         inplace = set(plan.inplace_slots)
         self.fresh_writes = [(k, state[s]) for k, s in enumerate(plan.state_write_slots)
                              if s not in inplace]
-        self.grad_writes = [state[s] for s in plan.grad_write_slots]
+        self.result.grads.bind(state, plan.grad_write_slots)
         self.single = type(self.result.out_tree) is _Leaf
 
 
 def _arg_sig(a: Any) -> Any:
+    """One argument's part of the signature (tensors by metadata, Python values by value)."""
     if isinstance(a, Tensor):
         return ("tensor", a.shape, a.dtype, a.device, a.requires_grad)
     try:
@@ -78,6 +81,7 @@ def _arg_sig(a: Any) -> Any:
 
 
 def _describe(sig: tuple[Any, ...]) -> list[str]:
+    """The positional arguments of a signature, one readable line each."""
     out = []
     for i, part in enumerate(sig[0]):
         if part[0] == "tensor":
@@ -89,6 +93,7 @@ def _describe(sig: tuple[Any, ...]) -> list[str]:
 
 
 def _describe_change(what: str, a: Any, b: Any) -> str:
+    """How one argument's signature part changed, in words."""
     if a[0] == b[0] == "tensor":
         names = ("kind", "shape", "dtype", "device", "requires_grad")
         show = [str, str, lambda d: np.dtype(d).name, str, str]
@@ -98,7 +103,8 @@ def _describe_change(what: str, a: Any, b: Any) -> str:
     return f"{what}: {a[1]!r} -> {b[1]!r}"
 
 
-def _reason(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> str:
+def _reason(old: tuple[Any, ...] | None, new: tuple[Any, ...], grads: list[Tensor]) -> str:
+    """Why a call traced: the first part of the signature that differs from the last one."""
     if old is None:
         return "first call"
     if len(old[0]) != len(new[0]):
@@ -117,7 +123,7 @@ def _reason(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> str:
         return f"grad mode {old[2]} -> {new[2]}"
     if old[3] != new[3]:
         return "train/eval mode of a module changed"
-    return "a captured tensor's .grad changed between None and a tensor"
+    return GradTracker.describe_change(grads, old[4], new[4])
 
 
 class CompiledFunction:
@@ -135,12 +141,13 @@ class CompiledFunction:
         self.fallbacks = 0
         self._cache: dict[tuple[Any, ...], _Entry] = {}
         self._modules: list[Any] = []
-        self._grad_tracked: list[Tensor] = []
+        self._grad_guards: list[Tensor] = []  # gradients some trace read before setting them
         self._last_sig: tuple[Any, ...] | None = None
         functools.update_wrapper(self, fn)
 
     @property
     def trace_count(self) -> int:
+        """How many times fn was traced (one per signature seen)."""
         return len(self.traces)
 
     @property
@@ -149,22 +156,24 @@ class CompiledFunction:
         return self._cache.get(self._last_sig) if self._last_sig else None
 
     def _signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The cache key of a call: everything a trace of fn may depend on."""
         return (
             tuple([_arg_sig(a) for a in args]),
             tuple(sorted((k, _arg_sig(v)) for k, v in kwargs.items())) if kwargs else (),
             autograd.GRAD.enabled,
             tuple([m.training for m in self._modules]) if self._modules else (),
-            tuple([t._grad is None for t in self._grad_tracked]) if self._grad_tracked else (),
+            GradTracker.key(self._grad_guards) if self._grad_guards else (),
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if dispatch.MODE.get() is not dispatch.EAGER:
+        """Run the plan cached for this signature, tracing fn first on a miss."""
+        if dispatch.MODE.get().tracing:
             return self.fn(*args, **kwargs)  # called while tracing another function: inline
         sig = self._signature(args, kwargs)
         entry = self._cache.get(sig)
         if entry is None:
             if self.trace_count >= self.max_traces:
-                reason = _reason(self._last_sig, sig)
+                reason = _reason(self._last_sig, sig, self._grad_guards)
                 if self.fallback == "eager":
                     self.fallbacks += 1
                     log.warning("dlrun.compile(%s): trace cap %d reached (%s); running eagerly",
@@ -182,6 +191,7 @@ class CompiledFunction:
 
     def _trace(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                sig: tuple[Any, ...]) -> tuple[_Entry, tuple[Any, ...]]:
+        """Trace fn, run the passes, lower, cache; the entry and its (maybe grown) signature."""
         start = time.perf_counter()
         ref = _first_tensor((*args, *kwargs.values()), [])
         device = ref.device if ref is not None else "cpu"
@@ -190,16 +200,16 @@ class CompiledFunction:
         for m in result.modules:
             if all(m is not k for k in self._modules):
                 self._modules.append(m)
-        for t in result.grad_touched:
-            if all(t is not k for k in self._grad_tracked):
-                self._grad_tracked.append(t)
-        sig = self._signature(args, kwargs)  # the modules and grads tracked may have grown
+        for t in result.grads.guarded:
+            if all(t is not k for k in self._grad_guards):
+                self._grad_guards.append(t)
+        sig = self._signature(args, kwargs)  # the modules and grads guarded may have grown
         graph, report = passes.run(result.graph, self.passes_enabled)
         plan = lower(graph, xp)
         out_ref = ref if ref is not None else _first_tensor((), result.state)
         out_device, out_xp = (out_ref.device, out_ref._xp) if out_ref is not None else ("cpu", np)
         entry = self._cache[sig] = _Entry(result, plan, graph, out_device, out_xp)
-        reason = _reason(self._last_sig, sig)
+        reason = _reason(self._last_sig, sig, self._grad_guards)
         record = TraceRecord(sig, reason, time.perf_counter() - start, report)
         self.traces.append(record)
         if self.traces[:-1]:
@@ -208,24 +218,22 @@ class CompiledFunction:
         return entry, sig
 
     def _run(self, entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a cached plan and apply its writes to the captured tensors and their grads."""
         inputs = [a._value for a in args if isinstance(a, Tensor)]
         if kwargs:
             inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
         state = entry.result.state
         for t in entry.inplace:
             _writable(t)
-        grad_slots = entry.result.grad_read_slots
-        grads_in = [state[s]._grad._value for s in grad_slots] if grad_slots else []
-        outs, writes, grads = entry.plan.run(inputs, [t._value for t in state], grads_in)
+        grad_state = entry.result.grads
+        outs, writes, grads = entry.plan.run(inputs, [t._value for t in state],
+                                             grad_state.inputs())
         device, xp = entry.device, entry.xp
         nd, wrap = xp.ndarray, Tensor._wrap
         for k, t in entry.fresh_writes:  # (in-place writes already landed in the state arrays)
             value = writes[k]
             t._value = value if type(value) is nd else xp.asarray(value)
-        for t, value in zip(entry.grad_writes, grads, strict=True):
-            t._grad = wrap(value if type(value) is nd else xp.asarray(value), device, xp, False)
-        for slot, value in entry.result.grad_effects:
-            state[slot]._grad = value
+        grad_state.store(grads, device, xp)
         if entry.single:
             o = outs[0]
             return wrap(o if type(o) is nd else xp.asarray(o), device, xp, False)
@@ -247,6 +255,7 @@ def _writable(t: Tensor) -> None:
 
 
 def _first_tensor(args: tuple[Any, ...], state: list[Tensor]) -> Tensor | None:
+    """The tensor that decides the device: the first tensor argument, else the first state."""
     for a in args:
         if isinstance(a, Tensor):
             return a

@@ -3,7 +3,8 @@
 The same `apply` calls that eager mode executes append nodes here instead — those inside
 `loss.backward()` (autograd.py on symbolic tensors) and inside `optimizer.step()` included.
 Real tensors met while tracing (parameters, buffers, optimizer state) become `state` nodes read
-live at every call; `copy_` on them becomes a `state_write`; a changed `.grad` a `grad_write`.
+live at every call; `copy_` on them becomes a `state_write`; their `.grad` is traced state too,
+kept by grads.GradTracker (reads, writes, what the signature guards).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from dlrun.engine import autograd, dispatch
 from dlrun.engine.graph import Graph, Node
 from dlrun.engine.prims.registry import Primitive
 from dlrun.engine.source import user_location
+from dlrun.engine.static.grads import GradTracker
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import TraceError
-
-_UNSET = object()
 
 
 @dataclass
@@ -29,9 +29,7 @@ class TraceResult:
     graph: Graph
     state: list[Tensor]  # captured tensors, indexed by `state` slot
     out_tree: Any  # the result structure with Tensor leaves replaced by _Leaf(index)
-    grad_effects: list[tuple[int, Any]]  # (slot, None | real Tensor) `.grad` set without a node
-    grad_read_slots: list[int]  # `state_grad` k reads state[slot]._grad, slot = this list[k]
-    grad_touched: list[Tensor]  # tensors whose `.grad` the trace read or changed
+    grads: GradTracker  # the `.grad` reads and writes of the trace
     modules: list[Any] = field(default_factory=list)
 
 
@@ -40,10 +38,11 @@ class _Leaf:
     index: int
 
 
-class TraceMode:
+class TraceMode(dispatch.Mode):
     """The mode active while tracing: apply() appends nodes; state is lifted on first use."""
 
     name = "trace"
+    tracing = True
 
     def __init__(self, device: str, xp: Any) -> None:
         self.device = device
@@ -53,26 +52,40 @@ class TraceMode:
         self.current: dict[int, Tensor] = {}  # id(real tensor) -> its symbolic value now
         self.slot_of: dict[int, int] = {}
         self.written: dict[int, Tensor] = {}  # id(real) -> real, for tensors that got copy_
-        self.grad_before: dict[int, tuple[Tensor, Any]] = {}  # id(t) -> (t, .grad at start)
+        self.grads = GradTracker(self)
         self.modules: dict[int, Any] = {}
-        self.grad_reads: dict[int, Tensor] = {}
-        self.grad_read_slots: list[int] = []
 
     # ----- node creation -------------------------------------------------------------------------
-    def _add(self, op: str, inputs: tuple[int, ...], attrs: dict[str, Any],
+    def node(self, op: str, inputs: tuple[int, ...], attrs: dict[str, Any],
              shape: tuple[int, ...], dtype: Any) -> Tensor:
+        """Append a node; its symbolic tensor."""
         nid = len(self.nodes)
         self.nodes.append(Node(nid, op, inputs, attrs, tuple(shape), np.dtype(dtype),
                                user_location()))
         return Tensor._symbolic(nid, shape, dtype, self.device, self.xp)
 
     def input(self, index: int, like: Tensor) -> Tensor:
-        t = self._add("input", (), {"index": index}, like.shape, like.dtype)
+        """An `input` node standing for argument `like`."""
+        t = self.node("input", (), {"index": index}, like.shape, like.dtype)
         t.requires_grad = like.requires_grad
         return t
 
+    def sink(self, op: str, value: Tensor, key: str, k: int) -> None:
+        """Append a sink node (output, state_write, grad_write) receiving value."""
+        self.nodes.append(Node(len(self.nodes), op, (value._sym,), {key: k}, value.shape,
+                               value.dtype, ""))
+
+    def slot(self, t: Tensor) -> int:
+        """t's index in the captured state, given on first use (reading it needs `lift`)."""
+        slot = self.slot_of.get(id(t))
+        if slot is None:
+            slot = self.slot_of[id(t)] = len(self.state)
+            self.state.append(t)
+        return slot
+
     def constant(self, value: Any, device: str) -> Tensor:
-        return self._add("const", (), {"value": value}, value.shape, value.dtype)
+        """A `const` node."""
+        return self.node("const", (), {"value": value}, value.shape, value.dtype)
 
     def lift(self, t: Tensor) -> Tensor:
         """The symbolic value of t inside this trace (real tensors become state reads)."""
@@ -85,20 +98,18 @@ class TraceMode:
             return t
         sym = self.current.get(id(t))
         if sym is None:
-            slot = len(self.state)
-            self.state.append(t)
-            self.slot_of[id(t)] = slot
-            sym = self._add("state", (), {"slot": slot}, t.shape, t.dtype)
+            sym = self.node("state", (), {"slot": self.slot(t)}, t.shape, t.dtype)
             self.current[id(t)] = sym
         return sym
 
     def apply(self, prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor:
+        """Append the primitive's node (its shape rule checks the arguments now)."""
         syms = [self.lift(a) for a in args]
         try:
             shape, dtype = prim.shape_rule(*syms, **attrs)
         except Exception as e:
             raise TraceError(f"{prim.name} at {user_location()}: {e}") from e
-        out = self._add(prim.name, tuple(s._sym for s in syms), attrs, shape, dtype)
+        out = self.node(prim.name, tuple(s._sym for s in syms), attrs, shape, dtype)
         if autograd.GRAD.enabled and prim.differentiable and any(a.requires_grad for a in args):
             out.requires_grad = True
             out._ctx = (next(autograd.SEQ), prim, args, attrs)
@@ -115,25 +126,16 @@ class TraceMode:
         self.current[id(target)] = src
         self.written[id(target)] = target
 
-    def note_grad(self, t: Tensor) -> None:
-        """Called before `.grad` of t changes while tracing; remembers the value to restore."""
-        if id(t) not in self.grad_before:
-            self.grad_before[id(t)] = (t, t._grad)
+    def read_grad(self, t: Tensor) -> Tensor | None:
+        """`.grad` of a captured tensor: the tracker records the read."""
+        return self.grads.read(t)
 
-    def read_grad(self, t: Tensor) -> Tensor:
-        """`.grad` of a captured tensor that holds a real gradient: a `state_grad` read."""
-        sym = self.grad_reads.get(id(t))
-        if sym is None:
-            self.lift(t)
-            self.note_grad(t)
-            k = len(self.grad_read_slots)
-            self.grad_read_slots.append(self.slot_of[id(t)])
-            g = t._grad
-            sym = self._add("state_grad", (), {"index": k}, g.shape, g.dtype)
-            self.grad_reads[id(t)] = sym
-        return sym
+    def note_grad(self, t: Tensor) -> None:
+        """`.grad` of a captured tensor is about to change: the tracker records the write."""
+        self.grads.write(t)
 
     def note_module(self, module: Any) -> None:
+        """Remember the module: its train/eval flag joins the signature."""
         self.modules.setdefault(id(module), module)
 
 
@@ -192,35 +194,12 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
         out_syms = [mode.lift(t) for t in leaves]
     finally:
         dispatch.MODE.reset(token)
-        grad_after = {k: (t, t._grad) for k, (t, _) in mode.grad_before.items()}
-        for t, before in mode.grad_before.values():
-            t._grad = before  # the plan applies the effects, including on this first call
-
-    def sink(op: str, value: Tensor, key: str, k: int) -> None:
-        mode.nodes.append(Node(len(mode.nodes), op, (value._sym,), {key: k}, value.shape,
-                               value.dtype, ""))
-
-    for i, s in enumerate(out_syms):
-        sink("output", s, "index", i)
+        mode.grads.restore()  # the plan applies the body's changes, this first call included
+    for i, sym in enumerate(out_syms):
+        mode.sink("output", sym, "index", i)
     for key in mode.written:
-        sink("state_write", mode.current[key], "slot", mode.slot_of[key])
-    grad_effects: list[tuple[int, Any]] = []
-    for t, after in grad_after.values():
-        slot = _slot(mode, t)
-        if after is not None and after._value is None:
-            sink("grad_write", mode.lift(after), "slot", slot)
-        else:
-            grad_effects.append((slot, after))
-    graph = Graph(mode.nodes, {"n_inputs": n_inputs, "n_outputs": len(out_syms), "xp": xp})
+        mode.sink("state_write", mode.current[key], "slot", mode.slot_of[key])
+    mode.grads.finish()
+    graph = Graph(mode.nodes, n_inputs=n_inputs, n_outputs=len(out_syms), xp=xp)
     graph.verify()
-    return TraceResult(graph, mode.state, out_tree, grad_effects, mode.grad_read_slots,
-                       [t for t, _ in mode.grad_before.values()], list(mode.modules.values()))
-
-
-def _slot(mode: TraceMode, t: Tensor) -> int:
-    slot = mode.slot_of.get(id(t))
-    if slot is None:
-        slot = len(mode.state)
-        mode.state.append(t)
-        mode.slot_of[id(t)] = slot
-    return slot
+    return TraceResult(graph, mode.state, out_tree, mode.grads, list(mode.modules.values()))
