@@ -6,7 +6,7 @@ node ids, attributes, output shape and dtype, and the user source line that crea
 Structural ops:
   input        attrs: index   the index-th tensor argument of the compiled function
   state        attrs: slot    a captured tensor (parameter, buffer, optimizer state), read live
-  state_grad   attrs: index   the `.grad` of a captured tensor (see TraceResult.grad_read_slots)
+  state_grad   attrs: index   the `.grad` of a captured tensor (see TraceResult.grads.read_slots)
   const        attrs: value   a constant array made while tracing (scalars, dlrun.tensor(...))
   output       attrs: index   inputs: (value,) — the index-th flattened result
   state_write  attrs: slot    inputs: (value,) — the new value of state `slot` after the call
@@ -103,7 +103,6 @@ class Graph:
     xp: Any = np  # the array module the graph runs on (constant folding evaluates with it)
     memory: MemoryPlan | None = None  # set by passes/memory.py, read by static/lower.py
     detail: dict[str, Any] = field(default_factory=dict)  # what the last pass did (reports)
-    meta: dict[str, Any] = field(default_factory=dict)  # TEMPORARY: until simplify/matmul_sum move
 
     def replace(self, nodes: Iterable[Node]) -> Graph:
         """The same graph with other nodes (no memory plan, no pass detail: they were made for

@@ -87,7 +87,7 @@ def run(graph: Graph, which: bool | tuple[str, ...] = True) -> tuple[Graph, Pass
         after = graph.counts()
         report.stats.append(PassStat(name, before["nodes"], after["nodes"], before["compute"],
                                      after["compute"], time.perf_counter() - start,
-                                     dict(graph.detail or graph.meta.pop(f"{_base(name)}_detail", {}))))
+                                     dict(graph.detail)))
     report.final_nodes = len(graph.nodes)
     report.memory = dict(graph.memory.stats) if graph.memory is not None else {}
     return graph, report
