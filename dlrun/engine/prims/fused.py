@@ -53,22 +53,52 @@ def _fused_specialize(xp: Any, shapes: Any, *, program: Program) -> Callable[...
     return cuda_chain(xp, program, n)
 
 
+def chain_calls(program: Program, args: list[str], out: str | None, scratch: str,
+                prefix: str) -> list[str]:
+    """The chain as straight-line source: step k calls `{prefix}_{k}` (its bound forward); every
+    step but the last writes `scratch`, the last — an expression, returned last — writes `out`.
+    The one definition of how a chain runs: the standalone stepper and plans (which inline it,
+    see `Primitive.inline`) are both made of these lines."""
+    calls = []
+    for k, (_, refs, _) in enumerate(program):
+        call_args = ", ".join(scratch if r < 0 else args[r] for r in refs)
+        target = (out if k == len(program) - 1 else scratch) or "None"
+        calls.append(f"{prefix}_{k}({call_args}, out={target})")
+    return calls
+
+
+def _bound_steps(xp: Any, program: Program, prefix: str) -> dict[str, Any]:
+    return {f"{prefix}_{k}": REGISTRY[op].bound(xp, dict(attrs))
+            for k, (op, _, attrs) in enumerate(program)}
+
+
 def _chain(xp: Any, program: Program, n_ext: int, persistent: bool) -> Callable[..., Any]:
     """A generated function running the steps: scratch buffer kept across calls if persistent."""
-    params = ", ".join(f"e{k}" for k in range(n_ext))
+    args = [f"e{k}" for k in range(n_ext)]
     env: dict[str, Any] = {"box": [None], "new_scratch": _scratch_maker(xp, program),
-                           "keep": persistent}
-    lines = [f"def chain({params}, out=None):", "    s = box[0]", "    if s is None:",
-             f"        s = new_scratch(out, {params})",
-             "        if keep:", "            box[0] = s"]
-    for k, (op, refs, attrs) in enumerate(program):
-        env[f"f{k}"] = REGISTRY[op].bound(xp, dict(attrs))
-        args = ", ".join("s" if r < 0 else f"e{r}" for r in refs)
-        last = k == len(program) - 1
-        lines.append(f"    return f{k}({args}, out=out)" if last else f"    f{k}({args}, out=s)")
+                           "keep": persistent, **_bound_steps(xp, program, "f")}
+    *steps, last = chain_calls(program, args, "out", "s", "f")
+    lines = [f"def chain({', '.join(args)}, out=None):", "    s = box[0]", "    if s is None:",
+             f"        s = new_scratch(out, {', '.join(args)})",
+             "        if keep:", "            box[0] = s",
+             *[f"    {call}" for call in steps], f"    return {last}"]
     code = compile("\n".join(lines) + "\n", f"<dlrun fused chain {len(program)}>", "exec")
     exec(code, env)  # noqa: S102  (our own generated straight-line code)
     return env["chain"]
+
+
+@fused.definline
+def _fused_inline(xp: Any, prefix: str, args: list[str], out: str | None,
+                  new_buffer: Callable[[], Any], *, program: Program
+                  ) -> tuple[list[str], str, dict[str, Any]] | None:
+    """The chain's lines for a NumPy plan, its scratch laid out like the chain's result (on
+    CuPy the chain is one kernel: no lines, the plan calls it)."""
+    if xp.__name__ != "numpy":
+        return None
+    env = _bound_steps(xp, program, prefix)
+    env[f"{prefix}_s"] = new_buffer() if len(program) > 1 else None
+    *steps, last = chain_calls(program, args, out, f"{prefix}_s", prefix)
+    return steps, last, env
 
 
 def _scratch_maker(xp: Any, program: Program) -> Callable[..., Any]:

@@ -79,6 +79,9 @@ class Primitive:
     # specialize(xp, shapes, **attrs) -> fn(*arrays[, out=]): the forward with its attributes
     # and input shapes (None when unknown) worked out once, for plans that call it every step
     specialize: Callable[..., Callable[..., Any]] | None = None
+    # inline(xp, prefix, arg_names, out_name, new_buffer, **attrs) -> (statements, expression,
+    # names they use): source for a plan to run in place of one call (a fused chain's steps)
+    inline: Callable[..., tuple[list[str], str, dict[str, Any]]] | None = None
 
     attr_names: tuple[str, ...] = field(default_factory=tuple)
 
@@ -115,6 +118,11 @@ class Primitive:
         """Register the vjp rule `fn(g, y, *xs, [needs,] **attrs) -> tuple of grads (or None)`."""
         self.vjp = fn
         self.vjp_takes_needs = "needs" in inspect.signature(fn).parameters
+        return fn
+
+    def definline(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Register `fn(xp, prefix, args, out, new_buffer, **attrs)` (see `inline`)."""
+        self.inline = fn
         return fn
 
     def defspecialize(self, fn: Callable[..., Callable[..., Any]]) -> Callable[..., Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlrun.engine.graph import SINKS, Graph, Node
-from dlrun.engine.layout import allocate
+from dlrun.engine.layout import allocate, order_of
 from dlrun.engine.passes.memory import MemoryPlan
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.errors import ExecutionError
@@ -125,15 +125,34 @@ class _Emitter:
             self.line_nodes[len(self.lines)] = node
 
     def compute(self, n: Node) -> None:
-        """`vN = fN(inputs[, out=target])`, or just the target when every part was placed."""
+        """`vN = fN(inputs[, out=target])`, the primitive's inlined lines, or just the target
+        when every part was placed."""
         out = self.target(n)
         if n.id in self.containers:
             self.line(f"v{n.id} = {out}")
             return
+        args = [f"v{i}" for i in n.inputs]
+        prim = REGISTRY[n.op]
+        inlined = prim.inline and prim.inline(self.xp, f"f{n.id}", args, out,
+                                              lambda: self.new_buffer(n), **n.attrs)
+        if inlined:
+            steps, last, env = inlined
+            self.env.update(env)
+            for step in steps:
+                self.line(step, n)
+            self.line(f"v{n.id} = {last}", n)
+            self.calls += len(steps) + 1
+            return
         self.env[f"f{n.id}"] = bind(n, self.xp, tuple(self.shape_of[i] for i in n.inputs))
-        args = ", ".join([f"v{i}" for i in n.inputs] + ([f"out={out}"] if out else []))
-        self.line(f"v{n.id} = f{n.id}({args})", n)
-        self.calls += len(n.attrs["program"]) if "program" in n.attrs else 1
+        call_args = ", ".join(args + ([f"out={out}"] if out else []))
+        self.line(f"v{n.id} = f{n.id}({call_args})", n)
+        self.calls += 1
+
+    def new_buffer(self, n: Node) -> Any:
+        """An empty array for node n's value, laid out as the memory plan inferred it."""
+        strides = self.memory.layouts.get(n.id)
+        order = tuple(range(len(n.shape))) if strides is None else order_of(n.shape, strides)
+        return allocate(self.xp, n.shape, n.dtype, order)
 
     def target(self, n: Node) -> str | None:
         """Where the memory plan says node n writes: a state's array, its slice of a container,
