@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.prims import attention as _attn
 from dlrun.engine.prims import conv as _conv
 from dlrun.engine.prims import elementwise as _ew
 from dlrun.engine.prims import linalg as _la
@@ -574,6 +575,57 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     mask = _rnd.dropout_mask(shape=input.shape, p=float(p), dtype=input.dtype,
                              device=input.device)
     return input * mask
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
+                                 attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None) -> Tensor:
+    """softmax(query @ key^T * scale + mask) @ value, with PyTorch's semantics.
+
+    Shapes (..., L, E), (..., S, E), (..., S, Ev) -> (..., L, Ev). A boolean `attn_mask` marks
+    the keys each query may attend to (True = attend); a float mask is added to the scores; it
+    must broadcast to (..., L, S). `is_causal` hides the keys after each query. `scale` defaults
+    to 1/sqrt(E). Dropout (`dropout_p`) applies to the attention probabilities, always (as in
+    PyTorch: pass 0.0 in evaluation). The backward keeps no (L, S) tensor from the forward.
+
+    >>> q = k = v = dlrun.randn(2, 4, 8)
+    >>> F.scaled_dot_product_attention(q, k, v, is_causal=True).shape
+    (2, 4, 8)
+    """
+    if query.ndim < 2 or key.ndim < 2 or value.ndim < 2:
+        raise ValueError("scaled_dot_product_attention: query, key and value need at least 2 "
+                         f"dims, got {query.shape}, {key.shape}, {value.shape}")
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    extra, kind = [], None
+    if attn_mask is not None:
+        attn_mask = _t(attn_mask, query)
+        _check_mask(attn_mask.shape, query, key)
+        kind = "bool" if attn_mask.dtype == np.bool_ else "float"
+        extra.append(attn_mask)
+    if dropout_p > 0.0:
+        probs = query.shape[:-1] + (key.shape[-2],)
+        probs = np.broadcast_shapes(probs, key.shape[:-2] + (1, 1))
+        extra.append(_rnd.dropout_mask(shape=tuple(probs), p=float(dropout_p),
+                                       dtype=query.dtype, device=query.device))
+    return _attn.attention(query, key, value, *extra, scale=scale, causal=bool(is_causal),
+                           mask_kind=kind, dropout=dropout_p > 0.0)
+
+
+def _check_mask(shape: tuple[int, ...], query: Tensor, key: Tensor) -> None:
+    """An attention mask must broadcast to the scores' shape (..., L, S)."""
+    scores = np.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (
+        query.shape[-2], key.shape[-2])
+    try:
+        ok = np.broadcast_shapes(shape, scores) == scores
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"attn_mask of shape {tuple(shape)} does not broadcast to the "
+                         f"attention scores' shape {tuple(scores)} (..., L, S)")
 
 
 def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None,

@@ -1,0 +1,115 @@
+"""Scaled dot-product attention: `attention_probs` (softmax of masked, scaled scores) and
+`attention` (the probabilities, optionally dropped out, applied to the values).
+
+`attention` keeps no (..., L, S) tensor for its backward: its vjp recomputes the probabilities
+from q and k (as flash attention does), so between forward and backward only the inputs live,
+and during the backward one probability tensor per call. Masks: `mask_kind` "bool" (True = may
+attend), "float" (added to the scores) or None; `causal` hides keys after each query
+(PyTorch's is_causal: the upper triangle of the (L, S) block, whatever L and S). Rows with every
+key masked give NaN, as PyTorch's softmax does; rows with some keys masked are exact (the row
+maximum is taken over finite scores only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlrun.engine.prims.linalg import matmul
+from dlrun.engine.prims.movement import permute
+from dlrun.engine.prims.reduce import sum as sum_
+from dlrun.engine.prims.registry import Kind, broadcast_shapes, primitive
+
+A = Kind.LINALG
+
+
+def _swap(t):
+    n = len(t.shape)
+    return permute(t, axes=tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def _probs_rule(q, k, *extra, scale, causal, mask_kind):
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"attention: query width {q.shape[-1]} != key width {k.shape[-1]}")
+    shape = broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
+    if mask_kind is not None:
+        shape = broadcast_shapes(shape, extra[0].shape)
+    return shape, np.result_type(q.dtype, k.dtype)
+
+
+def _scores(xp, q, k, mask, scale, causal, mask_kind):
+    s = xp.matmul(q, xp.swapaxes(k, -1, -2))
+    s *= s.dtype.type(scale)
+    if causal:
+        L, S = s.shape[-2:]
+        hidden = xp.triu(xp.ones((L, S), dtype=bool), k=1)
+        s = xp.where(hidden, s.dtype.type(-np.inf), s)
+    if mask_kind == "bool":
+        s = xp.where(mask, s, s.dtype.type(-np.inf))
+    elif mask_kind == "float":
+        s = s + mask.astype(s.dtype, copy=False)
+    return s
+
+
+def _softmax_rows(xp, s):
+    top = xp.amax(s, axis=-1, keepdims=True)
+    top = xp.where(xp.isfinite(top), top, top.dtype.type(0))  # all masked: exp(-inf) = 0
+    e = xp.exp(s - top)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return e / e.sum(axis=-1, keepdims=True)  # 0 / 0 = NaN on a fully masked row
+
+
+@primitive("attention_probs", A, _probs_rule)
+def attention_probs(xp, q, k, *mask, scale, causal, mask_kind):
+    """softmax(q k^T * scale, masked) over the keys: (..., L, S)."""
+    return _softmax_rows(xp, _scores(xp, q, k, mask[0] if mask else None, scale, causal,
+                                     mask_kind))
+
+
+@attention_probs.defvjp
+def _attention_probs_vjp(g, y, q, k, *mask, needs, scale, causal, mask_kind):
+    ds = y * (g - sum_(g * y, axis=(len(y.shape) - 1,), keepdims=True))
+    return _score_grads(ds, q, k, mask, needs, scale, mask_kind)
+
+
+def _score_grads(ds, q, k, mask, needs, scale, mask_kind):
+    """Gradients of q, k (and a float mask) from the gradient of the masked scores."""
+    gq = matmul(ds, k) * scale if needs[0] else None
+    gk = matmul(_swap(ds), q) * scale if needs[1] else None
+    grads = [gq, gk]
+    if mask:
+        grads.append(ds if mask_kind == "float" and needs[2] else None)
+    return tuple(grads)
+
+
+def _attention_rule(q, k, v, *extra, scale, causal, mask_kind, dropout):
+    probs, dtype = _probs_rule(q, k, *extra[:1] if mask_kind else (), scale=scale,
+                               causal=causal, mask_kind=mask_kind)
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"attention: {k.shape[-2]} keys but {v.shape[-2]} values")
+    batch = broadcast_shapes(probs[:-2], v.shape[:-2])
+    return batch + (probs[-2], v.shape[-1]), np.result_type(dtype, v.dtype)
+
+
+@primitive("attention", A, _attention_rule)
+def attention(xp, q, k, v, *extra, scale, causal, mask_kind, dropout):
+    """probs(q, k) [* dropout mask] @ v; `extra` = (mask if mask_kind) + (drop mask if dropout),
+    the drop mask holding 1/(1-p) where kept and 0 where dropped."""
+    mask = extra[0] if mask_kind else None
+    p = _softmax_rows(xp, _scores(xp, q, k, mask, scale, causal, mask_kind))
+    if dropout:
+        p *= extra[-1]
+    return xp.matmul(p, v)
+
+
+@attention.defvjp
+def _attention_vjp(g, y, q, k, v, *extra, needs, scale, causal, mask_kind, dropout):
+    mask = extra[:1] if mask_kind else ()
+    p = attention_probs(q, k, *mask, scale=scale, causal=causal, mask_kind=mask_kind)
+    pd = p * extra[-1] if dropout else p
+    gv = matmul(_swap(pd), g) if needs[2] else None
+    dp = matmul(g, _swap(v))
+    if dropout:
+        dp = dp * extra[-1]
+    ds = p * (dp - sum_(dp * p, axis=(len(p.shape) - 1,), keepdims=True))
+    gq, gk, *gmask = _score_grads(ds, q, k, mask, needs[:2] + needs[3:], scale, mask_kind)
+    return (gq, gk, gv, *gmask, *((None,) if dropout else ()))
