@@ -51,7 +51,8 @@ import numpy as np  # noqa: E402
 from benchmarks import floor as floor_mod  # noqa: E402
 from benchmarks import torch_ref  # noqa: E402
 
-WORKLOADS = ("linreg", "mlp", "cnn", "lstm")
+WORKLOADS = ("linreg", "mlp", "cnn", "lstm", "gpt")
+NO_FLOOR = ("gpt",)  # workloads without a hand-written NumPy floor
 CONFIG_DIR = ROOT / "configs" / "bench"
 # implementation key -> column label
 LABELS = {
@@ -61,6 +62,7 @@ LABELS = {
     "floor_malloc": "NumPy floor, default malloc",
     "torch_eager": "PyTorch eager",
     "torch_loop": "PyTorch eager, per-step op loop",
+    "torch_compile": "PyTorch torch.compile",
     "base_eager": "dlrun eager, baseline tree",
     "base_static": "dlrun static, baseline tree",
 }
@@ -185,12 +187,12 @@ def build_impl(key: str, workload: str, config_dir: Path, x: np.ndarray, y: np.n
                                  dtype=x.dtype if x.dtype.kind == "f" else np.float32)
         xc, yc = x.copy(), y.copy()
         return (lambda: f.step(xc, yc)), info, None
-    if key in ("torch_eager", "torch_loop"):
+    if key in ("torch_eager", "torch_loop", "torch_compile"):
         from benchmarks import torch_ref
 
         name = "lstm_loop" if key == "torch_loop" else workload
         info["torch_threads"] = torch_ref.num_threads()
-        return torch_ref.make_step(name, x, y), info, None
+        return torch_ref.make_step(name, x, y, compiled=key == "torch_compile"), info, None
     raise ValueError(f"unknown implementation {key!r}")
 
 
@@ -411,6 +413,7 @@ PAIRS = {
     "floor_malloc_over_reused": ("floor_malloc", "floor_reused"),
     "torch_over_floor": ("torch_eager", "floor_reused"),
     "static_over_torch_loop": ("dlrun_static", "torch_loop"),
+    "static_over_torch_compile": ("dlrun_static", "torch_compile"),
     "static_over_base": ("dlrun_static", "base_static"),
     "eager_over_base": ("dlrun_eager", "base_eager"),
 }
@@ -445,12 +448,35 @@ def _target(tid: str, workload: str, text: str, measured: float | None, op: str,
             "bound": f"{op} {bound:g}", "status": status, "implied": implied}
 
 
+def _peak_ratio(static: dict[str, Any], eager: dict[str, Any]) -> float | None:
+    if static.get("peak_step_bytes") is None or not eager.get("peak_step_bytes"):
+        return None
+    return static["peak_step_bytes"] / eager["peak_step_bytes"]
+
+
+def _gpt_targets(r: dict[str, Any], static: dict[str, Any], eager: dict[str, Any]
+                 ) -> list[dict[str, Any]]:
+    """Issue 13's targets for the nanoGPT-preset workload."""
+    return [
+        _target("static_speedup", "gpt", "eager / static", r["eager_over_static"], ">=", 1.3),
+        _target("static_vs_torch", "gpt", "static / PyTorch eager", r["static_over_torch"],
+                "<=", 1.0),
+        _target("compile_time", "gpt", "static trace + compile seconds",
+                static.get("compile_s"), "<", 1.0),
+        _target("static_peak", "gpt", "static peak step memory / eager",
+                _peak_ratio(static, eager), "<=", 0.2),
+    ]
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     implied_torch = {"linreg": 1.0, "mlp": 1.0, "cnn": 1.4, "lstm": 2.3}
     for w, res in results.items():
         r, im = res["ratios"], res["impls"]
         static, eager = im.get("dlrun_static", {}), im.get("dlrun_eager", {})
+        if w == "gpt":
+            out += _gpt_targets(r, static, eager)
+            continue
         out.append(_target("static_vs_floor", w, "static / NumPy floor (buffers reused)",
                            r["static_over_floor"], "<=", 1.15))
         if w in implied_torch:
@@ -639,14 +665,15 @@ def to_markdown(res: dict[str, Any]) -> str:
               "", "## Ratios (medians)", "",
               "| workload | static / floor reused | static / PyTorch | eager / static | "
               "eager / PyTorch | PyTorch / floor reused | floor malloc / reused | "
-              "static / PyTorch op loop |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "static / PyTorch op loop | static / torch.compile |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w, wr in res["workloads"].items():
         r = wr["ratios"]
         lines.append(f"| {w} | {_x(r['static_over_floor'])} | {_x(r['static_over_torch'])} | "
                      f"{_x(r['eager_over_static'])} | {_x(r['eager_over_torch'])} | "
                      f"{_x(r['torch_over_floor'])} | {_x(r['floor_malloc_over_reused'])} | "
-                     f"{_x(r['static_over_torch_loop'])} |")
+                     f"{_x(r['static_over_torch_loop'])} | "
+                     f"{_x(r['static_over_torch_compile'])} |")
     if any(wr["ratios"].get("static_over_base") for wr in res["workloads"].values()):
         lines += ["", "## Against the baseline tree (medians; in brackets paired by round)", "",
                   "| workload | static now / baseline | eager now / baseline |", "|---|---:|---:|"]
@@ -704,13 +731,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def impl_keys(workload: str, with_torch: bool, baseline: bool = False) -> list[str]:
-    keys = ["dlrun_eager", "dlrun_static", "floor_reused", "floor_malloc"]
+    keys = ["dlrun_eager", "dlrun_static"]
+    if workload not in NO_FLOOR:
+        keys += ["floor_reused", "floor_malloc"]
     if baseline:
         keys += ["base_eager", "base_static"]
     if with_torch:
         keys.append("torch_eager")
         if workload == "lstm":
             keys.append("torch_loop")
+        if workload == "gpt":
+            keys.append("torch_compile")
     return keys
 
 

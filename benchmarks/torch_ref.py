@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-WORKLOADS = ("linreg", "mlp", "cnn", "lstm", "lstm_loop")
+WORKLOADS = ("linreg", "mlp", "cnn", "lstm", "lstm_loop", "gpt")
 
 
 def installed() -> bool:
@@ -105,6 +105,55 @@ def _modules() -> Any:
     return LSTMLoop, LSTMLM
 
 
+def _gpt_module() -> Any:
+    """nanoGPT's model (karpathy/nanoGPT model.py), trimmed to what the benchmark uses."""
+    import math
+
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    class Block(nn.Module):
+        def __init__(self, d: int, heads: int) -> None:
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.c_attn, self.attn_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+            self.heads = heads
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, t, d = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(d, dim=2)
+            q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+                       for z in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.attn_proj(y.transpose(1, 2).contiguous().view(b, t, d))
+            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+    class GPT(nn.Module):
+        def __init__(self, vocab: int, block: int, layers: int, heads: int, d: int) -> None:
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(block, d)
+            self.h = nn.ModuleList([Block(d, heads) for _ in range(layers)])
+            self.ln_f = nn.LayerNorm(d)
+            self.lm_head = nn.Linear(d, vocab, bias=False)
+            self.lm_head.weight = self.wte.weight  # tied
+            for name, p in self.named_parameters():
+                if p.dim() >= 2:
+                    std = 0.02 / math.sqrt(2 * layers) if name.endswith("proj.weight") else 0.02
+                    nn.init.normal_(p, 0.0, std)
+                elif name.endswith(".bias") and not name.startswith("ln"):
+                    nn.init.zeros_(p)
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            for block in self.h:
+                x = block(x)
+            return self.lm_head(self.ln_f(x))
+
+    return GPT
+
+
 def build(workload: str, *, seed: int = 0, **shape: Any) -> tuple[Any, Any, Callable]:
     """(model, optimizer, loss_fn(out, y)) for a workload; `shape` overrides the issue's sizes
     (the same keywords as benchmarks.floor's constructors)."""
@@ -140,6 +189,19 @@ def build(workload: str, *, seed: int = 0, **shape: Any) -> tuple[Any, Any, Call
             return ce(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
         return model, torch.optim.Adam(model.parameters(), lr=2e-3), lm_loss
+    if workload == "gpt":
+        model = _gpt_module()(shape.get("vocab", 65), shape.get("block_size", 64),
+                              shape.get("n_layer", 4), shape.get("n_head", 4),
+                              shape.get("n_embd", 128))
+        params = list(model.parameters())  # nanoGPT's groups: decay matrices only
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
+
+        def gpt_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return ce(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+        return model, opt, gpt_loss
     raise ValueError(f"unknown workload {workload!r}; expected one of {WORKLOADS}")
 
 
@@ -159,14 +221,16 @@ def load_params(model: Any, arrays: Sequence[np.ndarray]) -> None:
 
 def make_step(workload: str, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
               dtype: Any = None, params: Sequence[np.ndarray] | None = None,
-              **shape: Any) -> Callable[[], Any]:
+              compiled: bool = False, **shape: Any) -> Callable[[], Any]:
     """A no-argument callable running one synchronous training step (zero_grad, forward, loss,
     backward, optimizer step) on the fixed batch (x, y); it returns the loss tensor. `params`
     (PyTorch layout, model order) replaces the initial parameters; `dtype` (e.g. torch.float64)
-    converts the model and the float inputs."""
+    converts the model and the float inputs; `compiled` runs the model through torch.compile.
+    The gpt workload clips the gradient norm at 1.0, as its config does."""
     import torch
 
     model, opt, loss_fn = build(workload, seed=seed, **shape)
+    clip = 1.0 if workload == "gpt" else None
     if dtype is not None:
         model.to(dtype)
     if params is not None:
@@ -184,10 +248,14 @@ def make_step(workload: str, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
     if workload == "linreg":
         yt = yt.reshape(-1, 1)
 
+    forward = torch.compile(model) if compiled else model
+
     def step() -> Any:
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xt), yt)
+        loss = loss_fn(forward(xt), yt)
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         return loss
 

@@ -138,27 +138,39 @@ def evaluate(
     device: DeviceOpt = None,
     sample: Annotated[int, typer.Option(
         help="Language models: also generate this many characters.")] = 0,
-    prompt: Annotated[str, typer.Option(help="Start of the generated text.")] = "\n",
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    prompt: Annotated[str | None, typer.Option(
+        help="Start of the generated text (\\n for a newline; default: a newline).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,
+    top_k: Annotated[int | None, typer.Option(
+        "--top-k", help="Sample from the K most likely characters only.")] = None,
+    sample_seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Evaluate a saved checkpoint on a data split (metrics also go to eval.json beside it)."""
     from dlrun import render
+    from dlrun.runner.evaluate import check_sampling, sample_text
     from dlrun.runner.evaluate import evaluate as run_eval
-    from dlrun.runner.evaluate import sample_text
 
     overrides = _overrides(set_, mode, device, None)
     if data_root is not None:
         overrides.append(f"data.root={data_root}")
     with error_boundary():
+        check_sampling(temperature, top_k, prefix="--")
+        text = None if prompt is None else prompt.replace("\\n", "\n")
+        gen = sample_text(run, text, sample, temperature, sample_seed,
+                          tag=tag, top_k=top_k, overrides=overrides) if sample else None
         result = run_eval(run, split=split, tag=tag, overrides=overrides)
-        if sample:
-            result["sample"] = sample_text(run, prompt.replace("\\n", "\n"), sample,
-                                           temperature, tag=tag)
+        if gen is not None:
+            result["sample"] = gen.pop("text")
+            result["generation"] = gen
     if json_out:
         console.print_json(json.dumps(result))
-    else:
-        render.print_eval(console, result)
+        return
+    render.print_eval(console, result)
+    if gen is not None:
+        console.print(f"generated {gen['tokens']} characters in {gen['seconds']:.2f} s: "
+                      f"{gen['tokens_per_second']:,.0f} tokens/s ({gen['method']}, "
+                      f"{gen['mode']})", highlight=False)
 
 
 @app.command()

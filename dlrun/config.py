@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -130,7 +131,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    type: Literal["linear", "mlp", "cnn", "rnn", "lstm", "gru"]
+    type: Literal["linear", "mlp", "cnn", "rnn", "lstm", "gru", "gpt"]
 
     def options(self) -> dict[str, Any]:
         """The family-specific keys (everything but `type`) as a plain dict (a deep copy)."""
@@ -160,7 +161,12 @@ class LossConfig(_Section):
 
 
 class OptimizerConfig(_Section):
-    """`optimizer`: SGD, Adam, AdamW or RMSprop and their hyper-parameters."""
+    """`optimizer`: SGD, Adam, AdamW or RMSprop and their hyper-parameters.
+
+    `decay` says which parameters `weight_decay` applies to: `all`, or `matrices`: those with
+    at least 2 dimensions (weight matrices, embeddings, conv kernels) while biases and norm
+    scales are not decayed, nanoGPT's configure_optimizers (two parameter groups).
+    """
 
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
     lr: Float = Field(1e-3, gt=0)
@@ -168,6 +174,7 @@ class OptimizerConfig(_Section):
     nesterov: bool = False
     dampening: Float = Field(0.0, ge=0)
     weight_decay: Float = Field(0.0, ge=0)
+    decay: Literal["all", "matrices"] = "all"
     betas: tuple[Float, Float] = (0.9, 0.999)
     eps: Float = Field(1e-8, gt=0)
     alpha: Float = Field(0.99, ge=0)
@@ -187,7 +194,13 @@ class OptimizerConfig(_Section):
 
 
 class ScheduleConfig(_Section):
-    """`schedule`: the learning-rate schedule, stepped per epoch or per step, after warm-up."""
+    """`schedule`: the learning-rate schedule, stepped per epoch or per step, after warm-up.
+
+    Warm-up is nanoGPT's: lr * (k + 1) / (warmup_steps + 1) at step (or epoch) k. `cosine`
+    then decays to `min_lr` (alias `eta_min`) at `decay_steps` (warm-up included, nanoGPT's
+    lr_decay_iters; or `t_max` steps after the warm-up; default: the end of training) and
+    holds `min_lr` after. `min_lr` is also the floor of `plateau`.
+    """
 
     name: Literal["constant", "step", "multistep", "exponential", "cosine", "plateau"] = "constant"
     warmup_steps: Int = Field(0, ge=0)
@@ -195,7 +208,8 @@ class ScheduleConfig(_Section):
     milestones: list[Int] = Field(default_factory=list)
     gamma: Float = Field(0.1, gt=0)
     t_max: Int | None = Field(None, ge=1)
-    eta_min: Float = Field(0.0, ge=0)
+    decay_steps: Int | None = Field(None, ge=1)
+    min_lr: Float = Field(0.0, ge=0, validation_alias=AliasChoices("min_lr", "eta_min"))
     patience: Int = Field(10, ge=0)
     factor: Float = Field(0.1, gt=0, lt=1)
     interval: Literal["epoch", "step"] = "epoch"
@@ -207,10 +221,23 @@ class ScheduleConfig(_Section):
             raise _fail(f"expected increasing integers >= 1, got {_show(v)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_floor(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "min_lr" in data and "eta_min" in data:
+            raise _fail("", [("eta_min", "is another name for min_lr; give one of them")])
+        return data
+
     @model_validator(mode="after")
     def _multistep_needs_milestones(self) -> ScheduleConfig:
         if self.name == "multistep" and not self.milestones:
             raise _fail("", [("milestones", "the multistep schedule needs at least one milestone")])
+        if self.t_max is not None and self.decay_steps is not None:
+            raise _fail("", [("decay_steps", "give decay_steps (counted from step 0) or t_max "
+                                             "(counted after the warm-up), not both")])
+        if self.decay_steps is not None and self.decay_steps <= self.warmup_steps:
+            raise _fail("", [("decay_steps", f"must be greater than warmup_steps "
+                                             f"({self.warmup_steps}), got {self.decay_steps}")])
         return self
 
 
@@ -224,7 +251,12 @@ class EarlyStopping(_Section):
 
 
 class TrainConfig(_Section):
-    """`train`: length, batching, clipping, evaluation, early stopping and checkpoint frequency."""
+    """`train`: length, batching, clipping, evaluation, early stopping and checkpoint frequency.
+
+    `sampling`: `permutation` (every sample once per epoch, shuffled when `shuffle`) or
+    `random` (every step draws `batch_size` samples with replacement, nanoGPT's get_batch; an
+    epoch is then len(train) // batch_size steps).
+    """
 
     epochs: Int = Field(1, ge=1)
     max_steps: Int | None = Field(None, ge=1)
@@ -237,6 +269,14 @@ class TrainConfig(_Section):
     checkpoint_every: Int | None = Field(None, ge=1)
     drop_last: bool = True
     shuffle: bool = True
+    sampling: Literal["permutation", "random"] = "permutation"
+
+    @model_validator(mode="after")
+    def _random_is_shuffled(self) -> TrainConfig:
+        if self.sampling == "random" and not self.shuffle:
+            raise _fail("", [("shuffle", "false contradicts sampling: random (random batches "
+                                         "at every step); remove one of them")])
+        return self
 
     @field_validator("early_stopping", mode="before")
     @classmethod
@@ -539,7 +579,7 @@ def _field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
     for part in loc:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
-            info = current.model_fields.get(str(part))
+            info = current.model_fields.get(str(part)) or _field_by_alias(current, str(part))
             if info is None:
                 return None
             current = info.annotation
@@ -552,6 +592,15 @@ def _field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
         else:
             return None
     return info
+
+
+def _field_by_alias(model: type[BaseModel], name: str) -> FieldInfo | None:
+    """The field that accepts `name` as an alias (schedule.eta_min -> min_lr)."""
+    for info in model.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            return info
+    return None
 
 
 def _unwrap(tp: Any) -> Any:

@@ -584,9 +584,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
 
     Shapes (..., L, E), (..., S, E), (..., S, Ev) -> (..., L, Ev). A boolean `attn_mask` marks
     the keys each query may attend to (True = attend); a float mask is added to the scores; it
-    must broadcast to (..., L, S). `is_causal` hides the keys after each query. `scale` defaults
-    to 1/sqrt(E). Dropout (`dropout_p`) applies to the attention probabilities, always (as in
-    PyTorch: pass 0.0 in evaluation). The backward keeps no (L, S) tensor from the forward.
+    must broadcast to (..., L, S). `is_causal` hides the keys after each query. A query whose
+    keys are all masked gets zeros, and zero gradients (PyTorch's "safe" softmax, since 2.5).
+    `scale` defaults to 1/sqrt(E). Dropout (`dropout_p`) applies to the attention probabilities,
+    always (as in PyTorch: pass 0.0 in evaluation). The backward keeps no (L, S) tensor from the
+    forward.
 
     >>> q = k = v = dlrun.randn(2, 4, 8)
     >>> F.scaled_dot_product_attention(q, k, v, is_causal=True).shape

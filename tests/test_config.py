@@ -309,3 +309,57 @@ def test_dataset_taking_any_option(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = validate_config({"data": {"name": "flexible", "options": {"anything": 1}},
                            "model": {"type": "linear"}})
     assert cfg.data.options == {"anything": 1}
+
+
+def test_nanogpt_keys(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """
+        data: {name: text, options: {path: input.txt, seq_len: 64, stride: 1}}
+        model: {type: lstm}
+        optimizer: {name: adamw, weight_decay: 0.1, decay: matrices}
+        schedule: {name: cosine, warmup_steps: 100, min_lr: 1e-4, decay_steps: 2000,
+                   interval: step}
+        train: {max_steps: 2000, batch_size: 12, sampling: random}
+    """))
+    assert cfg.data.options == {"path": "input.txt", "seq_len": 64, "stride": 1}
+    assert cfg.optimizer.decay == "matrices" and cfg.train.sampling == "random"
+    assert (cfg.schedule.min_lr, cfg.schedule.decay_steps) == (1e-4, 2000)
+    alias = load_config(write(tmp_path, MINIMAL + "schedule: {name: cosine, eta_min: 0.01}\n"))
+    assert alias.schedule.min_lr == 0.01  # PyTorch's name for the same floor
+    assert load_config(dump_config(cfg, tmp_path / "resolved.yaml")) == cfg
+    defaults = load_config(write(tmp_path, MINIMAL))
+    assert (defaults.optimizer.decay, defaults.train.sampling) == ("all", "permutation")
+    assert (defaults.schedule.min_lr, defaults.schedule.decay_steps) == (0.0, None)
+
+
+def test_nanogpt_keys_errors_name_the_key(tmp_path: Path) -> None:
+    lines = errors_of(write(tmp_path, """
+        data: {name: text, options: {path: a.txt, strid: 1}}
+        model: {type: lstm}
+        optimizer: {decay: matrix, lr_decay_iters: 5}
+        schedule: {name: cosine, eta_min: -1, decay_step: 9}
+        train: {sampling: randm}
+    """))
+    text = "\n".join(lines)
+    assert "data.options.strid: dataset 'text' has no option 'strid'; did you mean 'stride'?" \
+        in text
+    assert "optimizer.decay: expected one of 'all', 'matrices', got 'matrix'; did you mean " \
+           "'matrices'?" in text
+    assert "optimizer.lr_decay_iters: unknown key" in text
+    assert "schedule.eta_min: expected a number >= 0, got -1" in text
+    assert "schedule.decay_step: unknown key; did you mean 'decay_steps'?" in text
+    assert "train.sampling: expected one of 'permutation', 'random', got 'randm'; did you " \
+           "mean 'random'?" in text
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("schedule: {min_lr: 0.1, eta_min: 0.1}",
+     "schedule.eta_min: is another name for min_lr; give one of them"),
+    ("schedule: {t_max: 10, decay_steps: 20}", "schedule.decay_steps: give decay_steps"),
+    ("schedule: {warmup_steps: 100, decay_steps: 100}",
+     "schedule.decay_steps: must be greater than warmup_steps (100), got 100"),
+    ("train: {sampling: random, shuffle: false}",
+     "train.shuffle: false contradicts sampling: random"),
+])
+def test_nanogpt_cross_field_checks(tmp_path: Path, extra: str, message: str) -> None:
+    (line,) = errors_of(write(tmp_path, MINIMAL + extra + "\n"))
+    assert message in line

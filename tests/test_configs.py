@@ -12,9 +12,10 @@ from dlrun.runner import train as runner
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 OFFLINE = ["quickstart.yaml", "linreg_synthetic.yaml", "sine_rnn.yaml", "bench/linreg.yaml",
-           "bench/mlp.yaml", "bench/cnn.yaml", "bench/lstm.yaml", "linreg_csv.yaml"]
+           "bench/mlp.yaml", "bench/cnn.yaml", "bench/lstm.yaml", "bench/gpt.yaml",
+           "linreg_csv.yaml"]
 REAL = ["mnist_mlp.yaml", "mnist_cnn.yaml", "shakespeare_lstm.yaml", "shakespeare_gru.yaml",
-        "temperatures_lstm.yaml", "mnist_linear.yaml"]
+        "temperatures_lstm.yaml", "mnist_linear.yaml", "shakespeare_gpt.yaml"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))

@@ -19,7 +19,11 @@ from dlrun.errors import DataError
 
 @dataclass
 class Split:
-    """One split: inputs `x` and targets `y`, aligned along the first axis."""
+    """One split: inputs `x` and targets `y`, aligned along the first axis.
+
+    They may be read-only strided views (text windows over one corpus, see data.text.windows):
+    index rows (`x[idx]`, `take`) rather than making the whole array contiguous.
+    """
 
     x: np.ndarray
     y: np.ndarray

@@ -1,10 +1,15 @@
-"""Mini-batch loader: seeded per-epoch shuffling, resumable position, one transfer per batch.
+"""Mini-batch loader: seeded per-epoch shuffling or random draws, resumable position, one
+transfer per batch.
 
-The order of epoch `e` is a permutation drawn from a generator seeded by (seed, e) alone, so
-a run resumed from a checkpoint (see `state_dict`) sees exactly the batches it would have
-seen, and eager and static runs with the same seed see the same batches. Batches are
-gathered with `np.take` (into preallocated buffers when the batch is copied to a GPU
-anyway) and moved with one `to_device` call per array.
+Two samplings. 'permutation' (the default): the order of epoch `e` is a permutation drawn from
+a generator seeded by (seed, e) alone, every sample once per epoch. 'random' (nanoGPT's
+get_batch): every batch draws `batch_size` samples uniformly with replacement from a
+generator seeded by (seed, e, b), b the batch's index in the epoch; an epoch is then
+`len(x) // batch_size` batches. Either way a run resumed from a checkpoint (see `state_dict`)
+sees exactly the batches it would have seen, and eager and static runs with the same seed see
+the same batches. Batches are gathered with `np.take` (into preallocated buffers when the batch
+is copied to a GPU anyway), so `x` and `y` may be strided views (overlapping text windows) of
+which only the batch is copied, and moved with one `to_device` call per array.
 """
 
 from __future__ import annotations
@@ -18,16 +23,23 @@ import numpy as np
 from dlrun.backend import get_xp, normalize_device, to_device
 from dlrun.errors import CheckpointError, DataError
 
+SAMPLINGS = ("permutation", "random")
+
 
 class DataLoader:
     """Iterate `(xb, yb)` backend arrays (NumPy on 'cpu', CuPy on 'cuda:N') over `x`, `y`.
 
     - `shuffle`: a fresh permutation per epoch, depending only on (`seed`, epoch).
-    - `drop_last`: leave out the final short batch (so every batch has `batch_size` rows).
+    - `sampling`: 'permutation' (every sample once per epoch, shuffled or in order) or
+      'random' (each batch `batch_size` samples drawn with replacement, depending only on
+      (`seed`, epoch, batch index); `len(x) // batch_size` batches per epoch, at least one).
+    - `drop_last`: leave out the final short batch (so every batch has `batch_size` rows);
+      random batches are always full.
     - `x_shape`: reshape each input batch to (batch, *x_shape), e.g. (784,) to flatten images
       for an MLP; a free view, the data is not copied.
     - `resident`: on a GPU, copy the whole arrays to the device once and gather batches there
       (only the indices travel per batch); worth it when the data fits in device memory.
+      Overlapping strided views (text windows) travel as the memory they span, not row by row.
     - `reuse_buffers`: gather into the same host buffers every batch. The default is True
       for GPU devices (the batch is copied off the buffer) and False on the CPU, where the
       yielded arrays are handed to the caller and may be kept (e.g. saved by autograd).
@@ -46,6 +58,7 @@ class DataLoader:
         drop_last: bool = False,
         device: str = "cpu",
         *,
+        sampling: str = "permutation",
         x_shape: Sequence[int] | None = None,
         resident: bool = False,
         reuse_buffers: bool | None = None,
@@ -66,11 +79,18 @@ class DataLoader:
             raise DataError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise DataError(f"DataLoader: seed must be an integer >= 0, got {seed!r}")
+        if sampling not in SAMPLINGS:
+            raise DataError(f"DataLoader: sampling must be one of {', '.join(SAMPLINGS)}, "
+                            f"got {sampling!r}")
+        if sampling == "random" and not shuffle:
+            raise DataError("DataLoader: sampling 'random' draws random batches; it cannot be "
+                            "combined with shuffle=False")
         self.x = x
         self.y = y
         self.n = len(x)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
+        self.sampling = sampling
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.device = normalize_device(device)
@@ -85,8 +105,8 @@ class DataLoader:
         on_gpu = self.device != "cpu"
         self.resident = bool(resident) and on_gpu
         if self.resident:
-            self._xd = to_device(np.ascontiguousarray(x), self.device)
-            self._yd = to_device(np.ascontiguousarray(y), self.device)
+            self._xd = _resident_copy(x, self.device)
+            self._yd = _resident_copy(y, self.device)
         self.reuse_buffers = on_gpu if reuse_buffers is None else bool(reuse_buffers)
         self._xbuf: np.ndarray | None = None
         self._ybuf: np.ndarray | None = None
@@ -96,15 +116,25 @@ class DataLoader:
 
     def __len__(self) -> int:
         """Batches per epoch."""
+        if self.sampling == "random":
+            return max(self.n // self.batch_size, 1)
         if self.drop_last:
             return self.n // self.batch_size
         return -(-self.n // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The sample order of `epoch` (identity when not shuffling)."""
+        """The sample order of `epoch` (identity when not shuffling); with random sampling,
+        the concatenated indices of the epoch's batches."""
+        if self.sampling == "random":
+            return np.concatenate([self.draw(epoch, b) for b in range(len(self))])
         if not self.shuffle:
             return np.arange(self.n)
         return np.random.default_rng([self.seed, int(epoch)]).permutation(self.n)
+
+    def draw(self, epoch: int, batch: int) -> np.ndarray:
+        """Random sampling: the sample indices of batch `batch` of `epoch` (with replacement)."""
+        rng = np.random.default_rng([self.seed, int(epoch), int(batch)])
+        return rng.integers(0, self.n, size=self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Start `epoch` from its first batch at the next iteration."""
@@ -120,6 +150,7 @@ class DataLoader:
             "position": self.position,
             "seed": self.seed,
             "shuffle": self.shuffle,
+            "sampling": self.sampling,
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,
             "num_samples": self.n,
@@ -130,7 +161,7 @@ class DataLoader:
         mine = self.state_dict()
         diffs = [
             f"{k} {state[k]!r} (now {mine[k]!r})"
-            for k in ("seed", "shuffle", "batch_size", "drop_last", "num_samples")
+            for k in ("seed", "shuffle", "sampling", "batch_size", "drop_last", "num_samples")
             if k in state and state[k] != mine[k]
         ]
         if diffs:
@@ -150,10 +181,14 @@ class DataLoader:
         if batches and self.position >= batches:  # saved right after an epoch's last batch
             self.epoch, self.position = self.epoch + 1, 0
         epoch = self.epoch
-        order = self.order(epoch) if self.shuffle else None
+        random = self.sampling == "random"
+        order = self.order(epoch) if self.shuffle and not random else None
         for b in range(self.position, batches):
-            start = b * self.batch_size
-            stop = min(start + self.batch_size, self.n)
+            if random:
+                order, start, stop = self.draw(epoch, b), 0, self.batch_size
+            else:
+                start = b * self.batch_size
+                stop = min(start + self.batch_size, self.n)
             xb, yb = self._batch(order, start, stop)
             self.position = b + 1
             yield xb, yb
@@ -169,20 +204,47 @@ class DataLoader:
                 xb, yb = self._xd[start:stop], self._yd[start:stop]
             else:
                 idx = to_device(order[start:stop], self.device)
-                xb, yb = xp.take(self._xd, idx, axis=0), xp.take(self._yd, idx, axis=0)
+                xb, yb = _gather(self._xd, idx, None, xp), _gather(self._yd, idx, None, xp)
         else:
             if order is None:
                 xb, yb = self.x[start:stop], self.y[start:stop]
-            elif self._xbuf is not None and self._ybuf is not None:
-                idx = order[start:stop]
-                # mode='clip' (indices are valid by construction) avoids the extra buffered
-                # copy NumPy makes for out= with the default mode='raise'
-                xb = np.take(self.x, idx, axis=0, out=self._xbuf[:m], mode="clip")
-                yb = np.take(self.y, idx, axis=0, out=self._ybuf[:m], mode="clip")
             else:
                 idx = order[start:stop]
-                xb, yb = np.take(self.x, idx, axis=0), np.take(self.y, idx, axis=0)
+                xb = _gather(self.x, idx, None if self._xbuf is None else self._xbuf[:m])
+                yb = _gather(self.y, idx, None if self._ybuf is None else self._ybuf[:m])
             xb, yb = to_device(xb, self.device), to_device(yb, self.device)
         if self.x_shape is not None:
             xb = xb.reshape((m, *self.x_shape))
         return xb, yb
+
+
+def _gather(a: Any, idx: Any, out: Any, xp: Any = np) -> Any:
+    """The rows `a[idx]`, into `out` when given. A strided view (overlapping text windows) is
+    indexed as it is: `take` would first make the whole view contiguous, T times the corpus."""
+    if not a.flags.c_contiguous:
+        rows = a[idx]
+        if out is None:
+            return rows
+        out[...] = rows
+        return out
+    if out is None:
+        return xp.take(a, idx, axis=0)
+    # mode='clip' (indices are valid by construction) avoids the extra buffered copy NumPy
+    # makes for out= with the default mode='raise'
+    return xp.take(a, idx, axis=0, out=out, mode="clip")
+
+
+def _resident_copy(a: np.ndarray, device: str) -> Any:
+    """`a` on the device. An overlapping strided view (text windows: N rows of T over a corpus
+    of about N + T items) travels as the memory it spans and is viewed again there with the
+    same strides, instead of being expanded T-fold by a contiguous copy."""
+    if a.flags.c_contiguous or a.size == 0 or any(s < 0 for s in a.strides) or any(
+            s % a.itemsize for s in a.strides):
+        return to_device(np.ascontiguousarray(a), device)
+    span = sum((n - 1) * s for n, s in zip(a.shape, a.strides, strict=True)) // a.itemsize + 1
+    if span >= a.size:  # not overlapping: a compact copy is no bigger
+        return to_device(np.ascontiguousarray(a), device)
+    flat = np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(a.itemsize,))
+    xp = get_xp(device)
+    buf = to_device(np.ascontiguousarray(flat), device)
+    return xp.lib.stride_tricks.as_strided(buf, shape=a.shape, strides=a.strides)

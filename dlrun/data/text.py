@@ -67,11 +67,14 @@ def decode(ids: Sequence[int] | np.ndarray, vocab: Sequence[str]) -> str:
 
 
 def windows(ids: np.ndarray, seq_len: int, stride: int) -> Split:
-    """Next-token windows: x = ids[s:s+T], y = ids[s+1:s+T+1] for s = 0, stride, ..."""
+    """Next-token windows: x = ids[s:s+T], y = ids[s+1:s+T+1] for s = 0, stride, ...
+
+    x and y are read-only strided views of `ids` (no copy: with stride 1 a copy would be T times
+    the corpus); a loader gathers each batch from them, and only the batch is copied.
+    """
     n = (len(ids) - seq_len - 1) // stride + 1
     view = np.lib.stride_tricks.sliding_window_view(ids, seq_len + 1)[::stride][:n]
-    block = np.ascontiguousarray(view)
-    return Split(np.ascontiguousarray(block[:, :-1]), np.ascontiguousarray(block[:, 1:]))
+    return Split(view[:, :-1], view[:, 1:])
 
 
 def text(
@@ -79,6 +82,7 @@ def text(
     *,
     seq_len: int = 64,
     stride: int | None = None,
+    val_stride: int | None = None,
     val_fraction: float = 0.1,
     dataset: str = "tinyshakespeare",
     root: str | Path | None = None,
@@ -89,13 +93,18 @@ def text(
     """A character-level corpus split contiguously: the first (1 - val_fraction) for training.
 
     Samples are windows of `seq_len` ids with the next-character targets (x, y int64 (N, T)),
-    taken every `stride` characters (default: `seq_len`, no overlap). Without `path`, the
-    named `dataset` ('tinyshakespeare') is found in the cache or downloaded. Characters of the
+    training windows start every `stride` characters (default: `seq_len`, no overlap; 1 gives
+    every offset, as nanoGPT samples), validation windows every `val_stride` (default:
+    `seq_len`, so evaluation sees each validation character once whatever the training stride).
+    The windows are strided views of the encoded text, not copies. Without `path`, the named
+    `dataset` ('tinyshakespeare') is found in the cache or downloaded. Characters of the
     validation part that never occur in training are dropped (counted in meta).
     """
     name = "text" if path is not None else dataset
     seq_len = check_positive_int("seq_len", seq_len, name)
     stride = seq_len if stride is None else check_positive_int("stride", stride, name)
+    val_stride = (seq_len if val_stride is None
+                  else check_positive_int("val_stride", val_stride, name))
     val_fraction = check_fraction("val_fraction", val_fraction, name)
     if path is None:
         if dataset != "tinyshakespeare":
@@ -115,7 +124,7 @@ def text(
     val_ids = encode(val_text, vocab, drop_unknown=True)
     dropped = len(val_text) - len(val_ids)
 
-    def part(ids: np.ndarray, which: str) -> Split:
+    def part(ids: np.ndarray, which: str, stride: int) -> Split:
         if len(ids) < seq_len + 1:
             raise DataError(
                 f"{path}: the {which} part has {len(ids)} characters, fewer than "
@@ -124,8 +133,8 @@ def text(
             )
         return windows(ids, seq_len, stride)
 
-    train = part(train_ids, "training")
-    val = part(val_ids, "validation") if n_val > 0 else None
+    train = part(train_ids, "training", stride)
+    val = part(val_ids, "validation", val_stride) if n_val > 0 else None
     meta: dict[str, Any] = {
         "name": name,
         "task": "language_model",
@@ -138,6 +147,7 @@ def text(
         "output_dim": len(vocab),
         "seq_len": seq_len,
         "stride": stride,
+        "val_stride": val_stride,
         "chars": {"train": len(train_text), "val": len(val_text)},
         "val_unknown_chars_dropped": dropped,
         "files": [str(path)],
@@ -150,6 +160,7 @@ def tinyshakespeare(
     *,
     seq_len: int = 64,
     stride: int | None = None,
+    val_stride: int | None = None,
     val_fraction: float = 0.1,
     download: bool = True,
     progress: Progress | None = None,
@@ -159,6 +170,7 @@ def tinyshakespeare(
         None,
         seq_len=seq_len,
         stride=stride,
+        val_stride=val_stride,
         val_fraction=val_fraction,
         root=root,
         download=download,

@@ -1,9 +1,10 @@
 """Models built from a config section: `build_model(cfg, meta)` picks the family by cfg['type'].
 
-Families: linear, mlp, cnn, rnn, lstm, gru. `meta` describes the data: `input_shape` (per sample),
-`task` ('classification' | 'regression' | 'language_model'), `num_classes` (classification),
-`output_dim` (regression, default 1), `vocab_size` (token inputs). Every builder validates its
-section and raises `dlrun.errors.ConfigError` naming the key path (`model.hidden: ...`).
+Families: linear, mlp, cnn, rnn, lstm, gru, gpt (language models only). `meta` describes the
+data: `input_shape` (per sample), `task` ('classification' | 'regression' | 'language_model'),
+`num_classes` (classification), `output_dim` (regression, default 1), `vocab_size` (token
+inputs). Every builder validates its section and raises `dlrun.errors.ConfigError` naming the
+key path (`model.hidden: ...`).
 
 >>> from dlrun.models import build_model
 >>> model = build_model({"type": "mlp", "hidden": [32]},
@@ -20,6 +21,7 @@ from typing import Any
 from dlrun.errors import ConfigError
 from dlrun.models._meta import DataMeta
 from dlrun.models.cnn import CNN, build_cnn
+from dlrun.models.gpt import GPT, GPTConfig, build_gpt
 from dlrun.models.linear import LinearModel, build_linear
 from dlrun.models.mlp import build_mlp
 from dlrun.models.rnn import LanguageModel, SequenceModel, build_recurrent
@@ -34,8 +36,10 @@ REGISTRY: dict[str, Builder] = {
     "rnn": build_recurrent,
     "lstm": build_recurrent,
     "gru": build_recurrent,
+    "gpt": build_gpt,
 }
-_TOKEN_FAMILIES = ("rnn", "lstm", "gru")
+_TOKEN_FAMILIES = ("rnn", "lstm", "gru")  # read token ids for any task
+_LANGUAGE_MODELS = (*_TOKEN_FAMILIES, "gpt")  # model a language (gpt does only that)
 
 
 def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "model") -> Module:
@@ -47,14 +51,14 @@ def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "mo
         what = "missing (required)" if kind is None else f"unknown model type {kind!r}"
         raise ConfigError(f"{path}.type: {what}; expected one of {', '.join(REGISTRY)}")
     data = DataMeta.parse(meta, path)
-    if kind not in _TOKEN_FAMILIES and data.task == "language_model":
+    if kind not in _LANGUAGE_MODELS and data.task == "language_model":
         raise ConfigError(f"{path}.type: {kind!r} cannot model language; use one of "
-                          f"{', '.join(_TOKEN_FAMILIES)}")
-    if kind not in _TOKEN_FAMILIES and data.vocab_size is not None:
+                          f"{', '.join(_LANGUAGE_MODELS)}")
+    if kind not in _LANGUAGE_MODELS and data.vocab_size is not None:
         raise ConfigError(f"{path}.type: {kind!r} cannot read token ids; use one of "
                           f"{', '.join(_TOKEN_FAMILIES)}")
     return REGISTRY[kind](cfg, data, path)
 
 
 __all__ = ["build_model", "REGISTRY", "DataMeta", "LinearModel", "CNN", "SequenceModel",
-           "LanguageModel"]
+           "LanguageModel", "GPT", "GPTConfig"]

@@ -5,6 +5,8 @@
   directions' final states when bidirectional).
 - language_model: input (B, T) int64 token ids -> Embedding -> recurrent stack -> Linear at every
   step -> logits (B, T, vocab_size); flatten to (B*T, vocab_size) for cross_entropy.
+  `step(tokens, state)` gives the last position's logits and the recurrent state, so sampling
+  feeds the prompt once and then one token per call (see models/generation.py).
 """
 
 from __future__ import annotations
@@ -67,6 +69,22 @@ class LanguageModel(Module):
     def forward(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(self.dropout(self.embedding(x)))
         return self.head(self.dropout(out))
+
+    def step(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """Logits of the last position and the recurrent state after `tokens` (B, T), starting
+        from `state` (None: zeros; else what the previous call returned: h_n, or (h_n, c_n) for
+        an LSTM). Feeding a sequence in pieces gives the logits of feeding it whole, so sampling
+        carries the state: the prompt once, then one token per call (the state has seen the
+        whole history, no window)."""
+        out, state = self.rnn(self.dropout(self.embedding(tokens)), state)
+        return self.head(self.dropout(out[:, -1])), state
+
+    def generate(self, prompt: Any, max_new_tokens: int, **options: Any) -> Any:
+        """Sample `max_new_tokens` ids after `prompt` (ids) carrying the recurrent state; see
+        dlrun.models.generation.generate for the options (temperature, top_k, seed, static)."""
+        from dlrun.models.generation import generate
+
+        return generate(self, prompt, max_new_tokens, **options)
 
 
 def build_recurrent(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:

@@ -1,4 +1,5 @@
-"""Neural-network building blocks with PyTorch's names: Module, layers, recurrent layers, init.
+"""Neural-network building blocks with PyTorch's names: Module, layers, recurrent layers,
+attention and Transformer encoder layers, init.
 
 >>> import dlrun
 >>> from dlrun import nn
@@ -31,11 +32,12 @@ from dlrun.nn.layers import (
 )
 from dlrun.nn.module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from dlrun.nn.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
+from dlrun.nn.transformer import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "init", "Module", "ModuleList", "ModuleDict", "Sequential", "Parameter", "IncompatibleKeys",
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Unflatten", "Dropout", "Embedding",
     "ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Softmax", "LogSoftmax", "Identity",
     "LayerNorm", "BatchNorm1d", "BatchNorm2d", "RNNBase", "RNN", "LSTM", "GRU", "RNNCell",
-    "LSTMCell", "GRUCell",
+    "LSTMCell", "GRUCell", "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
 ]

@@ -14,6 +14,7 @@ Every optimizer keeps its state as tensors created in `__init__` and updates par
 from dlrun.optim import schedule as lr_scheduler  # PyTorch's module name
 from dlrun.optim.adam import Adam, AdamW
 from dlrun.optim.clip import clip_grad_norm_, clip_grad_value_
+from dlrun.optim.groups import decay_groups
 from dlrun.optim.optimizer import Optimizer, ParamGroup
 from dlrun.optim.rmsprop import RMSprop
 from dlrun.optim.schedule import (
@@ -26,11 +27,13 @@ from dlrun.optim.schedule import (
     MultiStepLR,
     ReduceLROnPlateau,
     StepLR,
+    WarmupCosineLR,
 )
 from dlrun.optim.sgd import SGD
 
 __all__ = [
     "Optimizer", "ParamGroup", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "ConstantLR",
-    "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearWarmup",
-    "ReduceLROnPlateau", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
+    "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "WarmupCosineLR",
+    "LinearWarmup", "ReduceLROnPlateau", "clip_grad_norm_", "clip_grad_value_", "decay_groups",
+    "lr_scheduler",
 ]

@@ -160,6 +160,41 @@ class CosineAnnealingLR(LRScheduler):
         return [self.eta_min + (b - self.eta_min) * c for b in self.base_lrs]
 
 
+class WarmupCosineLR(LRScheduler):
+    """nanoGPT's get_lr: linear warm-up, cosine decay to `min_lr` at `decay_steps`, then flat.
+
+    lr(e) = base * (e + 1) / (warmup_steps + 1)                                 e < warmup_steps
+    lr(e) = min_lr + (base - min_lr) * (1 + cos(pi * (e - W) / (D - W))) / 2   W <= e <= D
+    lr(e) = min_lr                                                              e > D
+
+    with W = warmup_steps and D = decay_steps (nanoGPT's warmup_iters and lr_decay_iters).
+    Without warm-up this is CosineAnnealingLR(T_max=D) up to D, but it stays at min_lr after
+    D instead of rising again.
+    """
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, decay_steps: int,
+                 min_lr: float = 0.0, last_epoch: int = -1) -> None:
+        if int(warmup_steps) < 0:
+            raise ValueError(f"WarmupCosineLR: warmup_steps must be >= 0, got {warmup_steps}")
+        if int(decay_steps) <= int(warmup_steps):
+            raise ValueError(f"WarmupCosineLR: decay_steps ({decay_steps}) must be greater than "
+                             f"warmup_steps ({warmup_steps})")
+        if float(min_lr) < 0.0:
+            raise ValueError(f"WarmupCosineLR: min_lr must be >= 0, got {min_lr}")
+        self.warmup_steps, self.decay_steps = int(warmup_steps), int(decay_steps)
+        self.min_lr = float(min_lr)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch: int) -> list[float]:
+        w, d, lo = self.warmup_steps, self.decay_steps, self.min_lr
+        if epoch < w:
+            return [b * (epoch + 1) / (w + 1) for b in self.base_lrs]
+        if epoch > d:
+            return [lo for _ in self.base_lrs]
+        coeff = 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / (d - w)))
+        return [lo + coeff * (b - lo) for b in self.base_lrs]
+
+
 class LinearWarmup(LRScheduler):
     """Linear warm-up over `warmup_steps`, then another closed-form schedule (or constant).
 
@@ -279,5 +314,5 @@ class ReduceLROnPlateau:
 
 __all__ = [
     "LRScheduler", "ConstantLR", "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR",
-    "CosineAnnealingLR", "LinearWarmup", "ReduceLROnPlateau",
+    "CosineAnnealingLR", "WarmupCosineLR", "LinearWarmup", "ReduceLROnPlateau",
 ]

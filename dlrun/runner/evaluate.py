@@ -10,12 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-import dlrun
-from dlrun import functional as F
 from dlrun.config import load_config
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, DataError
+from dlrun.models.generation import check_sampling
 from dlrun.runner import checkpoint as ckpt
 from dlrun.runner.experiment import Experiment, build_experiment, evaluate_split
 from dlrun.runner.rundir import atomic_write_text, find_run_config
@@ -65,25 +62,50 @@ def evaluate(path: Path | str, split: str | None = None, tag: str = "best",
     return result
 
 
-def sample_text(path: Path | str, prompt: str = "\n", length: int = 200,
-                temperature: float = 1.0, seed: int = 0, tag: str = "best") -> str:
-    """Generate `length` characters from a character language model, starting from `prompt`."""
-    from dlrun.data.text import decode, encode
+def _prompt_ids(prompt: str, vocab: list[str]) -> list[int]:
+    """The prompt's token ids; a DataError naming the characters the run's vocabulary lacks."""
+    from dlrun.data.text import encode
 
-    exp, _, _ = load_run(path, tag, ["mode=eager"])
+    missing = sorted(set(prompt) - set(vocab))
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:20])
+        raise DataError(f"--prompt: character{'s' if len(missing) > 1 else ''} {shown} "
+                        f"not in the run's vocabulary ({len(vocab)} characters)")
+    return [int(i) for i in encode(prompt, vocab)]
+
+
+def sample_text(path: Path | str, prompt: str | None = None, length: int = 200,
+                temperature: float = 1.0, seed: int = 0, tag: str = "best",
+                top_k: int | None = None, overrides: list[str] | None = None,
+                method: str = "auto") -> dict[str, Any]:
+    """Generate `length` characters from a character language model after `prompt` (default:
+    a newline).
+
+    The run's mode decides eager or static (`overrides` may change it: ["mode=static"]); a GPT
+    decodes with a KV cache, a recurrent model carries its state (see models.generation);
+    method='recompute' re-runs the model on the last seq_len (GPT: block_size) characters for
+    every one, eagerly. Returns the text (prompt included) and the speed of the generation loop
+    (tokens per second, after the compile).
+    """
+    from dlrun.data.text import decode
+    from dlrun.models.generation import generate
+
+    check_sampling(temperature, top_k, prefix="--")
+    if length < 0:
+        raise ConfigError(f"--sample must be >= 0, got {length}")
+    exp, _, _ = load_run(path, tag, overrides)
     vocab = exp.bundle.meta.get("vocab")
     if exp.task != "language_model" or not vocab:
         raise ConfigError(f"{path}: sampling needs a character language model run")
-    if temperature <= 0:
-        raise ConfigError(f"--temperature must be > 0, got {temperature}")
-    window = int(exp.bundle.meta.get("seq_len", 64))
-    ids = list(encode(prompt or "\n", vocab))
-    rng = np.random.default_rng(seed)
-    exp.model.eval()
-    with dlrun.no_grad():
-        for _ in range(length):
-            x = dlrun.tensor(np.array([ids[-window:]], dtype=np.int64), device=exp.device)
-            logits = exp.model(x)[0, -1] * (1.0 / temperature)
-            probs = F.softmax(logits.to_dtype(np.float64), 0).numpy()
-            ids.append(int(rng.choice(len(probs), p=probs / probs.sum())))
-    return decode(ids, vocab)
+    if not prompt:  # a newline, or the first character when the text has none
+        prompt = "\n" if "\n" in vocab else vocab[0]
+    ids = _prompt_ids(prompt, vocab)
+    window = None  # a GPT's recompute crops to its block_size
+    if method == "recompute" and not hasattr(exp.model, "block_size"):
+        window = int(exp.bundle.meta.get("seq_len", 64))  # what the recurrent model trained on
+    out = generate(exp.model, ids, length, temperature=temperature, top_k=top_k, seed=seed,
+                   static=exp.cfg.mode == "static", method=method, window=window)
+    return {"text": decode(out.ids, vocab), "tokens": out.new_tokens,
+            "seconds": out.seconds, "tokens_per_second": out.tokens_per_second,
+            "method": out.method, "mode": "static" if out.static else "eager", "traces": out.traces,
+            "temperature": temperature, "top_k": top_k, "seed": seed}

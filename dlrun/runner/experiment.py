@@ -77,35 +77,53 @@ def load_data(cfg: ExperimentConfig, progress: Any = None) -> DatasetBundle:
 
 
 def _loader(split: Split, cfg: ExperimentConfig, device: str, dtype: np.dtype, *, shuffle: bool,
-            drop_last: bool, batch_size: int) -> DataLoader:
+            drop_last: bool, batch_size: int, sampling: str = "permutation") -> DataLoader:
+    """A loader over `split`; float arrays converted to the run's dtype once (token ids and
+    labels are integers and stay views: text windows are strided views of the corpus)."""
     x = split.x
     if x.dtype.kind == "f" and x.dtype != dtype:
         x = x.astype(dtype)
     y = split.y
     if y.dtype.kind == "f" and y.dtype != dtype:
         y = y.astype(dtype)
+    if sampling == "random":  # draws with replacement: a batch may be larger than the split
+        return DataLoader(x, y, batch_size=batch_size, seed=cfg.seed, device=device,
+                          sampling="random")
     return DataLoader(x, y, batch_size=min(batch_size, len(x)), shuffle=shuffle, seed=cfg.seed,
                       drop_last=drop_last and len(x) >= batch_size, device=device)
 
 
 def build_optimizer(cfg: ExperimentConfig, params: list[Tensor]) -> optim.Optimizer:
+    """The optimizer of cfg.optimizer; with `decay: matrices` (and weight decay), two groups:
+    parameters with >= 2 dimensions decay, the others do not (see optim.decay_groups)."""
     o = cfg.optimizer
+    groups: list[Any] = list({id(p): p for p in params}.values())  # tied weights once
+    if o.decay == "matrices" and o.weight_decay > 0:
+        groups = optim.decay_groups(groups, o.weight_decay)
     if o.name == "sgd":
-        return optim.SGD(params, lr=o.lr, momentum=o.momentum, dampening=o.dampening,
+        return optim.SGD(groups, lr=o.lr, momentum=o.momentum, dampening=o.dampening,
                          weight_decay=o.weight_decay, nesterov=o.nesterov)
     if o.name in ("adam", "adamw"):
         cls = optim.Adam if o.name == "adam" else optim.AdamW
-        return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        return cls(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
     if o.name == "rmsprop":
-        return optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps,
+        return optim.RMSprop(groups, lr=o.lr, alpha=o.alpha, eps=o.eps,
                              weight_decay=o.weight_decay, momentum=o.momentum)
     raise ConfigError(f"optimizer.name: unknown optimizer {o.name!r}")
 
 
 def build_scheduler(cfg: ExperimentConfig, opt: optim.Optimizer, total: int) -> Any:
-    """The schedule; `total` is the number of schedule steps (epochs or steps by interval)."""
+    """The schedule; `total` is the number of schedule steps (epochs or steps by interval).
+
+    Warm-up is nanoGPT's, lr * (k + 1) / (warmup_steps + 1) at step k; `cosine` is nanoGPT's
+    get_lr (optim.WarmupCosineLR) down to min_lr at decay_steps (default: `total`).
+    """
     s = cfg.schedule
     main: Any
+    if s.name == "cosine":
+        end = s.decay_steps or (s.warmup_steps + s.t_max if s.t_max else total)
+        return optim.WarmupCosineLR(opt, s.warmup_steps, max(end, s.warmup_steps + 1),
+                                    min_lr=s.min_lr)
     if s.name == "constant":
         main = None
     elif s.name == "step":
@@ -114,17 +132,16 @@ def build_scheduler(cfg: ExperimentConfig, opt: optim.Optimizer, total: int) -> 
         main = optim.MultiStepLR(opt, milestones=list(s.milestones), gamma=s.gamma)
     elif s.name == "exponential":
         main = optim.ExponentialLR(opt, gamma=s.gamma)
-    elif s.name == "cosine":
-        main = optim.CosineAnnealingLR(opt, T_max=s.t_max or max(total - s.warmup_steps, 1),
-                                       eta_min=s.eta_min)
     elif s.name == "plateau":
         if s.warmup_steps:
             raise ConfigError("schedule.warmup_steps: cannot be combined with 'plateau'")
-        return optim.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience)
+        return optim.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience,
+                                       min_lr=s.min_lr)
     else:
         raise ConfigError(f"schedule.name: unknown schedule {s.name!r}")
     if s.warmup_steps:
-        return optim.LinearWarmup(opt, s.warmup_steps, after=main)
+        return optim.LinearWarmup(opt, s.warmup_steps, after=main,
+                                  start_factor=1.0 / (s.warmup_steps + 1))
     return main
 
 
@@ -168,7 +185,8 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None) 
     model.to(device=device, dtype=dtype)
     opt = build_optimizer(cfg, list(model.parameters()))
     loader = _loader(bundle.train, cfg, device, dtype, shuffle=cfg.train.shuffle,
-                     drop_last=cfg.train.drop_last, batch_size=cfg.train.batch_size)
+                     drop_last=cfg.train.drop_last, batch_size=cfg.train.batch_size,
+                     sampling=cfg.train.sampling)
     steps_per_epoch = len(loader)
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
     sched_total = cfg.train.epochs if cfg.schedule.interval == "epoch" else total_steps

@@ -151,3 +151,110 @@ def test_cuda_batches_match_cpu(data: tuple, resident: bool) -> None:
         assert type(xb).__module__.startswith("cupy")
         np.testing.assert_array_equal(xa, xb.get())
         np.testing.assert_array_equal(ya, yb.get())
+
+
+# ----- random sampling over strided text windows (nanoGPT's get_batch) ------------------------
+
+T = 16
+
+
+@pytest.fixture
+def corpus() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A corpus of ids and its stride-1 next-token windows (views, as dlrun.data.text makes)."""
+    ids = np.random.default_rng(0).integers(0, 50, size=2000)
+    view = np.lib.stride_tricks.sliding_window_view(ids, T + 1)
+    return ids, view[:, :-1], view[:, 1:]
+
+
+def random_batches(loader: DataLoader, n: int | None = None) -> list[list[int]]:
+    out = []
+    for xb, _ in loader:
+        out.append(xb[:, 0].tolist())
+        if n is not None and len(out) == n:
+            break
+    return out
+
+
+def test_random_batches_are_the_slices_at_the_drawn_offsets(corpus: tuple) -> None:
+    ids, x, y = corpus
+    loader = DataLoader(x, y, 12, seed=3, sampling="random")
+    assert len(loader) == len(x) // 12
+    for b, (xb, yb) in enumerate(loader):
+        offsets = loader.draw(0, b)
+        assert offsets.min() >= 0 and offsets.max() < len(ids) - T
+        assert xb.shape == yb.shape == (12, T) and xb.dtype == np.int64
+        np.testing.assert_array_equal(xb, np.stack([ids[i:i + T] for i in offsets]))
+        np.testing.assert_array_equal(yb, np.stack([ids[i + 1:i + T + 1] for i in offsets]))
+        if b == 3:
+            break
+    # drawn with replacement: batches may be larger than the data, and are always full
+    small = DataLoader(x[:5], y[:5], 8, sampling="random")
+    assert len(small) == 1 and [len(b) for b in random_batches(small)] == [8]
+
+
+def test_random_batches_depend_only_on_seed_epoch_and_step(corpus: tuple) -> None:
+    _, x, y = corpus
+    a = DataLoader(x, y, 12, seed=7, sampling="random")
+    first = random_batches(a, 5)
+    assert random_batches(DataLoader(x, y, 12, seed=7, sampling="random"), 5) == first
+    assert random_batches(DataLoader(x, y, 12, seed=8, sampling="random"), 5) != first
+    assert first[0] != first[1]  # fresh offsets every step
+    later = DataLoader(x, y, 12, seed=7, sampling="random")
+    later.set_epoch(1)
+    second = random_batches(later, 5)
+    assert second != first
+    again = DataLoader(x, y, 12, seed=7, sampling="random")
+    again.set_epoch(1)
+    assert random_batches(again, 5) == second
+    # the same batches with reused buffers (the GPU path) and through order()
+    reused = DataLoader(x, y, 12, seed=7, sampling="random", reuse_buffers=True)
+    assert random_batches(reused, 5) == first
+    assert a.order(0)[:12].tolist() == a.draw(0, 0).tolist()
+
+
+def test_random_sampling_resumes_mid_epoch_exactly(corpus: tuple) -> None:
+    _, x, y = corpus
+    n = len(x) // 40
+    full = DataLoader(x, y, 40, seed=2, sampling="random")
+    ref = random_batches(full) + random_batches(full)  # epochs 0 and 1
+    assert len(ref) == 2 * n
+
+    run = DataLoader(x, y, 40, seed=2, sampling="random")
+    got = random_batches(run, 17)
+    state = run.state_dict()
+    assert (state["epoch"], state["position"], state["sampling"]) == (0, 17, "random")
+    resumed = DataLoader(x, y, 40, seed=2, sampling="random")
+    resumed.load_state_dict(state)
+    got += random_batches(resumed) + random_batches(resumed)
+    assert got == ref
+    with pytest.raises(CheckpointError, match="sampling 'random' \\(now 'permutation'\\)"):
+        DataLoader(x, y, 40, seed=2).load_state_dict(state)
+
+
+def test_gathering_from_windows_copies_only_the_batch(corpus: tuple) -> None:
+    import tracemalloc
+
+    ids = np.arange(200_000, dtype=np.int64)  # its stride-1 windows would be 100 MB as a copy
+    view = np.lib.stride_tricks.sliding_window_view(ids, 65)
+    x, y = view[:, :-1], view[:, 1:]
+    for loader in (DataLoader(x, y, 32, seed=1, sampling="random"),
+                   DataLoader(x, y, 32, seed=1),
+                   DataLoader(x, y, 32, seed=1, reuse_buffers=True)):
+        tracemalloc.start()
+        try:
+            batches = iter(loader)
+            for _ in range(3):
+                xb, yb = next(batches)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4_000_000, peak  # the permutation of 200k rows is 1.6 MB; a copy 100 MB
+        np.testing.assert_array_equal(yb - xb, 1)
+
+
+def test_random_sampling_arguments(corpus: tuple) -> None:
+    _, x, y = corpus
+    with pytest.raises(DataError, match="sampling must be one of permutation, random"):
+        DataLoader(x, y, 4, sampling="replacement")
+    with pytest.raises(DataError, match="shuffle=False"):
+        DataLoader(x, y, 4, shuffle=False, sampling="random")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dlrun.data import download
-from dlrun.data.text import decode, encode, text, tinyshakespeare
+from dlrun.data.text import decode, encode, text, tinyshakespeare, windows
 from dlrun.errors import DataError
 
 CORPUS = "hello world, the quick brown fox jumps over the lazy dog.\n" * 20
@@ -140,3 +140,28 @@ def test_real_tinyshakespeare(data_dir: Path) -> None:
     )
     assert decode(b.train.x[0], b.meta["vocab"]).startswith("First Citizen:")
     assert b.train.x.max() < 65 and b.val.x.max() < 65
+
+
+def test_windows_are_views_of_the_corpus_not_copies() -> None:
+    ids = np.arange(1000, dtype=np.int64)
+    split = windows(ids, seq_len=64, stride=1)
+    assert len(split) == 1000 - 64
+    assert np.shares_memory(split.x, ids) and np.shares_memory(split.y, ids)
+    assert not split.x.flags.writeable  # a view into the corpus: nobody may write through it
+    np.testing.assert_array_equal(split.x[7], ids[7:71])
+    np.testing.assert_array_equal(split.y[7], ids[8:72])
+    # the default stride (seq_len) gives a view too, and it is laid out contiguously
+    blocks = windows(ids, seq_len=64, stride=64)
+    assert np.shares_memory(blocks.x, ids) and blocks.x.flags.c_contiguous
+    assert len(blocks) == (1000 - 65) // 64 + 1
+
+
+def test_stride_one_training_keeps_non_overlapping_validation(corpus: Path) -> None:
+    b = text(corpus, seq_len=8, stride=1, val_fraction=0.2)
+    n_val = round(len(CORPUS) * 0.2)
+    assert len(b.train) == len(CORPUS) - n_val - 8
+    assert len(b.val) == (n_val - 9) // 8 + 1  # evaluation cost does not grow with stride 1
+    assert b.meta["stride"] == 1 and b.meta["val_stride"] == 8
+    assert len(text(corpus, seq_len=8, stride=1, val_stride=1, val_fraction=0.2).val) == n_val - 8
+    with pytest.raises(DataError, match="val_stride must be an integer >= 1"):
+        text(corpus, seq_len=8, val_stride=0)

@@ -56,7 +56,7 @@ def test_lenet_default_for_28x28() -> None:
 
 
 def test_registry_families() -> None:
-    assert set(REGISTRY) == {"linear", "mlp", "cnn", "rnn", "lstm", "gru"}
+    assert set(REGISTRY) == {"linear", "mlp", "cnn", "rnn", "lstm", "gru", "gpt"}
 
 
 @pytest.mark.parametrize("cfg, meta, message", [

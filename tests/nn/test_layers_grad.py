@@ -16,6 +16,7 @@ from tests.engine.opcheck import (
     check_gradients,
 )
 from tests.nn.modcheck import module_spec
+from tests.nn.test_transformer import TRANSFORMER_SPECS
 
 
 def _flat(*ts: dlrun.Tensor) -> dlrun.Tensor:
@@ -113,6 +114,8 @@ SPECS: list[OpSpec] = [
     module_spec("LSTMCell_state", _with_state(nn.LSTMCell(3, 2)), [(2, 3), (2, 2), (2, 2)],
                 lambda hc: _flat(*hc)),
     module_spec("GRUCell", nn.GRUCell(3, 2), [(2, 3), (2, 2)]),
+    # attention and Transformer encoder layers (tests/nn/test_transformer.py)
+    *TRANSFORMER_SPECS,
 ]
 
 

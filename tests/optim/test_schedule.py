@@ -109,3 +109,76 @@ def test_bad_arguments() -> None:
     other = _opt()
     with pytest.raises(ValueError, match="same optimizer"):
         optim.LinearWarmup(_opt(), 2, after=optim.StepLR(other, 2))
+
+
+# ----- nanoGPT's warm-up + cosine (train.py get_lr) -------------------------------------------
+
+def nanogpt_get_lr(it: int, learning_rate: float = 1e-3, warmup_iters: int = 100,
+                   lr_decay_iters: int = 2000, min_lr: float = 1e-4) -> float:
+    """karpathy/nanoGPT train.py get_lr, verbatim."""
+    # 1) linear warmup for warmup_iters steps
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    # 2) if it > lr_decay_iters, return min learning rate
+    if it > lr_decay_iters:
+        return min_lr
+    # 3) in between, use cosine decay down to min learning rate
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    assert 0 <= decay_ratio <= 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+STEPS = [0, 1, 50, 99, 100, 101, 500, 1049, 1050, 1999, 2000, 2001, 2500]
+
+
+def test_warmup_cosine_is_nanogpt_get_lr() -> None:
+    opt = _opt(1e-3)
+    sched = optim.WarmupCosineLR(opt, warmup_steps=100, decay_steps=2000, min_lr=1e-4)
+    got = _trace(sched, opt, 2600)  # lr used by step k = nanoGPT's get_lr(iter_num=k)
+    assert [got[k] for k in STEPS] == pytest.approx([nanogpt_get_lr(k) for k in STEPS],
+                                                    rel=1e-12)
+    assert got[2000:] == pytest.approx([1e-4] * 600)  # holds min_lr after decay_steps
+
+
+def test_config_cosine_schedule_is_nanogpt_get_lr() -> None:
+    from dlrun.config import validate_config
+    from dlrun.runner.experiment import build_scheduler
+
+    def sched_for(schedule: dict, total: int = 2000) -> tuple:
+        cfg = validate_config({"data": {"name": "tokens"}, "model": {"type": "lstm"},
+                               "optimizer": {"lr": 1e-3}, "schedule": schedule})
+        opt = _opt(1e-3)
+        return build_scheduler(cfg, opt, total), opt
+
+    base = {"name": "cosine", "warmup_steps": 100, "interval": "step"}
+    for schedule, total in [({**base, "min_lr": 1e-4, "decay_steps": 2000}, 5000),
+                            ({**base, "eta_min": 1e-4, "t_max": 1900}, 5000),
+                            ({**base, "min_lr": 1e-4}, 2000)]:  # default: the end of training
+        sched, opt = sched_for(schedule, total)
+        got = _trace(sched, opt, 2100)
+        assert [got[k] for k in STEPS[:-1]] == pytest.approx(
+            [nanogpt_get_lr(k) for k in STEPS[:-1]], rel=1e-12), schedule
+    # warm-up before any other schedule follows the same rule: lr * (k + 1) / (warmup + 1)
+    sched, opt = sched_for({"name": "step", "step_size": 1000, "warmup_steps": 4})
+    assert _trace(sched, opt, 6) == pytest.approx([1e-3 * k / 5 for k in (1, 2, 3, 4)]
+                                                  + [1e-3, 1e-3], rel=1e-12)
+
+
+def test_warmup_cosine_state_dict_and_groups() -> None:
+    a, b = nn.Parameter(dlrun.zeros(1)), nn.Parameter(dlrun.zeros(1))
+    opt = optim.AdamW([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=1e-3)
+    sched = optim.WarmupCosineLR(opt, 10, 50, min_lr=1e-4)
+    for _ in range(20):
+        sched.step()
+    assert sched.get_last_lr() == pytest.approx([nanogpt_get_lr(20, 1e-3, 10, 50, 1e-4)] * 2)
+    sd = json.loads(json.dumps(sched.state_dict()))
+    opt2 = optim.AdamW([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=1e-3)
+    sched2 = optim.WarmupCosineLR(opt2, 10, 50, min_lr=1e-4)
+    sched2.load_state_dict(sd)
+    sched.step()
+    sched2.step()
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+    with pytest.raises(ValueError, match="decay_steps"):
+        optim.WarmupCosineLR(_opt(), 10, 10)

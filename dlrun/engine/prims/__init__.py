@@ -1,7 +1,14 @@
 """All primitives, registered on import (see registry.py)."""
 
 from dlrun.engine.prims import (
-    attention, conv, elementwise, fused, linalg, movement, random, reduce,
+    attention,
+    conv,
+    elementwise,
+    fused,
+    linalg,
+    movement,
+    random,
+    reduce,
 )
 from dlrun.engine.prims.registry import REGISTRY, Kind, MissingFact, Primitive, primitive
 

@@ -5,9 +5,11 @@
 from q and k (as flash attention does), so between forward and backward only the inputs live,
 and during the backward one probability tensor per call. Masks: `mask_kind` "bool" (True = may
 attend), "float" (added to the scores) or None; `causal` hides keys after each query
-(PyTorch's is_causal: the upper triangle of the (L, S) block, whatever L and S). Rows with every
-key masked give NaN, as PyTorch's softmax does; rows with some keys masked are exact (the row
-maximum is taken over finite scores only).
+(PyTorch's is_causal: the upper triangle of the (L, S) block, whatever L and S). Rows with some
+keys masked are exact (the row maximum is taken over finite scores only). Rows with every key
+masked give zeros in `attention` (as PyTorch's scaled_dot_product_attention, whose softmax is
+"safe" since 2.5), so their output and gradients are 0; `attention_probs` gives zeros with
+`safe=True` and NaN with `safe=False` (a plain softmax, as nn.MultiheadAttention's weights).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _swap(t):
     return permute(t, axes=tuple(range(n - 2)) + (n - 1, n - 2))
 
 
-def _probs_rule(q, k, *extra, scale, causal, mask_kind):
+def _probs_rule(q, k, *extra, scale, causal, mask_kind, safe=True):
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"attention: query width {q.shape[-1]} != key width {k.shape[-1]}")
     shape = broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
@@ -50,23 +52,27 @@ def _scores(xp, q, k, mask, scale, causal, mask_kind):
     return s
 
 
-def _softmax_rows(xp, s):
+def _softmax_rows(xp, s, safe):
     top = xp.amax(s, axis=-1, keepdims=True)
     top = xp.where(xp.isfinite(top), top, top.dtype.type(0))  # all masked: exp(-inf) = 0
     e = xp.exp(s - top)
+    total = e.sum(axis=-1, keepdims=True)  # >= 1 unless every key is masked
+    if safe:
+        return e / xp.where(total == 0, total.dtype.type(1), total)  # 0 / 1 = 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return e / e.sum(axis=-1, keepdims=True)  # 0 / 0 = NaN on a fully masked row
+        return e / total  # 0 / 0 = NaN on a fully masked row
 
 
 @primitive("attention_probs", A, _probs_rule)
-def attention_probs(xp, q, k, *mask, scale, causal, mask_kind):
-    """softmax(q k^T * scale, masked) over the keys: (..., L, S)."""
+def attention_probs(xp, q, k, *mask, scale, causal, mask_kind, safe):
+    """softmax(q k^T * scale, masked) over the keys: (..., L, S); fully masked rows give 0
+    (safe) or NaN."""
     return _softmax_rows(xp, _scores(xp, q, k, mask[0] if mask else None, scale, causal,
-                                     mask_kind))
+                                     mask_kind), safe)
 
 
 @attention_probs.defvjp
-def _attention_probs_vjp(g, y, q, k, *mask, needs, scale, causal, mask_kind):
+def _attention_probs_vjp(g, y, q, k, *mask, needs, scale, causal, mask_kind, safe):
     ds = y * (g - sum_(g * y, axis=(len(y.shape) - 1,), keepdims=True))
     return _score_grads(ds, q, k, mask, needs, scale, mask_kind)
 
@@ -95,7 +101,7 @@ def attention(xp, q, k, v, *extra, scale, causal, mask_kind, dropout):
     """probs(q, k) [* dropout mask] @ v; `extra` = (mask if mask_kind) + (drop mask if dropout),
     the drop mask holding 1/(1-p) where kept and 0 where dropped."""
     mask = extra[0] if mask_kind else None
-    p = _softmax_rows(xp, _scores(xp, q, k, mask, scale, causal, mask_kind))
+    p = _softmax_rows(xp, _scores(xp, q, k, mask, scale, causal, mask_kind), True)
     if dropout:
         p *= extra[-1]
     return xp.matmul(p, v)
@@ -104,7 +110,8 @@ def attention(xp, q, k, v, *extra, scale, causal, mask_kind, dropout):
 @attention.defvjp
 def _attention_vjp(g, y, q, k, v, *extra, needs, scale, causal, mask_kind, dropout):
     mask = extra[:1] if mask_kind else ()
-    p = attention_probs(q, k, *mask, scale=scale, causal=causal, mask_kind=mask_kind)
+    p = attention_probs(q, k, *mask, scale=scale, causal=causal, mask_kind=mask_kind,
+                        safe=True)
     pd = p * extra[-1] if dropout else p
     gv = matmul(_swap(pd), g) if needs[2] else None
     dp = matmul(g, _swap(v))

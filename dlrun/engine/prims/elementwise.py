@@ -6,6 +6,7 @@ composes these into one generated kernel.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -219,21 +220,29 @@ def _one(like):
     return scalar_like(1, like)
 
 
-def _erf_numpy(x):
+@functools.cache
+def _erf_ufunc(xp):
+    """scipy.special.erf (cupyx.scipy's on CuPy): a ufunc, so erf writes `out=` and fuses."""
     try:
-        from scipy.special import erf as scipy_erf
+        if xp is np:
+            from scipy.special import erf as ufunc
+        else:
+            from cupyx.scipy.special import erf as ufunc
     except ImportError:
-        return np.vectorize(math.erf, otypes=[x.dtype])(x)
-    return scipy_erf(x).astype(x.dtype, copy=False)
+        return None
+    return ufunc
 
 
 @primitive("erf", E, cuda_expr="erf({0})")
-def erf(xp, x):
-    if xp is np:
-        return _erf_numpy(x)
-    from cupyx.scipy.special import erf as cupy_erf
-
-    return cupy_erf(x)
+def erf(xp, x, out=None):
+    ufunc = _erf_ufunc(xp)
+    if ufunc is not None:
+        return ufunc(x, out=out)
+    values = np.vectorize(math.erf, otypes=[x.dtype])(x)  # no SciPy: slow but exact
+    if out is None:
+        return values
+    out[...] = values
+    return out
 
 
 @erf.defvjp
