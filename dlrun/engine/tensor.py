@@ -109,6 +109,18 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+        """A copy with its own array and gradient, the same class (Parameter stays Parameter),
+        device and array module (a module is shared, never copied), no autograd history."""
+        t = object.__new__(type(self))
+        memo[id(self)] = t
+        value = None if self._value is None else self._value.copy()
+        t._init(value, self._sym, self._xp, self.shape, self.dtype, self.device,
+                self.requires_grad)
+        if self._grad is not None:
+            t._grad = self._grad.__deepcopy__(memo)
+        return t
+
     # ----- leaving the engine: only for concrete tensors ---------------------------------------
     def _concrete(self, what: str) -> Any:
         if self._value is None:

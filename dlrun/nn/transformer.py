@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from dlrun import functional as F
-from dlrun.backend import get_xp
 from dlrun.engine.creation import empty, scalar_like, tensor
 from dlrun.engine.prims.attention import attention_probs
 from dlrun.engine.tensor import Tensor
@@ -294,10 +293,8 @@ class TransformerEncoderLayer(Module):
 
 
 def _clones(module: Module, n: int) -> list[Module]:
-    """n independent deep copies of `module` (the array modules its tensors use are shared)."""
-    xps = {get_xp(t.device) for t in [*module.parameters(), *module.buffers()]}
-    memo = {id(xp): xp for xp in xps}
-    return [copy.deepcopy(module, dict(memo)) for _ in range(n)]
+    """n independent deep copies of `module` (as PyTorch's TransformerEncoder makes them)."""
+    return [copy.deepcopy(module) for _ in range(n)]
 
 
 class TransformerEncoder(Module):

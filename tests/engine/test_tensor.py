@@ -120,3 +120,21 @@ def test_shape_rules_agree_with_forward() -> None:
             shape, dtype = prim.shape_rule(*inputs, **attrs)
             assert (tuple(shape), np.dtype(dtype)) == (t.shape, t.dtype), (spec.name, prim.name)
             stack.extend(inputs)
+
+
+def test_deepcopy_copies_values_and_grad_and_shares_the_array_module() -> None:
+    import copy
+
+    from dlrun import nn
+
+    layer = nn.Linear(3, 2)
+    layer.weight.grad = dlrun.ones(2, 3)
+    clone = copy.deepcopy(layer)
+    assert type(clone.weight) is nn.Parameter and clone.weight is not layer.weight
+    np.testing.assert_array_equal(clone.weight.numpy(), layer.weight.numpy())
+    assert clone.weight._xp is layer.weight._xp and clone.weight.requires_grad
+    clone.weight.grad.numpy()[...] = 5.0  # its own gradient array
+    assert layer.weight.grad.numpy().max() == 1.0
+    with dlrun.no_grad():
+        clone.weight.copy_(clone.weight * 0.0)
+    assert layer.weight.numpy().any()
