@@ -258,3 +258,24 @@ def test_random_sampling_arguments(corpus: tuple) -> None:
         DataLoader(x, y, 4, sampling="replacement")
     with pytest.raises(DataError, match="shuffle=False"):
         DataLoader(x, y, 4, shuffle=False, sampling="random")
+
+
+def test_resident_copy_of_windows_moves_the_span_not_the_rows(monkeypatch) -> None:
+    from dlrun.data import loader as loader_module
+
+    sent: list[int] = []
+
+    def transfer(a: np.ndarray, device: str) -> np.ndarray:  # a host -> device copy
+        sent.append(a.nbytes)
+        return np.array(a, copy=True)
+
+    monkeypatch.setattr(loader_module, "to_device", transfer)
+    ids = np.arange(1000, dtype=np.int64)
+    x = np.lib.stride_tricks.sliding_window_view(ids, 65)[:, :-1]  # 936 rows of 64
+    moved = loader_module._resident_copy(x, "cpu")  # on a GPU: the same on CuPy arrays
+    np.testing.assert_array_equal(moved, x)
+    assert not np.shares_memory(moved, ids)
+    assert sent == [(1000 - 1) * 8]  # the corpus it spans, not 64 times it
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]  # not overlapping: compact copy
+    np.testing.assert_array_equal(loader_module._resident_copy(rows, "cpu"), rows)
+    assert sent[-1] == rows.nbytes
