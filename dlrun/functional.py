@@ -587,8 +587,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     must broadcast to (..., L, S). `is_causal` hides the keys after each query. A query whose
     keys are all masked gets zeros, and zero gradients (PyTorch's "safe" softmax, since 2.5).
     `scale` defaults to 1/sqrt(E). Dropout (`dropout_p`) applies to the attention probabilities,
-    always (as in PyTorch: pass 0.0 in evaluation). The backward keeps no (L, S) tensor from the
-    forward.
+    always (as in PyTorch: pass 0.0 in evaluation). The backward keeps one (L, S) tensor from
+    the forward: the probabilities (with dropout, only the dropout mask; it recomputes them).
 
     >>> q = k = v = dlrun.randn(2, 4, 8)
     >>> F.scaled_dot_product_attention(q, k, v, is_causal=True).shape
@@ -613,8 +613,14 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         probs = np.broadcast_shapes(probs, key.shape[:-2] + (1, 1))
         extra.append(_rnd.dropout_mask(shape=tuple(probs), p=float(dropout_p),
                                        dtype=query.dtype, device=query.device))
+    if dropout_p == 0.0:  # the probabilities, kept for the backward, times the values
+        probs = _attn.attention_probs(query, key, *extra, scale=scale, causal=bool(is_causal),
+                                      mask_kind=kind, safe=True)
+        return matmul(probs, value)
+    # with dropout: one primitive whose backward recomputes the probabilities, so only the
+    # dropout mask is kept rather than the probabilities before and after dropping
     return _attn.attention(query, key, value, *extra, scale=scale, causal=bool(is_causal),
-                           mask_kind=kind, dropout=dropout_p > 0.0)
+                           mask_kind=kind, dropout=True)
 
 
 def _check_mask(shape: tuple[int, ...], query: Tensor, key: Tensor) -> None:

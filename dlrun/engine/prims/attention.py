@@ -14,6 +14,8 @@ masked give zeros in `attention` (as PyTorch's scaled_dot_product_attention, who
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dlrun.engine.prims.linalg import matmul
@@ -38,13 +40,21 @@ def _probs_rule(q, k, *extra, scale, causal, mask_kind, safe=True):
     return shape, np.result_type(q.dtype, k.dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _causal_hidden(xp, L, S):  # noqa: N803
+    """The (L, S) keys each query may not see (the upper triangle), made once per shape."""
+    hidden = xp.triu(xp.ones((L, S), dtype=bool), k=1)
+    if xp is np:
+        hidden.flags.writeable = False
+    return hidden
+
+
 def _scores(xp, q, k, mask, scale, causal, mask_kind):
+    """The scaled, masked scores: a fresh array the softmax may overwrite."""
     s = xp.matmul(q, xp.swapaxes(k, -1, -2))
     s *= s.dtype.type(scale)
     if causal:
-        L, S = s.shape[-2:]
-        hidden = xp.triu(xp.ones((L, S), dtype=bool), k=1)
-        s = xp.where(hidden, s.dtype.type(-np.inf), s)
+        xp.copyto(s, s.dtype.type(-np.inf), where=_causal_hidden(xp, *s.shape[-2:]))
     if mask_kind == "bool":
         s = xp.where(mask, s, s.dtype.type(-np.inf))
     elif mask_kind == "float":
@@ -52,15 +62,20 @@ def _scores(xp, q, k, mask, scale, causal, mask_kind):
     return s
 
 
-def _softmax_rows(xp, s, safe):
+def _softmax_rows(xp, s, safe, masked=True):
+    """Softmax over the last axis, in place in `s`. A row can have every key masked only
+    under an explicit mask (`masked`): its maximum is -inf, its exponentials all 0."""
     top = xp.amax(s, axis=-1, keepdims=True)
-    top = xp.where(xp.isfinite(top), top, top.dtype.type(0))  # all masked: exp(-inf) = 0
-    e = xp.exp(s - top)
-    total = e.sum(axis=-1, keepdims=True)  # >= 1 unless every key is masked
-    if safe:
-        return e / xp.where(total == 0, total.dtype.type(1), total)  # 0 / 1 = 0
+    if masked:
+        top = xp.where(xp.isfinite(top), top, top.dtype.type(0))
+    s -= top
+    xp.exp(s, out=s)
+    total = s.sum(axis=-1, keepdims=True)  # >= 1 unless every key is masked
+    if masked and safe:
+        total = xp.where(total == 0, total.dtype.type(1), total)  # 0 / 1 = 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return e / total  # 0 / 0 = NaN on a fully masked row
+        s /= total  # unsafe: 0 / 0 = NaN on a fully masked row
+    return s
 
 
 @primitive("attention_probs", A, _probs_rule)
@@ -68,7 +83,7 @@ def attention_probs(xp, q, k, *mask, scale, causal, mask_kind, safe):
     """softmax(q k^T * scale, masked) over the keys: (..., L, S); fully masked rows give 0
     (safe) or NaN."""
     return _softmax_rows(xp, _scores(xp, q, k, mask[0] if mask else None, scale, causal,
-                                     mask_kind), safe)
+                                     mask_kind), safe, mask_kind is not None)
 
 
 @attention_probs.defvjp
@@ -101,7 +116,8 @@ def attention(xp, q, k, v, *extra, scale, causal, mask_kind, dropout):
     """probs(q, k) [* dropout mask] @ v; `extra` = (mask if mask_kind) + (drop mask if dropout),
     the drop mask holding 1/(1-p) where kept and 0 where dropped."""
     mask = extra[0] if mask_kind else None
-    p = _softmax_rows(xp, _scores(xp, q, k, mask, scale, causal, mask_kind), True)
+    p = _softmax_rows(xp, _scores(xp, q, k, mask, scale, causal, mask_kind), True,
+                      mask_kind is not None)
     if dropout:
         p *= extra[-1]
     return xp.matmul(p, v)
