@@ -101,3 +101,21 @@ def test_products_over_one_column_are_outer_products(a_shape, b_shape) -> None:
     out = np.empty(want.shape)
     assert matmul.forward(np, a, b, out=out) is out
     np.testing.assert_allclose(out, want, rtol=1e-14)
+
+
+def test_float32_erf_is_within_a_few_ulp_and_may_write_over_its_input() -> None:
+    special = pytest.importorskip("scipy.special")
+    from dlrun.engine.prims.elementwise import erf
+
+    x = np.concatenate([np.linspace(-6, 6, 100001), [1e-30, -1e-30, 1e-8, 0.0, -0.0]])
+    x = x.astype(np.float32)
+    got = erf.forward(np, x)
+    ref = special.erf(x.astype(np.float64))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=5e-7, atol=0)
+    np.testing.assert_array_equal(np.signbit(got[-2:]), [False, True])
+    special_values = erf.forward(np, np.array([np.inf, -np.inf, np.nan], np.float32))
+    np.testing.assert_array_equal(special_values, [1.0, -1.0, np.nan])
+    y = x.copy()
+    assert erf.forward(np, y, out=y) is y  # in place, as a fused chain may run it
+    np.testing.assert_array_equal(y, got)
