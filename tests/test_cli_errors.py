@@ -12,17 +12,7 @@ from typer.testing import CliRunner
 
 from dlrun.backend import cuda_available
 from dlrun.cli import app
-
-
-def _fails(args: list[str], *needles: str) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in result.output, (needle, result.output)
-    return result.output
+from tests.cli_helpers import assert_cli_fails as _fails
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -26,6 +26,7 @@ from dlrun.models.generation import (
 )
 from dlrun.models.gpt import GPT, GPTConfig
 from dlrun.runner.evaluate import sample_text
+from tests.cli_helpers import assert_cli_fails as _fails
 
 VOCAB = 11
 
@@ -226,16 +227,6 @@ def test_eval_sample_reports_tokens_per_second(tmp_path: Path, model: str) -> No
     result = CliRunner().invoke(app, [*args, "--mode", "eager"])
     assert result.exit_code == 0, result.output
     assert "tokens/s" in result.output and "eager" in result.output
-
-
-def _fails(args: list[str], *needles: str) -> None:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in errors[0], (needle, result.output)
 
 
 def test_eval_sample_bad_options(tmp_path: Path) -> None:
