@@ -173,6 +173,40 @@ def evaluate(
                       f"{gen['mode']})", highlight=False)
 
 
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.",
+                                        show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="File format: onnx.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where the file goes (default: <run>/export/model.onnx).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version (13 or newer).")] = 17,
+    tag: Annotated[str, typer.Option(help="Which checkpoint of a run: best or last.")] = "best",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Export a trained model (verified against dlrun's own outputs before it is written)."""
+    from rich.markup import escape
+
+    from dlrun.errors import ExportError
+    from dlrun.runner.export import export as run_export
+
+    with error_boundary():
+        try:
+            result = run_export(run, fmt=fmt, out=out, opset=opset, tag=tag)
+        except ExportError as e:  # its text names `dlrun[onnx]`, which is not rich markup
+            raise ExportError(escape(str(e))) from None
+    if json_out:
+        console.print_json(json.dumps(result))
+        return
+    console.print(f"exported {result['checkpoint']} to [bold]{result['path']}[/] "
+                  f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes)",
+                  highlight=False, soft_wrap=True)
+    console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
+                  f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "
+                  f"{result['max_abs_error']:.3g}, max rel error {result['max_rel_error']:.3g}",
+                  highlight=False, soft_wrap=True)
+
+
 @app.command()
 def compare(
     config: ConfigArg,

@@ -287,11 +287,13 @@ class TrainConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    """`logging`: where runs go, how often steps are logged, whether plots are drawn."""
+    """`logging`: where runs go, how often steps are logged, whether plots and TensorBoard
+    event files (the optional tensorboardX) are written."""
 
     dir: str = "runs"
     log_every: Int = Field(50, ge=1)
     plots: bool = True
+    tensorboard: bool = False
 
 
 SECTIONS = ("data", "model", "loss", "optimizer", "schedule", "train", "logging")

@@ -31,3 +31,8 @@ class TraceError(DlrunError):
 
 class ExecutionError(DlrunError):
     """A compiled plan failed while running; the message names the node, its op and source line."""
+
+
+class ExportError(DlrunError):
+    """A model cannot be exported (an op without a lowering, a batch-dependent attribute, a
+    missing optional extra) or the exported file does not reproduce dlrun's outputs."""

@@ -28,6 +28,7 @@ METRICS_CSV = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 PLOTS_DIR = "plots"
+TENSORBOARD_DIR = "tensorboard"  # event files, only with logging.tensorboard: true
 CHECKPOINT_SUFFIXES = (".safetensors", ".json")
 
 _STAMP = "%Y%m%d-%H%M%S"

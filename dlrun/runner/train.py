@@ -20,6 +20,7 @@ import dlrun
 from dlrun.config import ExperimentConfig, dump_config, load_config
 from dlrun.errors import ConfigError, NumericalError
 from dlrun.runner import checkpoint as ckpt
+from dlrun.runner import tensorboard
 from dlrun.runner.events import (
     Callback,
     Checkpointed,
@@ -62,6 +63,7 @@ class Trainer:
         self.step_times: list[float] = []
         self.losses: list[float] = []
         self.logger = MetricsLogger(run_dir) if (write and run_dir) else None
+        self.tensorboard: tensorboard.TensorBoardLogger | None = None
         es = cfg.train.early_stopping
         measured = metric_names(self.exp.task, "val")
         if es is not None and es.metric not in measured:
@@ -84,6 +86,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if self.logger is not None:
             self.logger.log(record)
+        if self.tensorboard is not None:
+            self.tensorboard.log(record)
 
     def save(self, tag: str) -> Path | None:
         if not (self.write and self.run_dir):
@@ -149,8 +153,15 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train to the end (or an early stop / Ctrl-C); NaN and Inf are checked on the loss, so
         NumPy's floating-point warnings are silenced."""
-        with np.errstate(all="ignore"):
-            return self._run()
+        if self.write:
+            self.tensorboard = tensorboard.open_tensorboard(self.cfg, self.run_dir,
+                                                            self.progress["step"])
+        try:
+            with np.errstate(all="ignore"):
+                return self._run()
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
 
     def _run(self) -> dict[str, Any]:
         cfg, exp, p = self.cfg, self.exp, self.progress
@@ -289,6 +300,8 @@ class Trainer:
     def _write_summary(self, summary: dict[str, Any]) -> None:
         if self.write and self.run_dir:
             write_summary(self.run_dir, summary)
+            if self.tensorboard is not None:
+                self.tensorboard.finish(self.cfg, summary)
             if self.cfg.logging.plots:
                 from dlrun.runner.plots import plot_metrics
 
@@ -299,6 +312,7 @@ def train(cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
           runs_dir: Path | str | None = None) -> dict[str, Any]:
     """Train the experiment described by cfg in a new run directory; returns the summary."""
     root = Path(runs_dir if runs_dir is not None else cfg.logging.dir)
+    tensorboard.require(cfg)  # a missing optional extra fails before the run directory exists
     trainer = Trainer(cfg, callbacks, run_dir=None)
     run_dir = create_run_dir(root, cfg.name)
     trainer.run_dir = run_dir
@@ -311,6 +325,7 @@ def resume(run_dir: Path | str, callbacks: list[Callback] | None = None) -> dict
     """Continue a run from its last checkpoint, in its own run directory."""
     run_dir, config_path = find_run_config(run_dir)
     cfg = load_config(config_path)
+    tensorboard.require(cfg)
     trainer = Trainer(cfg, callbacks, run_dir=run_dir)
     trainer.resume_from(run_dir)
     return trainer.run()

@@ -136,3 +136,53 @@ def _attention_vjp(g, y, q, k, v, *extra, needs, scale, causal, mask_kind, dropo
     ds = p * (dp - sum_(dp * p, axis=(len(p.shape) - 1,), keepdims=True))
     gq, gk, *gmask = _score_grads(ds, q, k, mask, needs[:2] + needs[3:], scale, mask_kind)
     return (gq, gk, gv, *gmask, *((None,) if dropout else ()))
+
+
+# ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
+
+
+def _reduce_last(g, op_type, x):
+    if g.opset >= (13 if op_type == "ReduceSum" else 18):
+        return g.op(op_type, x, g.ints([-1]), keepdims=1)
+    return g.op(op_type, x, axes=[-1], keepdims=1)
+
+
+def _probs_onnx(g, q, k, mask, scale, causal, mask_kind, safe):
+    """The probabilities as ONNX nodes, with _scores' masking and _softmax_rows' safe rows."""
+    n = len(g.shape(k))
+    kt = g.op("Transpose", k, perm=[*range(n - 2), n - 1, n - 2])
+    dtype = np.result_type(g.dtype(q), g.dtype(k))
+    s = g.op("Mul", g.op("MatMul", q, kt), g.const(np.asarray(scale, dtype=dtype)))
+    ninf = g.const(np.asarray(-np.inf, dtype=dtype))
+    if causal:
+        hidden = np.triu(np.ones((g.shape(q)[-2], g.shape(k)[-2]), dtype=bool), k=1)
+        s = g.op("Where", g.const(hidden), ninf, s)
+    if mask_kind == "bool":
+        s = g.op("Where", mask, s, ninf)
+    elif mask_kind == "float":
+        s = g.op("Add", s, g.op("Cast", mask, to=g.tensor_type(dtype)))
+    if mask_kind is None:  # causal rows always see their first key: a plain softmax
+        return g.op("Softmax", s, axis=-1)
+    zero, one = (g.const(np.asarray(v, dtype=dtype)) for v in (0, 1))
+    top = _reduce_last(g, "ReduceMax", s)
+    top = g.op("Where", g.op("IsInf", top), zero, top)
+    e = g.op("Exp", g.op("Sub", s, top))
+    total = _reduce_last(g, "ReduceSum", e)
+    if safe:
+        total = g.op("Where", g.op("Equal", total, zero), one, total)
+    return g.op("Div", e, total)
+
+
+def _attention_probs_onnx(g, q, k, *mask, scale, causal, mask_kind, safe):
+    return _probs_onnx(g, q, k, mask[0] if mask else None, scale, causal, mask_kind, safe)
+
+
+def _attention_onnx(g, q, k, v, *extra, scale, causal, mask_kind, dropout):
+    p = _probs_onnx(g, q, k, extra[0] if mask_kind else None, scale, causal, mask_kind, True)
+    if dropout:
+        p = g.op("Mul", p, extra[-1])
+    return g.op("MatMul", p, v)
+
+
+attention_probs.onnx = _attention_probs_onnx
+attention.onnx = _attention_onnx

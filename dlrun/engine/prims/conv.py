@@ -335,3 +335,36 @@ def avg_pool2d_grad(xp, g, *, x_shape, kernel, stride, padding):
 @avg_pool2d_grad.defvjp
 def _avg_pool2d_grad_vjp(gg, y, g, *, x_shape, kernel, stride, padding):
     return (avg_pool2d(gg, kernel=kernel, stride=stride, padding=padding),)
+
+
+# ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
+
+
+def _im2col_onnx(g, x, *, kernel, stride, dilation, padding=(0, 0)):
+    """im2col as a Conv whose fixed one-hot kernel copies each (kh, kw, c) patch element into
+    its own output channel (im2col's row order), then (N, K, OH, OW) -> (K, N*OH*OW)."""
+    c = g.shape(x)[1]
+    (kh, kw), (ph, pw) = kernel, padding
+    onehot = np.zeros((kh * kw * c, c, kh, kw), dtype=g.dtype(x))
+    for i in range(kh):
+        for j in range(kw):
+            for ch in range(c):
+                onehot[(i * kw + j) * c + ch, ch, i, j] = 1
+    cols = g.op("Conv", x, g.const(onehot), kernel_shape=list(kernel), strides=list(stride),
+                dilations=list(dilation), pads=[ph, pw, ph, pw])
+    cols = g.op("Transpose", cols, perm=[1, 0, 2, 3])
+    return g.op("Reshape", cols, g.ints([kh * kw * c, -1]))
+
+
+def _pool_onnx(op_type, **extra):
+    def lower(g, x, *, kernel, stride, padding):
+        ph, pw = padding
+        return g.op(op_type, x, kernel_shape=list(kernel), strides=list(stride),
+                    pads=[ph, pw, ph, pw], **extra)
+
+    return lower
+
+
+im2col.onnx = _im2col_onnx
+max_pool2d.onnx = _pool_onnx("MaxPool")
+avg_pool2d.onnx = _pool_onnx("AveragePool", count_include_pad=1)

@@ -342,3 +342,46 @@ logical_or = _predicate("logical_or", "logical_or", "({0} || {1})")
            ufunc="logical_not")
 def logical_not(xp, x, out=None):
     return xp.logical_not(x, out=out)
+
+
+# ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
+
+
+def _onnx_binary(op_type):
+    return lambda g, a, b: g.op(op_type, a, b)
+
+
+def _onnx_unary(op_type):
+    return lambda g, x: g.op(op_type, x)
+
+
+add.onnx = _onnx_binary("Add")
+sub.onnx = _onnx_binary("Sub")
+mul.onnx = _onnx_binary("Mul")
+div.onnx = _onnx_binary("Div")
+pow.onnx = _onnx_binary("Pow")
+maximum.onnx = _onnx_binary("Max")
+minimum.onnx = _onnx_binary("Min")
+eq.onnx = _onnx_binary("Equal")
+lt.onnx = _onnx_binary("Less")
+le.onnx = _onnx_binary("LessOrEqual")
+gt.onnx = _onnx_binary("Greater")
+ge.onnx = _onnx_binary("GreaterOrEqual")
+logical_and.onnx = _onnx_binary("And")
+logical_or.onnx = _onnx_binary("Or")
+neg.onnx = _onnx_unary("Neg")
+exp.onnx = _onnx_unary("Exp")
+log.onnx = _onnx_unary("Log")
+sqrt.onnx = _onnx_unary("Sqrt")
+abs.onnx = _onnx_unary("Abs")
+sign.onnx = _onnx_unary("Sign")
+tanh.onnx = _onnx_unary("Tanh")
+sigmoid.onnx = _onnx_unary("Sigmoid")
+relu.onnx = _onnx_unary("Relu")
+erf.onnx = _onnx_unary("Erf")
+logical_not.onnx = _onnx_unary("Not")
+ne.onnx = lambda g, a, b: g.op("Not", g.op("Equal", a, b))
+leaky_relu.onnx = lambda g, x, *, negative_slope: g.op("LeakyRelu", x,
+                                                       alpha=float(negative_slope))
+where.onnx = lambda g, c, a, b: g.op("Where", c, a, b)
+cast.onnx = lambda g, x, *, dtype: g.op("Cast", x, to=g.tensor_type(dtype))

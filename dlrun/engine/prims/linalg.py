@@ -65,3 +65,6 @@ def _matmul_vjp(g, y, a, b, needs):
         else:
             gb = matmul(_swap_last(a), g)
     return ga, gb
+
+
+matmul.onnx = lambda g, a, b: g.op("MatMul", a, b)  # ONNX lowering (dlrun export)

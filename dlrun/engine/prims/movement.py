@@ -412,3 +412,72 @@ def scatter_add(xp, g, idx, *, axis, shape, out=None):
 @scatter_add.defvjp
 def _scatter_add_vjp(gg, y, g, idx, *, axis, shape):
     return gather(gg, idx, axis=axis), None
+
+
+# ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
+# A `shape` dim of -1 is one that follows the batch size (the exporter found it differ between
+# traces at two batch sizes): Reshape infers it, Expand keeps the input's dim (1 broadcasts).
+_INT64_MAX = np.iinfo(np.int64).max
+_INT64_MIN = np.iinfo(np.int64).min
+
+
+
+def _reshape_onnx(g, x, *, shape):
+    if list(shape).count(-1) > 1:
+        raise ValueError(f"reshape to {shape}: more than one dim follows the batch size")
+    return g.op("Reshape", x, g.ints(shape))
+
+
+reshape.onnx = _reshape_onnx
+permute.onnx = lambda g, x, *, axes: g.op("Transpose", x, perm=list(axes))
+broadcast_to.onnx = lambda g, x, *, shape: g.op("Expand", x,
+                                                g.ints(1 if d == -1 else d for d in shape))
+concat.onnx = lambda g, *xs, axis: g.op("Concat", *xs, axis=axis)
+take.onnx = lambda g, x, idx, *, axis: g.op("Gather", x, idx, axis=axis)
+gather.onnx = lambda g, x, idx, *, axis: g.op("GatherElements", x, idx, axis=axis)
+
+
+def _getitem_onnx(g, x, *, index):
+    """Basic indexing as one Slice (ints as one-element slices), then Squeeze of the int axes
+    and Unsqueeze of the new (None) axes."""
+    starts, ends, axes, steps, squeeze, new_axes = [], [], [], [], [], []
+    dim = out_pos = 0
+    for item in index:
+        if item[0] == "n":
+            new_axes.append(out_pos)
+            out_pos += 1
+            continue
+        if item[0] == "i":
+            k = item[1]
+            starts.append(k)
+            ends.append(_INT64_MAX if k == -1 else k + 1)
+            steps.append(1)
+            squeeze.append(dim)
+        else:
+            _, start, stop, step = item
+            step = 1 if step is None else step
+            starts.append((0 if step > 0 else -1) if start is None else start)
+            ends.append((_INT64_MAX if step > 0 else _INT64_MIN) if stop is None else stop)
+            steps.append(step)
+            out_pos += 1
+        axes.append(dim)
+        dim += 1
+    y = x
+    if axes:
+        y = g.op("Slice", x, g.ints(starts), g.ints(ends), g.ints(axes), g.ints(steps))
+    if squeeze:
+        y = g.op("Squeeze", y, g.ints(squeeze))
+    if new_axes:
+        y = g.op("Unsqueeze", y, g.ints(new_axes))
+    return y if y != x else g.op("Identity", x)
+
+
+getitem.onnx = _getitem_onnx
+
+
+def _pad_onnx(g, x, *, pad_width, value):
+    pads = [int(a) for a, _ in pad_width] + [int(b) for _, b in pad_width]
+    return g.op("Pad", x, g.ints(pads), g.const(np.asarray(value, dtype=g.dtype(x))))
+
+
+pad.onnx = _pad_onnx

@@ -179,3 +179,41 @@ def log_softmax(xp, x, *, axis, out=None):
 @log_softmax.defvjp
 def _log_softmax_vjp(g, y, x, *, axis):
     return (g - exp(y) * sum(g, axis=(axis,), keepdims=True),)
+
+
+# ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
+
+
+def _onnx_reduce(op_type, axes_input_since):
+    """A Reduce* node: axes as an input from opset `axes_input_since`, an attribute before."""
+
+    def lower(g, x, *, axis, keepdims):
+        if op_type == "ReduceSum" and g.dtype(x).kind not in "fc":
+            x = g.op("Cast", x, to=g.tensor_type(np.int64))  # dlrun sums ints/bools as int64
+        if axis is None:
+            return g.op(op_type, x, keepdims=int(keepdims))
+        if g.opset >= axes_input_since:
+            return g.op(op_type, x, g.ints(axis), keepdims=int(keepdims))
+        return g.op(op_type, x, axes=list(axis), keepdims=int(keepdims))
+
+    return lower
+
+
+def _onnx_arg(op_type):
+    def lower(g, x, *, axis, keepdims):
+        if axis is None:
+            x, axis = g.op("Reshape", x, g.ints([-1])), 0
+            if keepdims:
+                raise ValueError("arg reductions over all axes with keepdims do not export")
+        return g.op(op_type, x, axis=axis, keepdims=int(keepdims))
+
+    return lower
+
+
+sum.onnx = _onnx_reduce("ReduceSum", 13)
+amax.onnx = _onnx_reduce("ReduceMax", 18)
+logsumexp.onnx = _onnx_reduce("ReduceLogSumExp", 18)
+argmax.onnx = _onnx_arg("ArgMax")
+argmin.onnx = _onnx_arg("ArgMin")
+softmax.onnx = lambda g, x, *, axis: g.op("Softmax", x, axis=axis)
+log_softmax.onnx = lambda g, x, *, axis: g.op("LogSoftmax", x, axis=axis)

@@ -1,0 +1,1 @@
+"""Exporting trained models to other runtimes (ONNX): see dlrun.export.onnx."""
