@@ -27,6 +27,7 @@ def export(path: Path | str, fmt: str = "onnx", out: Path | str | None = None, o
     from dlrun.runner.evaluate import load_run
     from dlrun.runner.experiment import batch_tensors
     from dlrun.runner.rundir import find_run_config
+    from dlrun.runner.tensorboard import add_exported_graph
 
     require_onnx()
     run_dir, _ = find_run_config(Path(path))
@@ -39,4 +40,5 @@ def export(path: Path | str, fmt: str = "onnx", out: Path | str | None = None, o
                          tolerance=TOLERANCE if tolerance is None else tolerance, tamper=tamper)
     result.update({"checkpoint": str(target), "step": meta.get("progress", {}).get("step"),
                    "verified_on": split})
+    result["tensorboard"] = add_exported_graph(exp.cfg, run_dir, result["path"])
     return result

@@ -112,3 +112,17 @@ def open_tensorboard(cfg: ExperimentConfig, run_dir: Path | None,
     if not (cfg.logging.tensorboard and run_dir):
         return None
     return TensorBoardLogger(run_dir, start_step)
+
+
+def add_exported_graph(cfg: ExperimentConfig, run_dir: Path | str, model_path: Path | str
+                       ) -> bool:
+    """The graph of an exported ONNX model in the run's TensorBoard folder (its Graphs tab),
+    when the run logs to TensorBoard; whether it was written."""
+    if not cfg.logging.tensorboard:
+        return False
+    logger = TensorBoardLogger(run_dir)
+    try:
+        logger.writer.add_onnx_graph(str(model_path))
+    finally:
+        logger.close()
+    return True

@@ -128,3 +128,22 @@ def test_resume_appends_to_the_same_folder(tiny_config, tmp_path: Path) -> None:
 def test_flatten_makes_dotted_scalar_hparams() -> None:
     flat = flatten({"a": {"b": 1, "c": [1, 2], "d": {}}, "e": None, "f": "x", "g": True})
     assert flat == {"a.b": 1, "a.c": "[1, 2]", "a.d": "{}", "e": "null", "f": "x", "g": True}
+
+
+@needs_tensorboardx
+def test_an_export_adds_the_onnx_graph_to_the_runs_tensorboard(tiny_config, tmp_path: Path
+                                                               ) -> None:
+    pytest.importorskip("onnxruntime")
+    from dlrun.runner.export import export
+
+    cfg = load_config(tiny_config(), ON)
+    run = Path(runner.train(cfg, runs_dir=tmp_path / "runs")["run_dir"])
+    before = len(read_events(run / "tensorboard"))
+    result = export(run)
+    events = read_events(run / "tensorboard")
+    graphs = [e for e in events[before:] if e.graph_def]
+    assert result["tensorboard"] is True and len(graphs) == 1
+    assert scalars(events) == scalars(events[:before])  # the metrics are untouched
+    cfg_off = load_config(tiny_config(), ["logging.plots=false", "train.epochs=1"])
+    plain = Path(runner.train(cfg_off, runs_dir=tmp_path / "plain")["run_dir"])
+    assert export(plain)["tensorboard"] is False and not (plain / "tensorboard").exists()
