@@ -199,7 +199,8 @@ def export_cmd(
         console.print_json(json.dumps(result))
         return
     console.print(f"exported {result['checkpoint']} to [bold]{result['path']}[/] "
-                  f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes)",
+                  f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes, "
+                  f"dynamic axes: {', '.join(result.get('dynamic_axes', ['batch']))})",
                   highlight=False, soft_wrap=True)
     console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
                   f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "

@@ -1,5 +1,6 @@
 """dlrun export --format onnx: each model family's ONNX file passes the checker and reproduces
-dlrun's outputs in ONNX Runtime at two batch sizes; failures leave no file behind."""
+dlrun's outputs in ONNX Runtime at two batch sizes (GPT: and two sequence lengths); failures leave
+no file behind."""
 
 from __future__ import annotations
 
@@ -81,6 +82,15 @@ def test_family_exports_and_matches_dlrun_at_two_batch_sizes(runs, family: str) 
     assert [i.name for i in model.graph.input] == ["input"]
     assert [o.name for o in model.graph.output] == ["output"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    seq_dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    if family == "gpt":  # the sequence axis follows the input too
+        assert result["dynamic_axes"] == ["batch", "seq"] and seq_dim.dim_param == "seq"
+        assert result["seq_lens"] == [6, 3]
+        assert model.graph.output[0].type.tensor_type.shape.dim[1].dim_param == "seq"
+    else:  # RNNs unroll per step: their sequence stays fixed
+        assert result["dynamic_axes"] == ["batch"] and seq_dim.dim_value
+    if family in ("lstm", "gru"):
+        assert "sequence length fixed at 6" in result["seq_note"]
     assert all(t.data_type != onnx.TensorProto.DOUBLE for t in model.graph.initializer)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     net, x = _inputs(runs[family])
@@ -94,6 +104,25 @@ def test_family_exports_and_matches_dlrun_at_two_batch_sizes(runs, family: str) 
             want = net(dlrun.tensor(batch)).numpy()
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+def test_gpt_matches_dlrun_at_two_batch_sizes_and_two_sequence_lengths(runs) -> None:
+    session = ort.InferenceSession(str(export(runs["gpt"])["path"]),
+                                   providers=["CPUExecutionProvider"])
+    net, _ = _inputs(runs["gpt"])
+    net.eval()
+    tokens = np.random.default_rng(0).integers(0, 7, size=(7, 8))
+    worst = 0.0
+    for n in (2, 7):  # batch sizes neither trace used
+        for t in (2, 8):  # sequence lengths neither trace used (it traces 6 and 5); 8 = block
+            batch = tokens[:n, :t]
+            got = session.run(["output"], {"input": batch})[0]
+            with dlrun.no_grad():
+                want = net(dlrun.tensor(batch)).numpy()
+            assert got.shape == want.shape == (n, t, 7)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+            worst = max(worst, float(np.abs(got - want).max()))
+    print(f"gpt dynamic batch x seq: max abs error {worst:.3g}")
 
 
 @pytest.fixture

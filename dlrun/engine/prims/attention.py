@@ -147,6 +147,21 @@ def _reduce_last(g, op_type, x):
     return g.op(op_type, x, axes=[-1], keepdims=1)
 
 
+def _causal_hidden_onnx(g, L, S):  # noqa: N803
+    """The (L, S) keys each query may not see: a constant, or (L or S follows the sequence
+    length, a dlrun.export.onnx.Dim) key index > query index from two Ranges at run time."""
+    if isinstance(L, (int, np.integer)) and isinstance(S, (int, np.integer)):
+        return g.const(np.triu(np.ones((L, S), dtype=bool), k=1))
+    zero, one = (g.const(np.asarray(v, dtype=np.int64)) for v in (0, 1))
+
+    def arange(n):
+        return g.op("Range", zero, g.op("Squeeze", g.ints([n]), g.ints([0])), one)
+
+    rows = g.op("Unsqueeze", arange(L), g.ints([1]))
+    cols = g.op("Unsqueeze", arange(S), g.ints([0]))
+    return g.op("Greater", cols, rows)
+
+
 def _probs_onnx(g, q, k, mask, scale, causal, mask_kind, safe):
     """The probabilities as ONNX nodes, with _scores' masking and _softmax_rows' safe rows."""
     n = len(g.shape(k))
@@ -155,8 +170,7 @@ def _probs_onnx(g, q, k, mask, scale, causal, mask_kind, safe):
     s = g.op("Mul", g.op("MatMul", q, kt), g.const(np.asarray(scale, dtype=dtype)))
     ninf = g.const(np.asarray(-np.inf, dtype=dtype))
     if causal:
-        hidden = np.triu(np.ones((g.shape(q)[-2], g.shape(k)[-2]), dtype=bool), k=1)
-        s = g.op("Where", g.const(hidden), ninf, s)
+        s = g.op("Where", _causal_hidden_onnx(g, g.sym_shape(q)[-2], g.sym_shape(k)[-2]), ninf, s)
     if mask_kind == "bool":
         s = g.op("Where", mask, s, ninf)
     elif mask_kind == "float":

@@ -415,23 +415,28 @@ def _scatter_add_vjp(gg, y, g, idx, *, axis, shape):
 
 
 # ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
-# A `shape` dim of -1 is one that follows the batch size (the exporter found it differ between
-# traces at two batch sizes): Reshape infers it, Expand keeps the input's dim (1 broadcasts).
+# A `shape` dim that is not an int is a dlrun.export.onnx.Dim: it follows the batch size or the
+# sequence length (the exporter found it differ between traces). Reshape infers a single one
+# (-1) and reads two or more off the input's shape (g.ints); Expand keeps the input's dim (1).
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
 
 
 
+def _static(d):
+    return isinstance(d, (int, np.integer))
+
+
 def _reshape_onnx(g, x, *, shape):
-    if list(shape).count(-1) > 1:
-        raise ValueError(f"reshape to {shape}: more than one dim follows the batch size")
+    if sum(not _static(d) for d in shape) == 1:
+        shape = [d if _static(d) else -1 for d in shape]
     return g.op("Reshape", x, g.ints(shape))
 
 
 reshape.onnx = _reshape_onnx
 permute.onnx = lambda g, x, *, axes: g.op("Transpose", x, perm=list(axes))
 broadcast_to.onnx = lambda g, x, *, shape: g.op("Expand", x,
-                                                g.ints(1 if d == -1 else d for d in shape))
+                                                g.ints(d if _static(d) else 1 for d in shape))
 concat.onnx = lambda g, *xs, axis: g.op("Concat", *xs, axis=axis)
 take.onnx = lambda g, x, idx, *, axis: g.op("Gather", x, idx, axis=axis)
 gather.onnx = lambda g, x, idx, *, axis: g.op("GatherElements", x, idx, axis=axis)
