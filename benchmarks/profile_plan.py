@@ -90,8 +90,13 @@ def profile(config: Path, steps: int, warmup: int = 5) -> dict[str, Any]:
     for t, _, op in lines:
         by_op[op][0] += t
         by_op[op][1] += 1
+    by_where: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for t, n in zip(timers, nodes, strict=True):
+        where = "" if isinstance(n, str) else (n.where or "(no source line)")
+        by_where[where][0] += t / steps
+        by_where[where][1] += 1
     return {"median_s": statistics.median(times), "line_sum_s": sum(t for t, _, _ in lines),
-            "lines": sorted(lines, key=lambda r: -r[0]), "by_op": by_op}
+            "lines": sorted(lines, key=lambda r: -r[0]), "by_op": by_op, "by_where": by_where}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\nby op (us per step, calls, us per call):")
     for op, (t, count) in sorted(res["by_op"].items(), key=lambda kv: -kv[1][0])[: args.top]:
         print(f"{t * 1e6:10.1f}  {count:5d}  {t / count * 1e6:8.2f}  {op}")
+    print("\nby source line that created the nodes (us per step, lines):")
+    for where, (t, count) in sorted(res["by_where"].items(), key=lambda kv: -kv[1][0])[
+            : args.top]:
+        print(f"{t * 1e6:10.1f}  {count:5d}  {where or '(plan bookkeeping)'}")
 
 
 if __name__ == "__main__":
