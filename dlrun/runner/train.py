@@ -183,6 +183,7 @@ class Trainer:
                     loader.set_epoch(p["epoch"])
                 for xb, yb in loader:
                     x, y = batch_tensors(exp, xb, yb)
+                    lr = self._lr()  # the rate this step uses (logged, as Lightning logs it)
                     in_step = True
                     t0 = time.perf_counter()
                     loss = exp.train_step(x, y)
@@ -202,8 +203,8 @@ class Trainer:
                         exp.scheduler.step()
                     if p["step"] % log_every == 0 or p["step"] == 1:
                         self._log({"step": p["step"], "epoch": p["epoch"], "train_loss": value,
-                                   "lr": self._lr(), "step_ms": dt * 1e3})
-                    emit(self.callbacks, StepEnd(p["step"], p["epoch"], value, self._lr(), dt,
+                                   "lr": lr, "step_ms": dt * 1e3})
+                    emit(self.callbacks, StepEnd(p["step"], p["epoch"], value, lr, dt,
                                                  int(yb.shape[0]) if hasattr(yb, "shape")
                                                  else batch))
                     if eval_every and p["step"] % eval_every == 0:

@@ -91,3 +91,18 @@ def test_early_stopping_on_an_unmeasured_metric_is_a_config_error(tiny_config,
     with pytest.raises(ConfigError, match="val_r2.*val_accuracy"):
         runner.train(cfg, runs_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()  # refused before a run directory was made
+
+
+def test_the_logged_learning_rate_is_the_one_each_step_used(tiny_config, tmp_path: Path) -> None:
+    cfg = load_config(tiny_config(), [
+        "schedule={name: cosine, interval: step, warmup_steps: 4, decay_steps: 12, min_lr: 0.001}",
+        "logging.log_every=1", "train.max_steps=12", "logging.plots=false"])
+    events = []
+    summary = runner.train(cfg, callbacks=[events.append], runs_dir=tmp_path)
+    rows = [json.loads(line) for line in
+            (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in rows if "lr" in r]
+    warmup = [0.01 * (k + 1) / 5 for k in range(4)]  # nanoGPT's warm-up for steps 0..3
+    assert logged[:4] == pytest.approx(warmup)
+    assert logged[4] == pytest.approx(0.01)  # the first cosine step: the peak rate
+    assert [e.lr for e in events if isinstance(e, StepEnd)] == pytest.approx(logged)
