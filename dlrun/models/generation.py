@@ -74,7 +74,8 @@ def sample_next(logits: Any, rng: np.random.Generator, temperature: float = 1.0,
 
 # ----- the GPT key/value cache --------------------------------------------------------------------
 def is_gpt(model: Any) -> bool:
-    """A nanoGPT-shaped model: transformer.{wte, wpe, h, ln_f}, lm_head, block_size, n_head."""
+    """A nanoGPT-shaped model: transformer.{wte, wpe, h, ln_f}, lm_head, block_size, n_head;
+    its blocks give `attn.heads`, `attn.merge` and `after_attention` (models/gpt.py)."""
     return hasattr(model, "transformer") and hasattr(model, "block_size") and hasattr(
         model, "lm_head")
 
@@ -96,26 +97,6 @@ class KVCache:
         self.v = [zeros(shape, dtype=p.dtype, device=p.device) for _ in range(layers)]
 
 
-def _heads(x: Tensor, n_head: int) -> Tensor:
-    """(B, T, C) -> (B, n_head, T, C // n_head)."""
-    b, t, c = x.shape
-    return F.transpose(F.reshape(x, b, t, n_head, c // n_head), 1, 2)
-
-
-def _qkv(block: Any, x: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The block's queries, keys and values of x (B, T, C), each (B, n_head, T, head_dim)."""
-    q, k, v = F.split(block.attn.c_attn(block.ln_1(x)), x.shape[-1], 2)
-    return _heads(q, n_head), _heads(k, n_head), _heads(v, n_head)
-
-
-def _finish_block(block: Any, x: Tensor, y: Tensor) -> Tensor:
-    """The rest of a block once attention gave y (B, n_head, T, hd): projection, residual, MLP."""
-    b, _, t, _ = y.shape
-    y = F.reshape(F.transpose(y, 1, 2), b, t, x.shape[-1])
-    x = x + block.attn.c_proj(y)
-    return x + block.mlp(block.ln_2(x))
-
-
 def _head(model: Any, x: Tensor) -> Tensor:
     """Logits (B, V) of x (B, 1, C): final LayerNorm, then lm_head."""
     out = model.lm_head(model.transformer.ln_f(x))
@@ -130,10 +111,11 @@ def kv_prompt(model: Any, idx: Tensor, last: Tensor, cache: KVCache) -> Tensor:
     tr = model.transformer
     x = tr.wte(idx) + tr.wpe.weight[:t]
     for i, block in enumerate(tr.h):
-        q, k, v = _qkv(block, x, cache.n_head)
+        q, k, v = block.attn.heads(block.ln_1(x))
         cache.k[i].copy_(k)
         cache.v[i].copy_(v)
-        x = _finish_block(block, x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = block.after_attention(x, block.attn.merge(y))
     return _head(model, F.index_select(x, 1, F.reshape(last, 1)))
 
 
@@ -146,13 +128,13 @@ def kv_step(model: Any, token: Tensor, pos: Tensor, cache: KVCache) -> Tensor:
     visible = F.reshape(F.le(where, pos), 1, 1, 1, cache.block_size)
     x = tr.wte(token) + tr.wpe(F.reshape(pos, 1))
     for i, block in enumerate(tr.h):
-        q, k, v = _qkv(block, x, cache.n_head)
+        q, k, v = block.attn.heads(block.ln_1(x))
         keys = F.where(write, k, cache.k[i])
         values = F.where(write, v, cache.v[i])
         cache.k[i].copy_(keys)
         cache.v[i].copy_(values)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
-        x = _finish_block(block, x, y)
+        x = block.after_attention(x, block.attn.merge(y))
     return _head(model, x)
 
 

@@ -84,13 +84,21 @@ class CausalSelfAttention(Module):
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
 
     def forward(self, x: Tensor) -> Tensor:
-        b, t, c = x.shape
-        q, k, v = (z.reshape(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-                   for z in self.c_attn(x).split(self.n_embd, dim=2))
+        q, k, v = self.heads(x)
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
-        y = y.transpose(1, 2).reshape(b, t, c)  # re-assemble the heads side by side
-        return self.resid_dropout(self.c_proj(y))
+        return self.merge(y)
+
+    def heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of x (B, T, C), each (B, n_head, T, C // n_head)."""
+        b, t, c = x.shape
+        return tuple(z.reshape(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+                     for z in self.c_attn(x).split(self.n_embd, dim=2))
+
+    def merge(self, y: Tensor) -> Tensor:
+        """The attended heads (B, n_head, T, hs) side by side again, projected: (B, T, C)."""
+        b, _, t, _ = y.shape
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(b, t, self.n_embd)))
 
 
 class MLP(Module):
@@ -118,7 +126,11 @@ class Block(Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x))
+        return self.after_attention(x, self.attn(self.ln_1(x)))
+
+    def after_attention(self, x: Tensor, attended: Tensor) -> Tensor:
+        """The rest of the block once attention gave `attended` (B, T, C): residual, MLP."""
+        x = x + attended
         return x + self.mlp(self.ln_2(x))
 
 
