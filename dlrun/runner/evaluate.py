@@ -63,15 +63,14 @@ def evaluate(path: Path | str, split: str | None = None, tag: str = "best",
 
 
 def _prompt_ids(prompt: str, vocab: list[str]) -> list[int]:
-    """The prompt's token ids; a DataError naming the characters the run's vocabulary lacks."""
+    """The prompt's token ids; encode's DataError (naming the characters the run's vocabulary
+    lacks) says it is about --prompt."""
     from dlrun.data.text import encode
 
-    missing = sorted(set(prompt) - set(vocab))
-    if missing:
-        shown = ", ".join(repr(c) for c in missing[:20])
-        raise DataError(f"--prompt: character{'s' if len(missing) > 1 else ''} {shown} "
-                        f"not in the run's vocabulary ({len(vocab)} characters)")
-    return [int(i) for i in encode(prompt, vocab)]
+    try:
+        return [int(i) for i in encode(prompt, vocab)]
+    except DataError as e:
+        raise DataError(f"--prompt: {e} ({len(vocab)} characters)") from None
 
 
 def sample_text(path: Path | str, prompt: str | None = None, length: int = 200,
