@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlrun.backend import get_xp
 from dlrun.engine import autograd
 from dlrun.engine.prims.registry import Primitive
 from dlrun.engine.tensor import Tensor
@@ -34,8 +35,6 @@ class EagerMode:
                         f"{a.device}"
                     )
         else:
-            from dlrun.backend import get_xp
-
             device = attrs["device"]
             xp = get_xp(device)
         try:
@@ -55,8 +54,6 @@ class EagerMode:
 
     def constant(self, value: Any, device: str) -> Tensor:
         """The array itself, wrapped."""
-        from dlrun.backend import get_xp
-
         return Tensor._wrap(value, device, get_xp(device), False)
 
     def assign(self, target: Tensor, src: Tensor) -> None:

@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.backend import get_xp, normalize_device, to_device
+from dlrun.engine import autograd
 from dlrun.engine.prims import elementwise as _ew
+from dlrun.engine.source import user_location
 from dlrun.errors import TraceError
 
 
@@ -124,8 +127,6 @@ class Tensor:
     # ----- leaving the engine: only for concrete tensors ---------------------------------------
     def _concrete(self, what: str) -> Any:
         if self._value is None:
-            from dlrun.engine.source import user_location
-
             raise TraceError(
                 f"{what} needs the value of a symbolic tensor, which is unknown while tracing "
                 f"(data-dependent Python control flow cannot be compiled) at {user_location()}; "
@@ -198,9 +199,7 @@ class Tensor:
 
     def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
         """Accumulate gradients of this tensor into the `.grad` of the leaves it depends on."""
-        from dlrun.engine.autograd import backward
-
-        backward(self, gradient, retain_graph=retain_graph)
+        autograd.backward(self, gradient, retain_graph=retain_graph)
 
     def detach(self) -> Tensor:
         """The same values, cut from the autograd graph."""
@@ -221,8 +220,6 @@ class Tensor:
     # ----- state mutation (parameter updates); traced as state writes --------------------------
     def copy_(self, src: Tensor | Any) -> Tensor:
         """Overwrite the values with `src` (broadcast and cast to this tensor's shape and dtype)."""
-        from dlrun.engine import autograd
-
         if autograd.GRAD.enabled and self.requires_grad and self._ctx is None:
             raise RuntimeError(
                 "a leaf tensor that requires grad is being used in an in-place operation; "
@@ -242,9 +239,7 @@ class Tensor:
 
     @data.setter
     def data(self, value: Tensor) -> None:
-        from dlrun.engine.autograd import no_grad
-
-        with no_grad():
+        with autograd.no_grad():
             self.copy_(value)
 
     def add_(self, other: Any, alpha: float = 1.0) -> Tensor:
@@ -272,8 +267,6 @@ class Tensor:
         if dtype is not None and np.dtype(dtype) != self.dtype:
             t = t.to_dtype(dtype)
         if device is not None:
-            from dlrun.backend import get_xp, normalize_device, to_device
-
             dev = normalize_device(device)
             if dev != t.device:
                 value = to_device(t._concrete("Tensor.to(device)"), dev)
@@ -287,10 +280,8 @@ class Tensor:
         return self.to(f"cuda:{index}")
 
     def to_dtype(self, dtype: Any) -> Tensor:
-        from dlrun.engine.prims import elementwise
-
         dtype = np.dtype(dtype)
-        return self if dtype == self.dtype else elementwise.cast(self, dtype=dtype)
+        return self if dtype == self.dtype else _ew.cast(self, dtype=dtype)
 
     def type(self, dtype: Any) -> Tensor:
         return self.to_dtype(dtype)
