@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from dlrun import __version__
-from dlrun.errors import DlrunError
+from dlrun.errors import ConfigError, DistributedError, DlrunError
 
 app = typer.Typer(
     help="dlrun: train deep-learning experiments on dlrun's own engine, eager or static.",
@@ -100,28 +100,75 @@ def train(
         "--runs-dir", help="Where run directories go (default: logging.dir, 'runs').")] = None,
     quiet: QuietOpt = False,
     json_lines: JsonOpt = False,
+    nproc: Annotated[int | None, typer.Option(
+        "--nproc", min=1, help="Train on N processes of this machine (data parallel over "
+        "MPI); under mpiexec, dlrun joins the job it was started in.")] = None,
 ) -> None:
     """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/."""
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.errors import ConfigError
+    from dlrun.distributed import launch, world
     from dlrun.runner import train as runner
 
+    overrides = _overrides(set_, mode, device, seed)
     with error_boundary():
-        view = render.make_view(console, quiet=quiet, json_lines=json_lines)
-        if resume is not None:
-            summary = runner.resume(resume, callbacks=[view])
-        elif config is None:
-            raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
-        else:
-            cfg = load_config(config, _overrides(set_, mode, device, seed))
-            summary = runner.train(cfg, callbacks=[view], runs_dir=runs_dir)
+        job = world.launched_size()
+        if nproc is not None and nproc > 1 and job == 1:
+            _check_job(config, resume, overrides, nproc)
+            code, _ = launch.launch(_argv_without_nproc(), nproc)
+            raise typer.Exit(code)
+        if nproc not in (None, 1, job):
+            raise DistributedError(f"--nproc {nproc}: this process is one of {job} started by "
+                                   "mpiexec; leave --nproc out under mpiexec")
+        ranks = world.join()
+        main = ranks is None or ranks.is_main
+        view = render.make_view(console, quiet=quiet or not main, json_lines=json_lines)
+
+        def body() -> dict:
+            if resume is not None:
+                return runner.resume(resume, callbacks=[view], world=ranks)
+            if config is None:
+                raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
+            cfg = load_config(config, overrides)
+            return runner.train(cfg, callbacks=[view], runs_dir=runs_dir, world=ranks)
+
+        summary = body() if ranks is None else launch.run_worker(ranks, body, state.debug)
         view.close()
-    if json_lines:
+    if json_lines or not main:
         return
     render.print_summary(console, summary)
-    if summary.get("status") == "interrupted":
+    if summary.get("status") == "interrupted" and ranks is None:
         raise typer.Exit(130)
+
+
+def _check_job(config: Path | None, resume: Path | None, overrides: list[str],
+               nproc: int) -> None:
+    """Before any worker starts: the config loads and its batch splits over nproc ranks."""
+    from dlrun.config import load_config
+    from dlrun.runner.parallel import check_batches
+    from dlrun.runner.rundir import find_run_config
+
+    if resume is not None:
+        source = find_run_config(resume)[1]
+        cfg = load_config(source)
+    elif config is None:
+        raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
+    else:
+        source, cfg = config, load_config(config, overrides)
+    check_batches(cfg, nproc, source=str(source))
+
+
+def _argv_without_nproc() -> list[str]:
+    """This command's arguments for the workers: the same, less --nproc."""
+    out, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @app.command("eval")

@@ -296,7 +296,14 @@ class LoggingConfig(_Section):
     tensorboard: bool = False
 
 
-SECTIONS = ("data", "model", "loss", "optimizer", "schedule", "train", "logging")
+class DistributedConfig(_Section):
+    """`distributed`: how the workers of `dlrun train --nproc N` (or of an `mpiexec` launch)
+    sum their gradients: `auto` is NCCL on CUDA devices and MPI on CPUs."""
+
+    backend: Literal["auto", "mpi", "nccl"] = "auto"
+
+
+SECTIONS = ("data", "model", "loss", "optimizer", "schedule", "train", "logging", "distributed")
 
 
 class ExperimentConfig(_Section):
@@ -314,8 +321,10 @@ class ExperimentConfig(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
-    @field_validator("data", "optimizer", "schedule", "train", "logging", mode="before")
+    @field_validator("data", "optimizer", "schedule", "train", "logging", "distributed",
+                     mode="before")
     @classmethod
     def _empty_section(cls, v: Any) -> Any:
         return {} if v is None else v

@@ -36,3 +36,7 @@ class ExecutionError(DlrunError):
 class ExportError(DlrunError):
     """A model cannot be exported (an op without a lowering, a batch-dependent attribute, a
     missing optional extra) or the exported file does not reproduce dlrun's outputs."""
+
+
+class DistributedError(DlrunError):
+    """A multi-process job cannot start or a worker failed; the message names the rank."""

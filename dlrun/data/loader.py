@@ -43,6 +43,9 @@ class DataLoader:
     - `reuse_buffers`: gather into the same host buffers every batch. The default is True
       for GPU devices (the batch is copied off the buffer) and False on the CPU, where the
       yielded arrays are handed to the caller and may be kept (e.g. saved by autograd).
+    - `shard`: (rank, ranks) for data-parallel training: every rank walks the same global
+      batches (same order, same length, same state) and yields only its contiguous share of
+      each, `shard_rows(m, rank, ranks)`; `global_rows` is the size of the last global batch.
 
     Iterating runs from the current position to the end of the current epoch, then moves to
     the next epoch; `set_epoch(n)` selects an epoch explicitly.
@@ -62,6 +65,7 @@ class DataLoader:
         x_shape: Sequence[int] | None = None,
         resident: bool = False,
         reuse_buffers: bool | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
             raise DataError(
@@ -101,6 +105,10 @@ class DataLoader:
             )
         self.epoch = 0
         self.position = 0  # batches of `epoch` already yielded
+        self.shard = (0, 1) if shard is None else (int(shard[0]), int(shard[1]))
+        if not 0 <= self.shard[0] < self.shard[1]:
+            raise DataError(f"DataLoader: shard {shard} is not (rank, ranks) with rank < ranks")
+        self.global_rows = 0
 
         on_gpu = self.device != "cpu"
         self.resident = bool(resident) and on_gpu
@@ -197,6 +205,9 @@ class DataLoader:
         self.epoch, self.position = epoch + 1, 0
 
     def _batch(self, order: np.ndarray | None, start: int, stop: int) -> tuple[Any, Any]:
+        self.global_rows = stop - start
+        lo, hi = shard_rows(stop - start, *self.shard)
+        start, stop = start + lo, start + hi
         m = stop - start
         if self.resident:
             xp = get_xp(self.device)
@@ -216,6 +227,14 @@ class DataLoader:
         if self.x_shape is not None:
             xb = xb.reshape((m, *self.x_shape))
         return xb, yb
+
+
+def shard_rows(m: int, rank: int, ranks: int) -> tuple[int, int]:
+    """Rank `rank`'s contiguous share [lo, hi) of a batch of m rows split over `ranks`: sizes
+    differ by at most one, the first m % ranks ranks taking the extra row."""
+    base, extra = divmod(m, ranks)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
 
 
 def _gather(a: Any, idx: Any, out: Any, xp: Any = np) -> Any:

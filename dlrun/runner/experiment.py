@@ -16,10 +16,12 @@ from dlrun.config import ExperimentConfig
 from dlrun.data.bundle import DatasetBundle, Split
 from dlrun.data.datasets import build_dataset, dataset_options
 from dlrun.data.loader import DataLoader
+from dlrun.distributed.data_parallel import ShardedStep
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
 from dlrun.models import build_model
 from dlrun.nn import Module
+from dlrun.runner import parallel
 from dlrun.runner.events import DownloadProgress, emit
 
 DEFAULT_LOSS = {"classification": "cross_entropy", "language_model": "cross_entropy",
@@ -41,10 +43,18 @@ class Experiment:
     train_step: Any = None
     eval_step: Any = None
     eval_loaders: dict[str, DataLoader] = field(default_factory=dict)
+    parallel: Any = None  # distributed.DataParallel when training on several ranks
 
     @property
     def params(self) -> list[Tensor]:
         return list(self.model.parameters())
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        """(rank, ranks) when training on several ranks: each loader yields this rank's share
+        of every global batch."""
+        p = self.parallel
+        return None if p is None else (p.world.rank, p.world.size)
 
     def loader(self, split: str) -> DataLoader:
         """The evaluation loader of a split (in order, every sample), made once per run (its
@@ -57,7 +67,7 @@ class Experiment:
             batch = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
             loader = self.eval_loaders[split] = _loader(
                 data, self.cfg, self.device, self.dtype, shuffle=False, drop_last=False,
-                batch_size=batch)
+                batch_size=batch, shard=self.shard)
         loader.set_epoch(0)
         return loader
 
@@ -77,7 +87,8 @@ def load_data(cfg: ExperimentConfig, progress: Any = None) -> DatasetBundle:
 
 
 def _loader(split: Split, cfg: ExperimentConfig, device: str, dtype: np.dtype, *, shuffle: bool,
-            drop_last: bool, batch_size: int, sampling: str = "permutation") -> DataLoader:
+            drop_last: bool, batch_size: int, sampling: str = "permutation",
+            shard: tuple[int, int] | None = None) -> DataLoader:
     """A loader over `split`; float arrays converted to the run's dtype once (token ids and
     labels are integers and stay views: text windows are strided views of the corpus)."""
     x = split.x
@@ -88,9 +99,9 @@ def _loader(split: Split, cfg: ExperimentConfig, device: str, dtype: np.dtype, *
         y = y.astype(dtype)
     if sampling == "random":  # draws with replacement: a batch may be larger than the split
         return DataLoader(x, y, batch_size=batch_size, seed=cfg.seed, device=device,
-                          sampling="random")
+                          sampling="random", shard=shard)
     return DataLoader(x, y, batch_size=min(batch_size, len(x)), shuffle=shuffle, seed=cfg.seed,
-                      drop_last=drop_last and len(x) >= batch_size, device=device)
+                      drop_last=drop_last and len(x) >= batch_size, device=device, shard=shard)
 
 
 def build_optimizer(cfg: ExperimentConfig, params: list[Tensor]) -> optim.Optimizer:
@@ -163,9 +174,11 @@ def loss_function(name: str, task: str, label_smoothing: float) -> Any:
     raise ConfigError(f"loss.name: unknown loss {name!r}")
 
 
-def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None) -> Experiment:
-    """Seed, load the data, build the model and optimizer, and make the step functions."""
-    device = normalize_device(cfg.device)
+def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None,
+                     world: Any = None) -> Experiment:
+    """Seed, load the data, build the model and optimizer, and make the step functions; with
+    `world` (a distributed.World), this rank's device, data shard and gradient all-reduce."""
+    device = parallel.rank_device(cfg.device, normalize_device(cfg.device), world)
     get_xp(device)
     tune_host_allocator()
     dtype = np.dtype(cfg.dtype)
@@ -184,15 +197,20 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None) 
         dlrun.set_default_device("cpu")
     model.to(device=device, dtype=dtype)
     opt = build_optimizer(cfg, list(model.parameters()))
+    if world is not None:
+        parallel.check_batches(cfg, world.size, len(bundle.train.x))
     loader = _loader(bundle.train, cfg, device, dtype, shuffle=cfg.train.shuffle,
                      drop_last=cfg.train.drop_last, batch_size=cfg.train.batch_size,
-                     sampling=cfg.train.sampling)
+                     sampling=cfg.train.sampling,
+                     shard=None if world is None else (world.rank, world.size))
     steps_per_epoch = len(loader)
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
     sched_total = cfg.train.epochs if cfg.schedule.interval == "epoch" else total_steps
     scheduler = build_scheduler(cfg, opt, sched_total)
     loss_name = cfg.loss.name or DEFAULT_LOSS[task]
     exp = Experiment(cfg, device, dtype, bundle, task, model, opt, scheduler, loss_name, loader)
+    if world is not None:
+        parallel.attach(exp, world)
     make_steps(exp)
     return exp
 
@@ -203,10 +221,13 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
     loss_fn = loss_function(exp.loss_name, exp.task, cfg.loss.label_smoothing)
     params = exp.params
     clip_norm, clip_value = cfg.train.grad_clip_norm, cfg.train.grad_clip_value
+    dp = exp.parallel
 
     def train_step(x: Tensor, y: Tensor) -> Tensor:
         loss = loss_fn(model(x), y)
         loss.backward()
+        if dp is not None:  # one all-reduce: gradients (and the loss) summed over ranks
+            loss = dp.reduce_gradients(params, loss)
         if clip_value is not None:
             optim.clip_grad_value_(params, clip_value)
         if clip_norm is not None:
@@ -225,6 +246,8 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
         exp.eval_step = dlrun.compile(eval_step, max_traces=16)
     else:
         exp.train_step, exp.eval_step = train_step, eval_step
+    if dp is not None:
+        exp.train_step = ShardedStep(exp.train_step, dp, exp.train_loader)
 
 
 def batch_tensors(exp: Experiment, xb: Any, yb: Any) -> tuple[Tensor, Tensor]:
@@ -280,6 +303,21 @@ class MetricAccumulator:
                 np.add.at(self.confusion, (y.reshape(-1), pred.reshape(-1)), 1)
         self.samples += n
 
+    SUMS = ("loss_sum", "samples", "items", "correct", "sse", "sae", "sum_y", "sum_y2")
+
+    def pack(self) -> np.ndarray:
+        """Every sum as one float64 vector (counts stay exact below 2**53), to add across
+        ranks; `unpack` takes the summed vector back."""
+        sums = [float(getattr(self, k)) for k in self.SUMS]
+        extra = self.confusion.ravel() if self.confusion is not None else []
+        return np.concatenate([np.array(sums), np.asarray(extra, dtype=np.float64)])
+
+    def unpack(self, values: np.ndarray) -> None:
+        for k, v in zip(self.SUMS, values, strict=False):
+            setattr(self, k, int(v) if isinstance(getattr(self, k), int) else float(v))
+        if self.confusion is not None:
+            self.confusion[...] = values[len(self.SUMS):].reshape(self.confusion.shape)
+
     def result(self, split: str) -> dict[str, float]:
         if self.task == "regression":
             out = {f"{split}_loss": self.loss_sum / max(self.samples, 1),
@@ -305,11 +343,15 @@ def evaluate_split(exp: Experiment, split: str, keep: dict[str, Any] | None = No
     acc = MetricAccumulator(exp.task, exp.bundle.meta.get("num_classes"))
     try:
         for xb, yb in exp.loader(split):
+            if len(yb) == 0:  # this rank's share of a last batch smaller than the job
+                continue
             x, y = batch_tensors(exp, xb, yb)
             loss, out = exp.eval_step(x, y)
             acc.add(float(loss.item()), out.numpy(), y.numpy())
     finally:
         exp.model.train(was_training)
+    if exp.parallel is not None:
+        parallel.sum_metrics(exp.parallel.world, acc)
     if keep is not None and acc.confusion is not None:
         keep["confusion"] = acc.confusion
     return acc.result(split)

@@ -17,10 +17,18 @@ from typing import Any
 import numpy as np
 
 import dlrun
-from dlrun.config import ExperimentConfig, dump_config, load_config
+from dlrun.config import (
+    ExperimentConfig,
+    config_to_dict,
+    dump_config,
+    load_config,
+    validate_config,
+)
+from dlrun.distributed.launch import announce_run_dir
+from dlrun.distributed.world import World
 from dlrun.errors import ConfigError, NumericalError
 from dlrun.runner import checkpoint as ckpt
-from dlrun.runner import tensorboard
+from dlrun.runner import parallel, tensorboard
 from dlrun.runner.events import (
     Callback,
     Checkpointed,
@@ -50,12 +58,14 @@ class Trainer:
     """Runs one experiment; `run()` returns the summary dict (also written to summary.json)."""
 
     def __init__(self, cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
-                 run_dir: Path | None = None, write: bool = True) -> None:
+                 run_dir: Path | None = None, write: bool = True, world: World | None = None
+                 ) -> None:
         self.cfg = cfg
         self.callbacks = list(callbacks or [])
         self.run_dir = run_dir
         self.write = write
-        self.exp: Experiment = build_experiment(cfg, self.callbacks)
+        self.world = world
+        self.exp: Experiment = build_experiment(cfg, self.callbacks, world)
         self.progress: dict[str, Any] = {
             "step": 0, "epoch": 0, "best": None, "best_step": None, "bad_evals": 0,
             "last_eval": {},
@@ -98,11 +108,19 @@ class Trainer:
         emit(self.callbacks, Checkpointed(self.progress["step"], tag, path))
         return path
 
-    def resume_from(self, run_dir: Path) -> None:
-        arrays, meta = ckpt.load_checkpoint(run_dir)
-        self.progress.update(restore(self.exp, arrays, meta, str(run_dir)))
+    def resume_from(self, run_dir: Path | None) -> None:
+        """Load the run's last checkpoint (on rank 0 of a job, which then shares it)."""
+        if run_dir is not None:
+            arrays, meta = ckpt.load_checkpoint(run_dir)
+            self.progress.update(restore(self.exp, arrays, meta, str(run_dir)))
+        self.share_state()
         emit(self.callbacks, Message(
             f"resumed from step {self.progress['step']} (epoch {self.progress['epoch']})"))
+
+    def share_state(self) -> None:
+        """On several ranks: every rank starts from rank 0's weights, optimizer and position."""
+        if self.world is not None:
+            self.progress = parallel.broadcast_state(self.exp, self.world, self.progress)
 
     # ----- evaluation and early stopping --------------------------------------------------------
     def _evaluate(self) -> dict[str, float]:
@@ -157,7 +175,7 @@ class Trainer:
             self.tensorboard = tensorboard.open_tensorboard(self.cfg, self.run_dir,
                                                             self.progress["step"])
         try:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), parallel.stop_on_interrupt(self.exp.parallel):
                 return self._run()
         finally:
             if self.tensorboard is not None:
@@ -213,6 +231,8 @@ class Trainer:
                             status = "early_stopped"
                     if ckpt_every and p["step"] % ckpt_every == 0:
                         self.save("last")
+                    if exp.parallel is not None and exp.parallel.stop_agreed():
+                        raise KeyboardInterrupt  # Ctrl-C on some rank: all stop after this step
                     if p["step"] >= total or status != "completed":
                         break
                 if status != "completed":
@@ -287,6 +307,7 @@ class Trainer:
             "samples_per_second": (self.cfg.train.batch_size / statistics.median(times)
                                    if times else None),
             "trace_counts": traces,
+            "distributed": parallel.communication(exp.parallel, WARMUP_STEPS),
             "num_parameters": exp.model.num_parameters(),
             "parameters_sha256": ckpt.parameters_hash(arrays),
             "wall_seconds": seconds,
@@ -310,23 +331,42 @@ class Trainer:
 
 
 def train(cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
-          runs_dir: Path | str | None = None) -> dict[str, Any]:
-    """Train the experiment described by cfg in a new run directory; returns the summary."""
+          runs_dir: Path | str | None = None, world: World | None = None) -> dict[str, Any]:
+    """Train the experiment described by cfg in a new run directory; returns the summary.
+    On several ranks (`world`) every rank trains on rank 0's config and initial state, and
+    only rank 0 writes the run directory."""
+    main = world is None or world.is_main
+    if world is not None:
+        cfg = validate_config(world.bcast_json(config_to_dict(cfg) if main else None), "rank 0")
     root = Path(runs_dir if runs_dir is not None else cfg.logging.dir)
     tensorboard.require(cfg)  # a missing optional extra fails before the run directory exists
-    trainer = Trainer(cfg, callbacks, run_dir=None)
-    run_dir = create_run_dir(root, cfg.name)
-    trainer.run_dir = run_dir
-    trainer.logger = MetricsLogger(run_dir)
-    dump_config(cfg, run_dir / "config.yaml")
+    trainer = Trainer(cfg, callbacks if main else None, run_dir=None, write=main, world=world)
+    trainer.share_state()
+    if main:
+        run_dir = create_run_dir(root, cfg.name)
+        trainer.run_dir = run_dir
+        trainer.logger = MetricsLogger(run_dir)
+        dump_config(cfg, run_dir / "config.yaml")
+        announce_run_dir(run_dir)
     return trainer.run()
 
 
-def resume(run_dir: Path | str, callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Continue a run from its last checkpoint, in its own run directory."""
-    run_dir, config_path = find_run_config(run_dir)
-    cfg = load_config(config_path)
+def resume(run_dir: Path | str, callbacks: list[Callback] | None = None,
+           world: World | None = None) -> dict[str, Any]:
+    """Continue a run from its last checkpoint, in its own run directory (with any number of
+    ranks: the config, the batch and the checkpoint are global)."""
+    main = world is None or world.is_main
+    config = None
+    if main:
+        run_dir, config_path = find_run_config(run_dir)
+        config = config_to_dict(load_config(config_path))
+    if world is not None:
+        config = world.bcast_json(config)
+    cfg = validate_config(config, str(run_dir))
     tensorboard.require(cfg)
-    trainer = Trainer(cfg, callbacks, run_dir=run_dir)
-    trainer.resume_from(run_dir)
+    trainer = Trainer(cfg, callbacks if main else None, run_dir=Path(run_dir) if main else None,
+                      write=main, world=world)
+    trainer.resume_from(Path(run_dir) if main else None)
+    if main:
+        announce_run_dir(Path(run_dir))
     return trainer.run()

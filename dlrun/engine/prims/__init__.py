@@ -2,6 +2,7 @@
 
 from dlrun.engine.prims import (
     attention,
+    collective,
     conv,
     elementwise,
     fused,
@@ -14,5 +15,6 @@ from dlrun.engine.prims.registry import REGISTRY, Kind, MissingFact, Primitive, 
 
 __all__ = [
     "REGISTRY", "Kind", "MissingFact", "Primitive", "primitive",
-    "attention", "conv", "elementwise", "fused", "linalg", "movement", "random", "reduce",
+    "attention", "collective", "conv", "elementwise", "fused", "linalg", "movement", "random",
+    "reduce",
 ]

@@ -34,6 +34,7 @@ class Kind(enum.Enum):
     CONV = "conv"
     RANDOM = "random"
     CREATION = "creation"
+    COLLECTIVE = "collective"  # exchanges data with the other processes of a job
     FUSED = "fused"  # a chain of elementwise primitives made by the fusion pass
 
 

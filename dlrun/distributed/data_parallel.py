@@ -1,0 +1,79 @@
+"""The data-parallel training step: one all-reduce per step over one flat buffer.
+
+After `backward()` each rank holds the gradient of the mean loss over its share of the global
+batch. `DataParallel.reduce_gradients` lays every gradient, the loss and this rank's stop
+request end to end in one buffer, scales it by the rank's share of the batch (n_rank / m, so the
+sum over ranks is the gradient of the global mean even when shares differ by a row), sums it
+over the ranks with the `all_reduce` primitive and hands each parameter its slice back as
+`.grad`. Written with dlrun ops, the same code runs eagerly and is traced into a static step,
+where the all-reduce is one graph node and the buffer is laid out by the memory plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dlrun import functional as F
+from dlrun.engine.creation import full, zeros
+from dlrun.engine.prims.collective import all_reduce
+from dlrun.engine.tensor import Tensor
+
+
+class DataParallel:
+    """Gradient averaging for one rank; `weight`, `stop` and `stopped` are 0-d/1-d tensors a
+    compiled step reads and writes as state, so changing them never retraces."""
+
+    def __init__(self, world: object, device: str, dtype: object) -> None:
+        self.world = world
+        size = world.size  # type: ignore[attr-defined]
+        self.weight = full((), 1.0 / size, dtype=dtype, device=device)  # n_rank / m
+        self.stop = zeros(1, dtype=dtype, device=device)  # this rank asks the job to stop
+        self.stopped = zeros((), dtype=dtype, device=device)  # > 0: some rank asked
+        self._share = 1.0 / size
+        self.stop_asked = False
+
+    def reduce_gradients(self, params: Sequence[Tensor], loss: Tensor) -> Tensor:
+        """Sum share-weighted gradients over ranks in one all-reduce; returns the global loss.
+        Parameters without a gradient (unused by the model) have none on every rank."""
+        grads = [(p, p.grad) for p in params if p.grad is not None]
+        pieces = [g.reshape(-1) for _, g in grads]
+        flat = F.cat([*pieces, loss.detach().reshape(1), self.stop]) * self.weight
+        flat = all_reduce(flat)
+        offset = 0
+        for p, g in grads:
+            p.grad = flat[offset:offset + g.numel()].reshape(*g.shape)
+            offset += g.numel()
+        self.stopped.copy_(flat[offset + 1])
+        return flat[offset]
+
+    def set_share(self, rows: int, global_rows: int) -> None:
+        """This rank's share of the coming step's global batch."""
+        share = rows / global_rows
+        if share != self._share:
+            self._share = share
+            self.weight.copy_(share)
+
+    def ask_stop(self) -> None:
+        """Ask every rank to stop after the next step (Ctrl-C on any rank)."""
+        if not self.stop_asked:
+            self.stop_asked = True
+            self.stop.copy_(1.0)
+
+    def stop_agreed(self) -> bool:
+        """True on every rank once any rank asked to stop (read after a step)."""
+        return float(self.stopped.item()) > 0
+
+
+class ShardedStep:
+    """A training step that first sets this rank's share of the batch it is given (the
+    loader's `global_rows` is the global batch); other attributes are the step's own."""
+
+    def __init__(self, step: object, parallel: DataParallel, loader: object) -> None:
+        self.step, self.parallel, self.loader = step, parallel, loader
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        self.parallel.set_share(int(x.shape[0]), self.loader.global_rows)  # type: ignore
+        return self.step(x, y)  # type: ignore[operator]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.step, name)

@@ -1,0 +1,96 @@
+"""The MPI job this process belongs to: detected from the launcher's environment, joined
+through mpi4py only when there is one (a single process never imports MPI)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dlrun.errors import DistributedError
+
+# Sizes the MPI launchers put in each worker's environment: MPICH/Hydra (PMI), PMIx, Open MPI
+SIZE_VARIABLES = ("PMI_SIZE", "PMIX_SIZE", "OMPI_COMM_WORLD_SIZE")
+INSTALL_HINT = ("pip install 'dlrun[mpi]' (MPICH and mpi4py from PyPI; `make` installs them "
+                "into .venv)")
+
+
+def launched_size() -> int:
+    """How many processes the launcher that started this one started (1 without one)."""
+    for name in SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def import_mpi() -> Any:
+    """mpi4py's MPI module, or a DistributedError saying what to install."""
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise DistributedError(f"multi-process training needs mpi4py and an MPI library "
+                               f"({e}): {INSTALL_HINT}") from None
+    return MPI
+
+
+@dataclass
+class World:
+    """This process's place in the job and the host-side collectives the runner uses (the
+    training step's all-reduce goes through `communicator`)."""
+
+    comm: Any  # mpi4py.MPI.Comm
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    communicator: Any = None  # set by data_parallel.setup: MPI or NCCL
+    backend: str = "mpi"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def bcast_json(self, value: Any) -> Any:
+        """Rank 0's JSON-able value on every rank (sent as JSON text, never pickled)."""
+        text = json.dumps(value) if self.rank == 0 else None
+        return json.loads(self.comm.bcast(text, root=0))
+
+    def bcast_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rank 0's named NumPy arrays on every rank: names, shapes and dtypes as JSON, then
+        each array's bytes with one MPI broadcast."""
+        spec = self.bcast_json([[k, list(a.shape), a.dtype.str] for k, a in arrays.items()]
+                               if self.rank == 0 else None)
+        out = {}
+        for name, shape, dtype in spec:
+            buf = (np.ascontiguousarray(arrays[name]) if self.rank == 0
+                   else np.empty(shape, dtype=np.dtype(dtype)))
+            self.comm.Bcast(buf.reshape(-1).view(np.uint8), root=0)
+            out[name] = buf
+        return out
+
+    def sum_host(self, values: np.ndarray) -> np.ndarray:
+        """The elementwise sum over ranks of a small host array (metric sums)."""
+        MPI = import_mpi()
+        values = np.ascontiguousarray(values)
+        out = np.empty_like(values)
+        self.comm.Allreduce(values, out, op=MPI.SUM)
+        return out
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when any rank says True."""
+        return bool(self.sum_host(np.array([1.0 if flag else 0.0]))[0] > 0)
+
+
+def join() -> World | None:
+    """The World this process was launched into, or None for a single process."""
+    if launched_size() <= 1:
+        return None
+    MPI = import_mpi()
+    comm = MPI.COMM_WORLD
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    return World(comm, comm.Get_rank(), comm.Get_size(), local.Get_rank(), local.Get_size())

@@ -1,0 +1,26 @@
+"""Collective primitives: impure nodes that exchange data with the other processes of a job.
+
+`all_reduce` sums an array over every rank through the process's communicator
+(engine/collective.py). It is impure, so passes never fold, merge or drop it, and it may write
+its result over its input, so the memory plan can give the reduced buffer no memory of its own.
+"""
+
+from __future__ import annotations
+
+from dlrun.engine import collective
+from dlrun.engine.prims.registry import Kind, primitive
+
+
+def _same_rule(x):
+    return tuple(x.shape), x.dtype
+
+
+@primitive("all_reduce", Kind.COLLECTIVE, _same_rule, pure=False, in_place=True)
+def all_reduce(xp, x, out=None):
+    """The sum of x over all ranks of the job."""
+    return collective.world().all_reduce(x, out)
+
+
+@all_reduce.defvjp
+def _all_reduce_vjp(g, y, x):
+    return (all_reduce(g),)  # d(sum_r x_r)/dx_r = 1 on every rank: the cotangents are summed

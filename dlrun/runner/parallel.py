@@ -1,0 +1,109 @@
+"""The runner's side of data-parallel training: which device and share of the data a rank
+gets, the gradient all-reduce in the step, rank 0's state on every rank, metrics summed over
+ranks, and Ctrl-C turned into a stop that every rank takes after the same step."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from dlrun.backend import normalize_device
+from dlrun.config import ExperimentConfig
+from dlrun.distributed.communicator import make_communicator
+from dlrun.distributed.data_parallel import DataParallel
+from dlrun.distributed.world import World
+from dlrun.engine import collective, rng
+from dlrun.errors import ConfigError
+
+
+def rank_device(requested: str, device: str, world: World | None) -> str:
+    """One GPU per rank on each machine: 'cuda' (or 'auto' on a GPU machine) becomes
+    'cuda:<local rank>'; an explicit 'cuda:N' is kept."""
+    if world is not None and device.startswith("cuda") and requested in ("cuda", "auto"):
+        return normalize_device(f"cuda:{world.local_rank}")
+    return device
+
+
+def check_batches(cfg: ExperimentConfig, n: int, n_train: int | None = None,
+                  source: str = "") -> None:
+    """train.batch_size is the global batch: it must split evenly over the n ranks, and an
+    epoch's last, shorter batch (of a train split of n_train samples) must leave every rank
+    at least one sample."""
+    b = cfg.train.batch_size
+    where = f"{source}: " if source else ""
+    if b % n:
+        raise ConfigError(f"{where}train.batch_size: {b} does not split over {n} workers "
+                          f"(the batch size is global: use a multiple of {n})")
+    tail = 0 if cfg.train.drop_last or cfg.train.sampling == "random" or n_train is None \
+        else n_train % b
+    if 0 < tail < n:
+        raise ConfigError(f"{where}train.drop_last: false leaves a last batch of {tail} "
+                          f"sample(s) for {n} workers; set train.drop_last: true")
+
+
+def attach(exp: Any, world: World) -> DataParallel:
+    """Make the job's communicator the engine's and give the experiment its DataParallel."""
+    world.communicator = make_communicator(world, exp.cfg.distributed.backend, exp.device)
+    collective.set_world(world.communicator)
+    exp.parallel = DataParallel(world, exp.device, exp.dtype)
+    return exp.parallel
+
+
+def broadcast_state(exp: Any, world: World, progress: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0's weights, optimizer, schedule, loader position and counters on every rank;
+    then each rank r > 0 draws dropout from its own stream, seeded by (seed, rank)."""
+    from dlrun.runner.state import capture, restore
+
+    arrays, meta = capture(exp, progress) if world.is_main else ({}, None)
+    meta = world.bcast_json(meta)
+    arrays = world.bcast_arrays(arrays)
+    if not world.is_main:
+        progress = restore(exp, arrays, meta, "rank 0")
+        seed = np.random.SeedSequence([exp.cfg.seed, world.rank]).generate_state(1)[0]
+        rng.manual_seed(int(seed))
+    return dict(progress)
+
+
+def sum_metrics(world: World, acc: Any) -> None:
+    """Add the other ranks' metric sums to `acc` (a MetricAccumulator), so every rank holds
+    the metrics of the whole split."""
+    acc.unpack(world.sum_host(acc.pack()))
+
+
+@contextmanager
+def stop_on_interrupt(parallel: DataParallel | None) -> Iterator[None]:
+    """While training on several ranks, the first Ctrl-C (SIGINT, which mpiexec forwards to
+    every worker) asks for a stop after the current step; a second one interrupts at once."""
+    if parallel is None:
+        yield
+        return
+
+    def ask(signum: int, frame: Any) -> None:
+        parallel.ask_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def communication(parallel: DataParallel | None, skip: int) -> dict[str, Any] | None:
+    """Per-step all-reduce time and bytes for the summary (the first `skip` steps left out)."""
+    if parallel is None:
+        return None
+    world = parallel.world
+    stats = world.communicator.stats
+    times = stats.seconds[skip:] or stats.seconds
+    return {
+        "backend": world.backend,
+        "workers": world.size,
+        "all_reduce_ms": float(np.median(times)) * 1e3 if times else None,
+        "all_reduce_bytes": stats.bytes[-1] if stats.bytes else 0,
+        "all_reduces_per_step": 1,
+    }
