@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from dlrun import __version__
 from dlrun.errors import ConfigError, DistributedError, DlrunError
+
+if TYPE_CHECKING:
+    from dlrun.distributed.world import World
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="dlrun: train deep-learning experiments on dlrun's own engine, eager or static.",
@@ -100,27 +105,16 @@ def train(
         "--runs-dir", help="Where run directories go (default: logging.dir, 'runs').")] = None,
     quiet: QuietOpt = False,
     json_lines: JsonOpt = False,
-    nproc: Annotated[int | None, typer.Option(
-        "--nproc", min=1, help="Train on N processes of this machine (data parallel over "
-        "MPI); under mpiexec, dlrun joins the job it was started in.")] = None,
+    nproc: NprocOpt = None,
 ) -> None:
     """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/."""
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.distributed import launch, world
     from dlrun.runner import train as runner
 
     overrides = _overrides(set_, mode, device, seed)
     with error_boundary():
-        job = world.launched_size()
-        if nproc is not None and nproc > 1 and job == 1:
-            _check_job(config, resume, overrides, nproc)
-            code, _ = launch.launch(_argv_without_nproc(), nproc)
-            raise typer.Exit(code)
-        if nproc not in (None, 1, job):
-            raise DistributedError(f"--nproc {nproc}: this process is one of {job} started by "
-                                   "mpiexec; leave --nproc out under mpiexec")
-        ranks = world.join()
+        ranks = _join_job(nproc, lambda: _check_job(config, resume, overrides, nproc or 1))
         main = ranks is None or ranks.is_main
         view = render.make_view(console, quiet=quiet or not main, json_lines=json_lines)
 
@@ -132,13 +126,43 @@ def train(
             cfg = load_config(config, overrides)
             return runner.train(cfg, callbacks=[view], runs_dir=runs_dir, world=ranks)
 
-        summary = body() if ranks is None else launch.run_worker(ranks, body, state.debug)
+        summary = _run_as(ranks, body)
         view.close()
     if json_lines or not main:
         return
     render.print_summary(console, summary)
     if summary.get("status") == "interrupted" and ranks is None:
         raise typer.Exit(130)
+
+
+NprocOpt = Annotated[int | None, typer.Option(
+    "--nproc", min=1, help="Run on N processes of this machine (data parallel over MPI); "
+    "under mpiexec, dlrun joins the job it was started in.")]
+
+
+def _join_job(nproc: int | None, check: Callable[[], None]) -> World | None:
+    """With --nproc N > 1 outside an MPI job: check the config, start N workers running this
+    same command, wait for them and exit. Inside a job: this worker's World; else None."""
+    from dlrun.distributed import launch, world
+
+    job = world.launched_size()
+    if nproc is not None and nproc > 1 and job == 1:
+        check()
+        code, _ = launch.launch(_argv_without_nproc(), nproc)
+        raise typer.Exit(code)
+    if nproc not in (None, 1, job):
+        raise DistributedError(f"--nproc {nproc}: this process is one of {job} started by "
+                               "mpiexec; leave --nproc out under mpiexec")
+    return world.join()
+
+
+def _run_as(ranks: World | None, body: Callable[[], T]) -> T:
+    """body() here, or as one rank of a job: a failure then ends every rank."""
+    if ranks is None:
+        return body()
+    from dlrun.distributed.launch import run_worker
+
+    return run_worker(ranks, body, state.debug)
 
 
 def _check_job(config: Path | None, resume: Path | None, overrides: list[str],
@@ -268,6 +292,7 @@ def compare(
         "--json", help="Also write the report as JSON to this file.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(
         "--runs-dir", help="Where the report's run directory goes (default: logging.dir).")] = None,
+    nproc: NprocOpt = None,
 ) -> None:
     """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?"""
     from dlrun import render
@@ -276,9 +301,15 @@ def compare(
     from dlrun.runner.compare import write_report
 
     with error_boundary():
-        cfg = load_config(config, _overrides(set_, None, device, seed))
-        view = render.make_view(err_console)
-        report = run_compare(cfg, steps=steps, warmup=warmup, timed=timed, callbacks=[view])
+        overrides = _overrides(set_, None, device, seed)
+        cfg = load_config(config, overrides)
+        ranks = _join_job(nproc, lambda: _check_job(config, None, overrides, nproc or 1))
+        main = ranks is None or ranks.is_main
+        view = render.make_view(err_console, quiet=not main)
+        report = _run_as(ranks, lambda: run_compare(cfg, steps=steps, warmup=warmup,
+                                                    timed=timed, callbacks=[view], world=ranks))
+        if not main:
+            return
         run_dir = write_report(report, runs_dir if runs_dir is not None else cfg.logging.dir)
         if json_path is not None:
             json_path.write_text(json.dumps(report, indent=2))
@@ -299,8 +330,10 @@ def graph(
     no_passes: Annotated[bool, typer.Option("--no-passes",
                                             help="Show the graph as traced.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print every node.")] = False,
+    nproc: NprocOpt = None,
 ) -> None:
-    """Trace CONFIG's training step and show the graph and what each pass did to it."""
+    """Trace CONFIG's training step and show the graph and what each pass did to it (with
+    --nproc N, one rank's step of an N-process job, its gradient all-reduce included)."""
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.errors import ConfigError
@@ -310,7 +343,10 @@ def graph(
         if fmt not in ("text", "dot"):
             raise ConfigError(f"--format: expected text or dot, got {fmt!r}")
         cfg = load_config(config, list(set_ or []))
-        report = graph_report(cfg, passes=not no_passes)
+        ranks = _join_job(nproc, lambda: _check_job(config, None, list(set_ or []), nproc or 1))
+        report = _run_as(ranks, lambda: graph_report(cfg, not no_passes, ranks))
+    if ranks is not None and not ranks.is_main:
+        return
     if fmt == "dot":
         print(report["dot"])
     else:

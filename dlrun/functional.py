@@ -95,6 +95,11 @@ def neg(input: Tensor) -> Tensor:
     return _ew.neg(input)
 
 
+def clone(input: Tensor) -> Tensor:
+    """A copy in memory of its own, differentiable (torch.clone)."""
+    return _ew.copy(input)
+
+
 def pow(input: Any, exponent: Any) -> Tensor:  # noqa: A001
     if not isinstance(input, Tensor):
         input = _t(input, exponent)
@@ -793,6 +798,9 @@ class _TensorMethods:
 
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return sum(self, dim, keepdim)
+
+    def clone(self) -> Tensor:
+        return clone(self)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return mean(self, dim, keepdim)

@@ -36,18 +36,20 @@ class DataParallel:
         """Sum share-weighted gradients over ranks in one all-reduce; returns the global loss.
         Parameters without a gradient (unused by the model) have none on every rank."""
         grads = [(p, p.grad) for p in params if p.grad is not None]
-        pieces = [g.reshape(-1) for _, g in grads]
-        flat = F.cat([*pieces, loss.detach().reshape(1), self.stop]) * self.weight
-        flat = all_reduce(flat)
+        pieces = [g.reshape(-1) for _, g in grads] + [loss.detach().reshape(1), self.stop]
+        # weighted piece by piece: each product is computed straight into its slice of the
+        # buffer by the memory plan (no gathering copy), and reduced there in place
+        flat = all_reduce(F.cat([piece * self.weight for piece in pieces]))
         offset = 0
         for p, g in grads:
             p.grad = flat[offset:offset + g.numel()].reshape(*g.shape)
             offset += g.numel()
-        self.stopped.copy_(flat[offset + 1])
-        return flat[offset]
+        self.stopped.copy_(flat[offset + 1].clone())
+        return flat[offset].clone()  # the buffer is the plan's, reused next step: not returned
 
     def set_share(self, rows: int, global_rows: int) -> None:
-        """This rank's share of the coming step's global batch."""
+        """This rank's share of the coming step's global batch: whoever feeds the step sets it
+        (the trainer, from its loader); it stays 1/ranks, right for every full batch, if not."""
         share = rows / global_rows
         if share != self._share:
             self._share = share
@@ -63,17 +65,3 @@ class DataParallel:
         """True on every rank once any rank asked to stop (read after a step)."""
         return float(self.stopped.item()) > 0
 
-
-class ShardedStep:
-    """A training step that first sets this rank's share of the batch it is given (the
-    loader's `global_rows` is the global batch); other attributes are the step's own."""
-
-    def __init__(self, step: object, parallel: DataParallel, loader: object) -> None:
-        self.step, self.parallel, self.loader = step, parallel, loader
-
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        self.parallel.set_share(int(x.shape[0]), self.loader.global_rows)  # type: ignore
-        return self.step(x, y)  # type: ignore[operator]
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.step, name)

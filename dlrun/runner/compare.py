@@ -25,10 +25,14 @@ MODES = ("eager", "static")
 
 
 def _batches(exp: Experiment, n: int) -> list[tuple[Any, Any]]:
-    """The first n training batches (repeating epochs as needed), as tensors."""
+    """The first n training batches (repeating epochs as needed), as tensors; on several
+    ranks only full global batches (each rank's share is then the same, 1/ranks)."""
     out = []
+    full = exp.cfg.train.batch_size
     while len(out) < n:
         for xb, yb in exp.train_loader:
+            if exp.parallel is not None and exp.train_loader.global_rows != full:
+                continue
             out.append(batch_tensors(exp, xb.copy(), yb.copy()))
             if len(out) == n:
                 break
@@ -40,10 +44,11 @@ def _param_arrays(exp: Experiment) -> list[np.ndarray]:
 
 
 def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int = 200,
-            callbacks: list[Callback] | None = None) -> dict[str, Any]:
+            callbacks: list[Callback] | None = None, world: Any = None) -> dict[str, Any]:
     """Run `steps` training steps in each mode from the same seed and compare the losses and the
     final parameters; then time `timed` more steps per mode, interleaved in rounds, after
-    `warmup` steps, and measure peak traced memory and minor page faults per step."""
+    `warmup` steps, and measure peak traced memory and minor page faults per step. With `world`
+    (several ranks) every rank does the same, and the all-reduce per step is reported too."""
     callbacks = list(callbacks or [])
     rtol = 1e-5 if cfg.dtype == "float32" else 1e-10
     exps: dict[str, Experiment] = {}
@@ -52,13 +57,14 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
     batches = None
     for mode in MODES:
         emit(callbacks, Message(f"{mode}: {steps} training steps from seed {cfg.seed}"))
-        exp = build_experiment(cfg.model_copy(update={"mode": mode}))
+        exp = build_experiment(cfg.model_copy(update={"mode": mode}), world=world)
         batches = batches or _batches(exp, max(steps, 1))
         dlrun.manual_seed(cfg.seed + 1)  # the same dropout masks in both modes
         losses = [float(exp.train_step(x, y).item()) for x, y in batches[:steps]]
         report[mode] = {"losses": losses, "final_loss": losses[-1] if losses else None}
         exps[mode] = exp
     report["device"] = exps["eager"].device
+    report["workers"] = 1 if world is None else world.size
     a, b = (np.array(report[m]["losses"]) for m in MODES)
     loss_err = float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-30))) if steps else 0.0
     pa, pb = (_param_arrays(exps[m]) for m in MODES)
@@ -72,6 +78,7 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
     emit(callbacks, Message(f"timing {timed} steps per mode after {warmup} warm-up steps"))
     x, y = batches[0]
     times: dict[str, list[float]] = {m: [] for m in MODES}
+    reduce_times: dict[str, list[float]] = {m: [] for m in MODES}
     for mode in MODES:
         for _ in range(warmup):
             exps[mode].train_step(x, y)
@@ -85,6 +92,8 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
                 step(x, y)
                 synchronize(report["device"])
                 times[mode].append(time.perf_counter() - t0)
+                if world is not None:
+                    reduce_times[mode].append(world.communicator.stats.seconds[-1])
     for mode in MODES:
         exp, ts, info = exps[mode], times[mode], report[mode]
         info["median_step_ms"] = statistics.median(ts) * 1e3
@@ -93,6 +102,9 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
         info["throughput"] = cfg.train.batch_size / statistics.median(ts)
         info.update(_memory(exp, x, y))
         info["ops_per_step"] = _ops_per_step(exp, x, y)
+        if world is not None:
+            info["all_reduce_ms"] = statistics.median(reduce_times[mode]) * 1e3
+            info["all_reduce_bytes"] = world.communicator.stats.bytes[-1]
         if mode == "static":
             step = exp.train_step
             record = step.traces[0]
@@ -171,7 +183,14 @@ def markdown(report: dict[str, Any]) -> str:
         ("graph nodes before → after passes", "-", f"{s['nodes_before']} → {s['nodes_after']}"),
         ("final loss", f"{e['final_loss']:.6g}", f"{s['final_loss']:.6g}"),
     ]
-    lines = [f"# {report['name']}: eager vs static on {report['device']}", "",
+    if report.get("workers", 1) > 1:
+        rows[3:3] = [
+            ("all-reduce / step (ms)", f"{e['all_reduce_ms']:.3f}", f"{s['all_reduce_ms']:.3f}"),
+            ("all-reduce / step (bytes)", f"{e['all_reduce_bytes']:,}",
+             f"{s['all_reduce_bytes']:,}")]
+    where = report["device"] + (f", {report['workers']} workers (per rank; the batch is "
+                                 f"global)" if report.get("workers", 1) > 1 else "")
+    lines = [f"# {report['name']}: eager vs static on {where}", "",
              "| | eager | static |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     verdict = "agree" if report["agree"] else "DISAGREE"

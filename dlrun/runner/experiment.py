@@ -16,7 +16,6 @@ from dlrun.config import ExperimentConfig
 from dlrun.data.bundle import DatasetBundle, Split
 from dlrun.data.datasets import build_dataset, dataset_options
 from dlrun.data.loader import DataLoader
-from dlrun.distributed.data_parallel import ShardedStep
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
 from dlrun.models import build_model
@@ -246,8 +245,6 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
         exp.eval_step = dlrun.compile(eval_step, max_traces=16)
     else:
         exp.train_step, exp.eval_step = train_step, eval_step
-    if dp is not None:
-        exp.train_step = ShardedStep(exp.train_step, dp, exp.train_loader)
 
 
 def batch_tensors(exp: Experiment, xb: Any, yb: Any) -> tuple[Tensor, Tensor]:

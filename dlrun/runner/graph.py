@@ -8,14 +8,14 @@ from dlrun.config import ExperimentConfig
 from dlrun.runner.experiment import batch_tensors, build_experiment
 
 
-def graph_report(cfg: ExperimentConfig, passes: bool = True) -> dict[str, Any]:
-    """The traced training step: the optimized graph (text, DOT) and per-pass statistics."""
-    exp = build_experiment(cfg.model_copy(update={"mode": "static"}))
+def graph_report(cfg: ExperimentConfig, passes: bool = True, world: Any = None) -> dict[str, Any]:
+    """The traced training step: the optimized graph (text, DOT) and per-pass statistics; with
+    `world` (several ranks), the step of one rank, all-reduce included."""
+    exp = build_experiment(cfg.model_copy(update={"mode": "static"}), world=world)
     if not passes:
         import dlrun
 
-        step = exp.train_step.fn
-        exp.train_step = dlrun.compile(step, passes=False)
+        exp.train_step = dlrun.compile(exp.train_step.fn, passes=False)
     xb, yb = next(iter(exp.train_loader))
     exp.train_step(*batch_tensors(exp, xb, yb))
     entry = exp.train_step.last

@@ -201,6 +201,8 @@ class Trainer:
                     loader.set_epoch(p["epoch"])
                 for xb, yb in loader:
                     x, y = batch_tensors(exp, xb, yb)
+                    if exp.parallel is not None:  # this rank's share of the global batch
+                        exp.parallel.set_share(len(yb), loader.global_rows)
                     lr = self._lr()  # the rate this step uses (logged, as Lightning logs it)
                     in_step = True
                     t0 = time.perf_counter()

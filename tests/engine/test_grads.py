@@ -74,6 +74,7 @@ SPECS = [
     OpSpec("div", lambda a, b: a / b, [(3, 4), (3, 4)], lambda a, b: a / b, **POS),
     OpSpec("rdiv_scalar", lambda a: 2.0 / a, [(3,)], lambda a: 2.0 / a, **POS),
     OpSpec("neg", lambda a: -a, [(5,)], lambda a: -a),
+    OpSpec("clone", lambda a: a.clone() * a, [(5,)], lambda a: a.copy() * a),
     OpSpec("pow_tensor", lambda a, b: a**b, [(3, 4), (3, 4)], np.power, **POS),
     OpSpec("pow_scalar", lambda a: a**2.5, [(3, 4)], lambda a: a**2.5, **POS),
     OpSpec("maximum_ties", dlrun.maximum, [TIES, TIES_B], np.maximum),

@@ -66,8 +66,10 @@ class _Liveness:
 
 
 def _takes_out(op: str) -> bool:
+    """The primitive writes into a given buffer: pure ops with `out=`, and collectives (impure:
+    they exchange data, but their result is an array like any other)."""
     prim = REGISTRY.get(op)
-    return prim is not None and prim.supports_out and prim.pure
+    return prim is not None and prim.supports_out
 
 
 def _in_place(op: str) -> bool:

@@ -3,6 +3,8 @@
 `all_reduce` sums an array over every rank through the process's communicator
 (engine/collective.py). It is impure, so passes never fold, merge or drop it, and it may write
 its result over its input, so the memory plan can give the reduced buffer no memory of its own.
+It is not differentiated through: data-parallel training applies it to gradients after the
+backward pass.
 """
 
 from __future__ import annotations
@@ -15,12 +17,9 @@ def _same_rule(x):
     return tuple(x.shape), x.dtype
 
 
-@primitive("all_reduce", Kind.COLLECTIVE, _same_rule, pure=False, in_place=True)
+@primitive("all_reduce", Kind.COLLECTIVE, _same_rule, pure=False, differentiable=False,
+           in_place=True)
 def all_reduce(xp, x, out=None):
     """The sum of x over all ranks of the job."""
     return collective.world().all_reduce(x, out)
 
-
-@all_reduce.defvjp
-def _all_reduce_vjp(g, y, x):
-    return (all_reduce(g),)  # d(sum_r x_r)/dx_r = 1 on every rank: the cotangents are summed

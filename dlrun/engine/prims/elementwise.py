@@ -75,6 +75,20 @@ def _neg_vjp(g, y, x):
     return (neg(g),)
 
 
+@primitive("copy", E, cuda_expr="{0}")
+def copy(xp, x, out=None):
+    """x in memory of its own (torch's clone): a result that must not alias what it came from."""
+    if out is None:
+        return x.copy()
+    out[...] = x
+    return out
+
+
+@copy.defvjp
+def _copy_vjp(g, y, x):
+    return (g,)
+
+
 @primitive("pow", E, cuda_expr="pow({0}, {1})", ufunc="power")
 def pow(xp, x, p, out=None):  # noqa: A001
     return xp.power(x, p, out=out)
@@ -370,6 +384,7 @@ ge.onnx = _onnx_binary("GreaterOrEqual")
 logical_and.onnx = _onnx_binary("And")
 logical_or.onnx = _onnx_binary("Or")
 neg.onnx = _onnx_unary("Neg")
+copy.onnx = _onnx_unary("Identity")
 exp.onnx = _onnx_unary("Exp")
 log.onnx = _onnx_unary("Log")
 sqrt.onnx = _onnx_unary("Sqrt")
