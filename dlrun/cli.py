@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dlrun import __version__
 from dlrun.errors import ConfigError, DistributedError, DlrunError
@@ -67,7 +68,8 @@ def error_boundary() -> Iterator[None]:
     except DlrunError as e:
         if state.debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
+                          soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -256,16 +258,10 @@ def export_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export a trained model (verified against dlrun's own outputs before it is written)."""
-    from rich.markup import escape
-
-    from dlrun.errors import ExportError
     from dlrun.runner.export import export as run_export
 
     with error_boundary():
-        try:
-            result = run_export(run, fmt=fmt, out=out, opset=opset, tag=tag)
-        except ExportError as e:  # its text names `dlrun[onnx]`, which is not rich markup
-            raise ExportError(escape(str(e))) from None
+        result = run_export(run, fmt=fmt, out=out, opset=opset, tag=tag)
     if json_out:
         console.print_json(json.dumps(result))
         return

@@ -1,4 +1,5 @@
-"""Shared fixtures and markers: `gpu` skips without CUDA, `realdata` without the datasets."""
+"""Shared fixtures and markers: `gpu` skips without CUDA, `realdata` without the datasets,
+`mpi` without mpi4py and mpiexec."""
 
 from __future__ import annotations
 
@@ -27,7 +28,25 @@ def _cuda_ok() -> bool:
     return cuda_available()
 
 
+def _mpi_ok() -> bool:
+    import importlib.util
+
+    from dlrun.distributed.launch import find_mpiexec
+    from dlrun.errors import DistributedError
+
+    try:
+        find_mpiexec()
+    except DistributedError:
+        return False
+    return importlib.util.find_spec("mpi4py") is not None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mpi_items = [i for i in items if "mpi" in i.keywords]
+    if mpi_items and not _mpi_ok():
+        skip = pytest.mark.skip(reason="needs mpi4py and MPICH's mpiexec (pip install 'dlrun[mpi]')")
+        for item in mpi_items:
+            item.add_marker(skip)
     gpu_items = [i for i in items if "gpu" in i.keywords]
     if gpu_items and not _cuda_ok():
         skip = pytest.mark.skip(reason="needs CUDA and CuPy")

@@ -1,12 +1,9 @@
 """The runner's side of data-parallel training: which device and share of the data a rank
 gets, the gradient all-reduce in the step, rank 0's state on every rank, metrics summed over
-ranks, and Ctrl-C turned into a stop that every rank takes after the same step."""
+ranks, and what the summary says about communication."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -72,25 +69,6 @@ def sum_metrics(world: World, acc: Any) -> None:
     """Add the other ranks' metric sums to `acc` (a MetricAccumulator), so every rank holds
     the metrics of the whole split."""
     acc.unpack(world.sum_host(acc.pack()))
-
-
-@contextmanager
-def stop_on_interrupt(parallel: DataParallel | None) -> Iterator[None]:
-    """While training on several ranks, the first Ctrl-C (SIGINT, which mpiexec forwards to
-    every worker) asks for a stop after the current step; a second one interrupts at once."""
-    if parallel is None:
-        yield
-        return
-
-    def ask(signum: int, frame: Any) -> None:
-        parallel.ask_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, ask)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def communication(parallel: DataParallel | None, skip: int) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ from dlrun.runner.experiment import (
     evaluate_split,
     metric_names,
 )
+from dlrun.runner.interrupt import StopRequest
 from dlrun.runner.metrics import MetricsLogger, write_summary
 from dlrun.runner.rundir import create_run_dir, find_run_config
 from dlrun.runner.state import capture, restore
@@ -66,6 +67,7 @@ class Trainer:
         self.write = write
         self.world = world
         self.exp: Experiment = build_experiment(cfg, self.callbacks, world)
+        self.stop = StopRequest(self.exp.parallel)
         self.progress: dict[str, Any] = {
             "step": 0, "epoch": 0, "best": None, "best_step": None, "bad_evals": 0,
             "last_eval": {},
@@ -175,7 +177,7 @@ class Trainer:
             self.tensorboard = tensorboard.open_tensorboard(self.cfg, self.run_dir,
                                                             self.progress["step"])
         try:
-            with np.errstate(all="ignore"), parallel.stop_on_interrupt(self.exp.parallel):
+            with np.errstate(all="ignore"), self.stop.installed():
                 return self._run()
         finally:
             if self.tensorboard is not None:
@@ -233,8 +235,8 @@ class Trainer:
                             status = "early_stopped"
                     if ckpt_every and p["step"] % ckpt_every == 0:
                         self.save("last")
-                    if exp.parallel is not None and exp.parallel.stop_agreed():
-                        raise KeyboardInterrupt  # Ctrl-C on some rank: all stop after this step
+                    if self.stop.asked():  # Ctrl-C (on any rank): stop after this whole step
+                        raise KeyboardInterrupt
                     if p["step"] >= total or status != "completed":
                         break
                 if status != "completed":
