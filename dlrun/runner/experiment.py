@@ -224,7 +224,7 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
             return loss_fn(out, y), out
 
     if (mode or cfg.mode) == "static":
-        exp.train_step = dlrun.compile(train_step)
+        exp.train_step = dlrun.compile(train_step, cuda_graphs=cfg.cuda_graphs)
         exp.eval_step = dlrun.compile(eval_step, max_traces=16)
     else:
         exp.train_step, exp.eval_step = train_step, eval_step
