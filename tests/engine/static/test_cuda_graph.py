@@ -57,7 +57,7 @@ def test_bound_replay_equals_plain_steps_even_when_state_is_rebound() -> None:
     in between (which rebinds a state tensor's array) must reach the replay."""
     ref_model, ref_opt, ref_step, batches = _setup()
     model, opt, step, _ = _setup()
-    for k, (x, y) in enumerate(batches[:2]):
+    for x, y in batches[:2]:
         ref_step(x, y)
         step(x, y)
     entry = step.last
@@ -91,7 +91,7 @@ def test_cuda_graph_replay_matches_plain_static(precision: str) -> None:
         model, opt, _, batches = _setup("cuda:0")
         amp = MixedPrecision(precision, model, opt, "cuda:0")
 
-        def step(x, y):
+        def step(x, y, model=model, amp=amp, opt=opt):
             loss = F.cross_entropy(amp.run(model, x), y)
             amp.backward(loss)
             amp.step()
