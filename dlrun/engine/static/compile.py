@@ -226,12 +226,12 @@ class CompiledFunction:
         if kwargs:
             inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
         state = entry.result.state
-        for t in entry.inplace:
-            _writable(t)
         grad_state = entry.result.grads
-        if entry.cuda_graph is not None:
+        if entry.cuda_graph is not None:  # its bindings hold the state arrays (no _writable)
             outs, writes, grads = entry.cuda_graph.run(inputs, state)
         else:
+            for t in entry.inplace:
+                _writable(t)
             outs, writes, grads = entry.plan.run(inputs, [t._value for t in state],
                                                  grad_state.inputs())
             if self.cuda_graphs and entry.graph_blocker is None:
