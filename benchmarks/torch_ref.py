@@ -146,7 +146,7 @@ def _gpt_module() -> Any:
                     nn.init.zeros_(p)
 
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
             for block in self.h:
                 x = block(x)
             return self.lm_head(self.ln_f(x))
@@ -221,7 +221,7 @@ def load_params(model: Any, arrays: Sequence[np.ndarray]) -> None:
 
 def make_step(workload: str, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
               dtype: Any = None, params: Sequence[np.ndarray] | None = None,
-              compiled: bool = False, **shape: Any) -> Callable[[], Any]:
+              compiled: bool = False, device: str = "cpu", **shape: Any) -> Callable[[], Any]:
     """A no-argument callable running one synchronous training step (zero_grad, forward, loss,
     backward, optimizer step) on the fixed batch (x, y); it returns the loss tensor. `params`
     (PyTorch layout, model order) replaces the initial parameters; `dtype` (e.g. torch.float64)
@@ -247,6 +247,8 @@ def make_step(workload: str, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
         xt = xt.long()
     if workload == "linreg":
         yt = yt.reshape(-1, 1)
+    model.to(device)  # "cuda" for the GPU check; the optimizer's state is created lazily there
+    xt, yt = xt.to(device), yt.to(device)
 
     forward = torch.compile(model) if compiled else model
 

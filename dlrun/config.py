@@ -314,6 +314,10 @@ class ExperimentConfig(_Section):
     mode: Literal["eager", "static"] = "static"
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
+    # mixed precision (dlrun.optim.amp): compute dtype; masters and optimizer state stay `dtype`
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # static mode on CUDA: capture the step once as a CUDA graph and replay it
+    cuda_graphs: bool = False
     data: DataConfig
     model: ModelConfig
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -328,6 +332,13 @@ class ExperimentConfig(_Section):
     @classmethod
     def _empty_section(cls, v: Any) -> Any:
         return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _precision_needs_float32(self) -> ExperimentConfig:
+        if self.precision != "fp32" and self.dtype != "float32":
+            raise _fail("", [("precision", f"{self.precision} keeps float32 master weights; it "
+                                          f"needs dtype: float32, not {self.dtype}")])
+        return self
 
     @field_validator("device")
     @classmethod

@@ -44,7 +44,7 @@ def _mpi_ok() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     mpi_items = [i for i in items if "mpi" in i.keywords]
     if mpi_items and not _mpi_ok():
-        skip = pytest.mark.skip(reason="needs mpi4py and MPICH's mpiexec (pip install 'dlrun[mpi]')")
+        skip = pytest.mark.skip(reason="needs mpi4py and MPICH's mpiexec (dlrun[mpi])")
         for item in mpi_items:
             item.add_marker(skip)
     gpu_items = [i for i in items if "gpu" in i.keywords]

@@ -12,6 +12,7 @@ import numpy as np
 
 from dlrun.backend import get_xp, normalize_device
 from dlrun.engine import dispatch
+from dlrun.engine.dtypes import is_floating
 from dlrun.engine.prims import random
 from dlrun.engine.tensor import Tensor
 
@@ -75,7 +76,7 @@ def tensor(
     value, device, _ = as_array(data, dtype=dtype, device=device)
     t = dispatch.MODE.get().constant(value, device)
     if requires_grad:
-        if t.dtype.kind not in "fc":
+        if not is_floating(t.dtype):
             raise RuntimeError("only floating point tensors can require gradients")
         t.requires_grad = True
     return t
@@ -107,7 +108,7 @@ def constant(value: Any, device: str) -> Tensor:
 def scalar_like(x: Any, like: Tensor) -> Tensor:
     """A Python scalar (or array) as a 0-d constant tensor of a dtype matching `like`."""
     if isinstance(x, bool | int | float | np.number | np.bool_):
-        float_into_int = isinstance(x, float) and like.dtype.kind not in "fc"
+        float_into_int = isinstance(x, float) and not is_floating(like.dtype)
         dtype = DEFAULT_DTYPE if float_into_int else like.dtype
         key = (type(x), x, dtype, like.device)
         value = _SCALARS.get(key)

@@ -51,8 +51,10 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
     (several ranks) every rank does the same, and the all-reduce per step is reported too."""
     callbacks = list(callbacks or [])
     rtol = 1e-5 if cfg.dtype == "float32" else 1e-10
+    rtol = {"fp16": 1e-3, "bf16": 1e-2}.get(cfg.precision, rtol)  # mixed precision's rounding
     exps: dict[str, Experiment] = {}
     report: dict[str, Any] = {"name": cfg.name, "steps": steps, "dtype": cfg.dtype,
+                              "precision": cfg.precision,
                               "tolerance": rtol, "batch_size": cfg.train.batch_size}
     batches = None
     for mode in MODES:

@@ -20,6 +20,7 @@ from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
 from dlrun.models import build_model
 from dlrun.nn import Module
+from dlrun.optim.amp import MixedPrecision
 from dlrun.runner import parallel
 from dlrun.runner.events import DownloadProgress, emit
 
@@ -43,6 +44,7 @@ class Experiment:
     eval_step: Any = None
     eval_loaders: dict[str, DataLoader] = field(default_factory=dict)
     parallel: Any = None  # distributed.DataParallel when training on several ranks
+    amp: MixedPrecision | None = None  # the precision policy (fp32: plain calls)
 
     @property
     def params(self) -> list[Tensor]:
@@ -220,28 +222,29 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
     loss_fn = loss_function(exp.loss_name, exp.task, cfg.loss.label_smoothing)
     params = exp.params
     clip_norm, clip_value = cfg.train.grad_clip_norm, cfg.train.grad_clip_value
+    amp = exp.amp = exp.amp or MixedPrecision(cfg.precision, model, opt, exp.device)
     dp = exp.parallel
 
     def train_step(x: Tensor, y: Tensor) -> Tensor:
-        loss = loss_fn(model(x), y)
-        loss.backward()
+        loss = loss_fn(amp.run(model, x), y)
+        amp.backward(loss)  # loss.backward(); fp16: scaled, then the gradients unscaled
         if dp is not None:  # one all-reduce: gradients (and the loss) summed over ranks
             loss = dp.reduce_gradients(params, loss)
         if clip_value is not None:
             optim.clip_grad_value_(params, clip_value)
         if clip_norm is not None:
             optim.clip_grad_norm_(params, clip_norm)
-        opt.step()
+        amp.step()  # opt.step(); fp16: undone in-graph on an inf/nan gradient
         opt.zero_grad()
         return loss
 
     def eval_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with dlrun.no_grad():
-            out = model(x)
+            out = amp.run(model, x)
             return loss_fn(out, y), out
 
     if (mode or cfg.mode) == "static":
-        exp.train_step = dlrun.compile(train_step)
+        exp.train_step = dlrun.compile(train_step, cuda_graphs=cfg.cuda_graphs)
         exp.eval_step = dlrun.compile(eval_step, max_traces=16)
     else:
         exp.train_step, exp.eval_step = train_step, eval_step

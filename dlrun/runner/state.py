@@ -25,6 +25,7 @@ def capture(exp: Experiment, progress: dict[str, Any]) -> tuple[dict[str, np.nda
         "scheduler": exp.scheduler.state_dict() if exp.scheduler is not None else None,
         "loader": exp.train_loader.state_dict(),
         "rng": rng.get_state("cpu") if exp.device == "cpu" else None,
+        "amp": exp.amp.state_dict() if exp.amp is not None else {},  # fp16 loss scale
     }
     return arrays, meta
 
@@ -49,4 +50,6 @@ def restore(exp: Experiment, arrays: dict[str, np.ndarray], meta: dict[str, Any]
     exp.train_loader.load_state_dict(meta["loader"])
     if meta.get("rng") is not None:
         rng.set_state(meta["rng"], "cpu")
+    if exp.amp is not None:
+        exp.amp.load_state_dict(meta.get("amp") or {})
     return dict(meta["progress"])

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.dtypes import is_floating
 from dlrun.engine.prims.registry import Kind, predicate_rule, primitive
 
 E = Kind.ELEMENTWISE
@@ -330,7 +331,7 @@ def cast(xp, x, *, dtype, out=None):
 
 @cast.defvjp
 def _cast_vjp(g, y, x, *, dtype):
-    return (cast(g, dtype=x.dtype) if x.dtype.kind in "fc" else None,)
+    return (cast(g, dtype=x.dtype) if is_floating(x.dtype) else None,)
 
 
 def _predicate(name: str, ufunc: str, expr: str):

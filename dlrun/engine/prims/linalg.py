@@ -27,7 +27,9 @@ def matmul(xp, a, b, out=None):
         return xp.multiply(a, b, out=out)
     if a.ndim > 2 and b.ndim == 2 and (out is None or out.flags.c_contiguous):
         return _matmul_rows(xp, a, b, out)
-    return xp.matmul(a, b, out=out)
+    y = xp.matmul(a, b, out=out)
+    # NumPy's bfloat16 (ml_dtypes, kind 'V') matmul returns float32: keep the rule's dtype
+    return y if out is not None or a.dtype.kind != "V" else y.astype(a.dtype)
 
 
 def _matmul_rows(xp, a, b, out):

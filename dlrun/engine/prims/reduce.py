@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 
+from dlrun.engine.dtypes import is_floating
 from dlrun.engine.prims.elementwise import cast, eq, exp
 from dlrun.engine.prims.movement import broadcast_to, reshape
 from dlrun.engine.prims.registry import Kind, primitive
@@ -21,7 +22,7 @@ def _reduced_shape(shape, axis, keepdims):
 
 
 def _reduce_rule(x, *, axis, keepdims):
-    dtype = x.dtype if x.dtype.kind in "fc" else np.dtype(np.int64)
+    dtype = x.dtype if is_floating(x.dtype) else np.dtype(np.int64)
     return _reduced_shape(x.shape, axis, keepdims), dtype
 
 

@@ -55,6 +55,8 @@ class _Entry:
     inplace: list[Tensor] = field(default_factory=list)  # state tensors written in place
     fresh_writes: list[tuple[int, Tensor]] = field(default_factory=list)  # (write index, state)
     single: bool = False  # the function returns one tensor
+    cuda_graph: Any = None  # CudaGraphStep once captured; see cuda_graph.py
+    graph_blocker: str | None = None  # why this plan runs without a CUDA graph
 
     def __post_init__(self) -> None:
         """Resolve the plan's slots to the captured tensors once."""
@@ -130,13 +132,14 @@ class CompiledFunction:
     """The callable returned by dlrun.compile."""
 
     def __init__(self, fn: Callable[..., Any], *, passes_enabled: bool | tuple[str, ...] = True,
-                 max_traces: int = 8, fallback: str = "error") -> None:
+                 max_traces: int = 8, fallback: str = "error", cuda_graphs: bool = False) -> None:
         if fallback not in ("error", "eager"):
             raise ValueError("fallback must be 'error' or 'eager'")
         self.fn = fn
         self.passes_enabled = passes_enabled
         self.max_traces = max_traces
         self.fallback = fallback
+        self.cuda_graphs = cuda_graphs  # replay each plan as a CUDA graph where it can be
         self.traces: list[TraceRecord] = []
         self.fallbacks = 0
         self._cache: dict[tuple[Any, ...], _Entry] = {}
@@ -223,11 +226,16 @@ class CompiledFunction:
         if kwargs:
             inputs += [v._value for _, v in sorted(kwargs.items()) if isinstance(v, Tensor)]
         state = entry.result.state
-        for t in entry.inplace:
-            _writable(t)
         grad_state = entry.result.grads
-        outs, writes, grads = entry.plan.run(inputs, [t._value for t in state],
-                                             grad_state.inputs())
+        if entry.cuda_graph is not None:  # its bindings hold the state arrays (no _writable)
+            outs, writes, grads = entry.cuda_graph.run(inputs, state)
+        else:
+            for t in entry.inplace:
+                _writable(t)
+            outs, writes, grads = entry.plan.run(inputs, [t._value for t in state],
+                                                 grad_state.inputs())
+            if self.cuda_graphs and entry.graph_blocker is None:
+                _capture(entry, inputs)
         device, xp = entry.device, entry.xp
         nd, wrap = xp.ndarray, Tensor._wrap
         for k, t in entry.fresh_writes:  # (in-place writes already landed in the state arrays)
@@ -239,6 +247,27 @@ class CompiledFunction:
             return wrap(o if type(o) is nd else xp.asarray(o), device, xp, False)
         wrapped = [wrap(o if type(o) is nd else xp.asarray(o), device, xp, False) for o in outs]
         return unflatten(entry.result.out_tree, wrapped)
+
+
+def _capture(entry: _Entry, inputs: list[Any]) -> None:
+    """After a plain run (the warm-up), capture the plan as a CUDA graph, or record why not."""
+    from dlrun.engine.static import cuda_graph
+
+    grads = entry.result.grads.inputs()
+    entry.graph_blocker = cuda_graph.blocker(entry.graph, entry.plan, entry.device, len(grads))
+    if entry.graph_blocker is not None:
+        log.info("no CUDA graph: %s", entry.graph_blocker)
+        return
+    state = [t._value for t in entry.result.state]
+    step = cuda_graph.CudaGraphStep(entry.plan, cuda_graph.Bindings(entry.xp, inputs, state,
+                                                                    entry.plan))
+    try:
+        step.capture()
+    except Exception as e:  # an op that syncs with the host cannot be captured
+        entry.graph_blocker = f"capture failed: {type(e).__name__}: {e}"
+        log.warning("no CUDA graph: %s", entry.graph_blocker)
+        return
+    entry.cuda_graph = step
 
 
 def _writable(t: Tensor) -> None:
@@ -263,14 +292,17 @@ def _first_tensor(args: tuple[Any, ...], state: list[Tensor]) -> Tensor | None:
 
 
 def compile(fn: Callable[..., Any] | None = None, *, passes: bool | tuple[str, ...] = True,  # noqa: A001
-            max_traces: int = 8, fallback: str = "error") -> Any:
+            max_traces: int = 8, fallback: str = "error", cuda_graphs: bool = False) -> Any:
     """Compile fn into a static graph: traced once per input signature, optimized, replayed.
 
     `passes`: True (all), False (none) or a tuple of pass names. `max_traces`: how many
     signatures may be traced before a retrace is an error (or, with fallback='eager', runs fn
-    eagerly and is counted in `.fallbacks`). Usable as a decorator, with or without arguments.
+    eagerly and is counted in `.fallbacks`). `cuda_graphs`: on CUDA, capture each plan once and
+    replay it as a CUDA graph (see static/cuda_graph.py). Usable as a decorator, with or without
+    arguments.
     """
     if fn is None:
         return lambda f: CompiledFunction(f, passes_enabled=passes, max_traces=max_traces,
-                                          fallback=fallback)
-    return CompiledFunction(fn, passes_enabled=passes, max_traces=max_traces, fallback=fallback)
+                                          fallback=fallback, cuda_graphs=cuda_graphs)
+    return CompiledFunction(fn, passes_enabled=passes, max_traces=max_traces, fallback=fallback,
+                            cuda_graphs=cuda_graphs)
