@@ -36,3 +36,8 @@ class ExecutionError(DlrunError):
 class ExportError(DlrunError):
     """A model cannot be exported (an op without a lowering, a batch-dependent attribute, a
     missing optional extra) or the exported file does not reproduce dlrun's outputs."""
+
+
+class SweepError(DlrunError):
+    """A sweep cannot start or go on: Optuna missing, a storage that cannot be reached, a sweep
+    folder in use by another `dlrun sweep`, a worker process that died."""
