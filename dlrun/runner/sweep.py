@@ -35,11 +35,12 @@ from dlrun.runner import tensorboard
 from dlrun.runner.events import Callback, Message, emit
 from dlrun.runner.metrics import read_summary
 from dlrun.runner.rundir import sanitize_name
-from dlrun.runner.sweep_report import ranked, trial_rows, write_reports
+from dlrun.runner.sweep_report import SWEEP_JSON, ranked, trial_rows, write_reports
 from dlrun.runner.sweep_space import base_config, check_space, fingerprint
 from dlrun.runner.sweep_study import (
     check_storage,
     claim,
+    make_sampler,
     masked,
     open_storage,
     open_study,
@@ -50,7 +51,6 @@ from dlrun.runner.sweep_study import (
 )
 from dlrun.runner.sweep_trial import run_trial
 
-SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
 FOLDER_LOCK = ".sweep.lock"
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -238,7 +238,7 @@ def _run(cfg: ExperimentConfig, folder: Path, name: str, fp: str, plan: dict[str
     summary = write_reports(folder, study, cfg.sweep, base, facts)
     rows = ranked(trial_rows(study.get_trials(deepcopy=False), cfg.sweep), cfg.sweep.goal)
     emit(callbacks, SweepFinished(summary, rows))
-    return summary
+    return {**summary, "ranked": rows}
 
 
 class _Monitor:
@@ -264,8 +264,10 @@ def run_worker(spec: dict[str, Any], worker: int, notify: Any = None) -> int:
     assert cfg.sweep is not None
     folder, url = Path(spec["folder"]), spec["storage"]
     storage = open_storage(folder, url)
-    study = open_study(storage, spec["study"], cfg.sweep,
-                       worker_seed(cfg.seed, worker, url is not None))
+    study = open_study(storage, spec["study"], cfg.sweep, cfg.seed)
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(cfg.sweep, worker_seed(cfg.seed, worker, url is not None,
+                                                        existing))
     base = base_config(cfg)
     ran = 0
     while (trial := claim(study, spec["trials"], folder, url, spec["owner"])) is not None:

@@ -19,6 +19,7 @@ from dlrun.runner.metrics import write_summary
 from dlrun.runner.sweep_space import decoded_params, trial_config
 from dlrun.runner.sweep_study import finished, is_interrupted
 
+SWEEP_JSON = "sweep.json"  # marks a sweep folder
 TRIALS_CSV = "trials.csv"
 BEST_YAML = "best.yaml"
 PLOTS_DIR = "plots"
@@ -143,3 +144,35 @@ def write_plots(folder: Path, study: Any) -> list[str]:
         plt.close(fig)
         made.append(str(path))
     return made
+
+
+# --------------------------------------------------------------------------- reading a sweep back
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return (Path(path) / SWEEP_JSON).is_file()
+
+
+def read_trials_csv(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """trials.csv as rows (parameters as written), ranked best first (no Optuna needed)."""
+    try:
+        text = (folder / TRIALS_CSV).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    metric = summary.get("metric", "")
+    rows = []
+    for rec in csv.DictReader(io.StringIO(text)):
+        fixed = ("number", "state", metric, "duration_s", "run_dir", "error")
+        rows.append({"number": int(rec["number"]), "state": rec["state"],
+                     "params": {k: _float(v) if _float(v) is not None else v
+                                for k, v in rec.items() if k not in fixed},
+                     "value": _float(rec.get(metric)), "seconds": _float(rec.get("duration_s")),
+                     "run_dir": rec.get("run_dir") or None, "error": rec.get("error") or None})
+    return ranked(rows, summary.get("goal", "minimize"))
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None

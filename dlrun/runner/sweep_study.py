@@ -128,12 +128,13 @@ def make_pruner(sweep: SweepConfig) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def worker_seed(seed: int, worker: int, shared: bool) -> int:
-    """Each worker's sampler seed: the config's seed for worker 0 of an embedded sweep; distinct
-    per worker (and per process on shared storage) so random starts do not repeat each other."""
-    if worker == 0 and not shared:
+def worker_seed(seed: int, worker: int, shared: bool, existing: int) -> int:
+    """Each worker's sampler seed: the config's seed for the only worker of a new embedded
+    sweep; distinct per worker, per continuation (`existing` trials) and, on shared storage,
+    per process, so random starts do not repeat earlier ones."""
+    if worker == 0 and not shared and existing == 0:
         return seed
-    text = f"{seed}:{worker}:{os.getpid() if shared else 0}:{socket.gethostname()}"
+    text = f"{seed}:{worker}:{existing}:{os.getpid() if shared else 0}:{socket.gethostname()}"
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
