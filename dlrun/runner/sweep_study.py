@@ -111,7 +111,12 @@ def open_study(storage: Any, study_name: str, sweep: SweepConfig, seed: int) -> 
 def make_sampler(sweep: SweepConfig, seed: int) -> Any:
     optuna = require_optuna()
     if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_space(sweep), seed=seed)
+        class Grid(optuna.samplers.GridSampler):
+            def after_trial(self, *args: Any, **kwargs: Any) -> None:
+                """No study.stop() once the grid is done (it works only inside optimize());
+                claim() caps the trial count at the grid size instead."""
+
+        return Grid(grid_space(sweep), seed=seed)
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
