@@ -40,6 +40,7 @@ from dlrun.runner.sweep_space import base_config, check_space, fingerprint
 from dlrun.runner.sweep_study import (
     check_storage,
     claim,
+    claim_lock,
     make_sampler,
     masked,
     open_storage,
@@ -210,7 +211,8 @@ def _run(cfg: ExperimentConfig, folder: Path, name: str, fp: str, plan: dict[str
     assert cfg.sweep is not None
     url, study_name, owner = plan["storage"], f"{name}-{fp[:12]}", owner_id(folder)
     storage = open_storage(folder, url)
-    study = open_study(storage, study_name, cfg.sweep, cfg.seed)
+    with claim_lock(folder, url, study_name):  # one machine creates the study
+        study = open_study(storage, study_name, cfg.sweep, cfg.seed)
     stale = recover_interrupted(study, storage, owner)
     if stale:
         emit(callbacks, Message(f"{len(stale)} trial(s) were running when the sweep stopped "

@@ -97,7 +97,8 @@ def open_storage(folder: Path, url: str | None) -> Any:
         return optuna.storages.JournalStorage(
             JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    with claim_lock(folder, url, "dlrun-optuna-schema"):  # machines create the tables once
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def open_study(storage: Any, study_name: str, sweep: SweepConfig, seed: int) -> Any:

@@ -195,10 +195,13 @@ def test_two_commands_share_one_postgresql_study(tmp_path: Path, postgres_url: s
     names = optuna.get_all_study_names(url)
     assert len(names) == 1
     trials = optuna.load_study(study_name=names[0], storage=url).get_trials()
-    assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len(trials) == 8, [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert all(t.state.name == "COMPLETE" for t in trials)
     dirs = [list((next((tmp_path / f"machine{k}").iterdir()) / "trials").iterdir())
             for k in range(2)]
     assert all(dirs), "both commands ran trials"
     assert sorted(p.name for d in dirs for p in d) == [f"{i:04d}" for i in range(8)]
-    for k in range(2):
-        assert read_summary(next((tmp_path / f"machine{k}").iterdir()))["finished"] == 8
+    # the command that ends last sees all 8 finished (the other may end while one still ran)
+    done = [read_summary(next((tmp_path / f"machine{k}").iterdir()))["finished"]
+            for k in range(2)]
+    assert max(done) == 8 and min(done) >= 7
