@@ -81,7 +81,8 @@ def test_two_workers_six_trials_and_best_yaml_trains(tmp_path: Path) -> None:
 
 
 def test_grid_covers_every_combination_once(tmp_path: Path) -> None:
-    path = write_config(tmp_path, {"sweep.sampler": "grid", "sweep.trials": 10, "sweep.parameters": {
+    path = write_config(tmp_path, {"sweep.sampler": "grid", "sweep.trials": 10,
+                                   "sweep.parameters": {
         "optimizer.lr": {"values": [0.003, 0.03]},
         "model.hidden": {"space": "choice", "categories": [[8], [16], [8, 8]]}}})
     summary = sweep(load_config(path), str(path), runs_dir=tmp_path / "runs")
