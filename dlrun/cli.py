@@ -383,6 +383,49 @@ def gradcheck(
         raise typer.Exit(1)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    trials: Annotated[int | None, typer.Option(
+        help="Finished trials to reach (default: sweep.trials).")] = None,
+    workers: Annotated[int, typer.Option(
+        help="Trials run at once, as separate processes on this machine.")] = 1,
+    storage: Annotated[str | None, typer.Option(
+        help="Shared study database, e.g. postgresql://user:pw@host/db (several machines).")
+    ] = None,
+    runs_dir: Annotated[Path | None, typer.Option(
+        "--runs-dir", help="Where the sweep folder goes (default: logging.dir).")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="The sweep's name (default: the config's name).")] = None,
+    new: Annotated[bool, typer.Option(
+        "--new", help="Start a fresh sweep even if an unfinished one of this name exists.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Search CONFIG's `sweep:` parameters with Optuna; the sweep goes to
+    runs/<stamp>-<name>-sweep/ (rerun the same command to continue it)."""
+    from rich.markup import escape
+
+    from dlrun import render
+    from dlrun.config import load_config
+    from dlrun.errors import SweepError
+    from dlrun.runner.sweep import sweep as run_sweep
+
+    with error_boundary():
+        cfg = load_config(config, list(set_ or []))
+        view = render.SweepView(console, quiet=quiet)
+        try:
+            summary = run_sweep(cfg, str(config), callbacks=[view], trials=trials,
+                                workers=workers, storage=storage, runs_dir=runs_dir, name=name,
+                                new=new)
+        except SweepError as e:  # its text names `dlrun[sweep]`, which is not rich markup
+            raise SweepError(escape(str(e))) from None
+        finally:
+            view.close()
+    render.print_sweep_summary(console, summary)
+
+
 runs_app = typer.Typer(help="List past runs (newest first) or show one.", add_completion=False)
 app.add_typer(runs_app, name="runs")
 RunsDirOpt = Annotated[Path | None, typer.Option(

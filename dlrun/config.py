@@ -305,6 +305,122 @@ class DistributedConfig(_Section):
 
 SECTIONS = ("data", "model", "loss", "optimizer", "schedule", "train", "logging", "distributed")
 
+# --------------------------------------------------------------------------- sweep (dlrun sweep)
+# The `sweep:` section: what `dlrun sweep` searches. Checked here: its own keys and ranges.
+# Checked by dlrun.runner.sweep_space before any trial: that each parameter names a real config
+# key and that the task logs the metric (both need the rest of the config and the dataset).
+
+
+class SweepParameter(_Section):
+    """One searched key: a range (`uniform`, `loguniform`, `int`), `choice` among `categories`,
+    or explicit `values` (a grid axis for `sampler: grid`, a choice for the other samplers)."""
+
+    space: Literal["uniform", "loguniform", "int", "choice"] | None = None
+    lower: Float | None = None
+    upper: Float | None = None
+    log: bool = False
+    step: Float | None = Field(None, gt=0)
+    categories: list[Any] | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepParameter:
+        if self.space is None and self.values is None:
+            raise _fail("", [("space", "missing: give space (uniform, loguniform, int, choice) "
+                                       "or a list of values")])
+        if self.space in ("uniform", "loguniform", "int"):
+            self._check_range()
+        if self.space == "choice" and not self.categories:
+            raise _fail("", [("categories", "the choice space needs a non-empty list")])
+        if self.categories is not None and self.space != "choice":
+            raise _fail("", [("categories", "only for space: choice")])
+        if self.values is not None and not self.values:
+            raise _fail("", [("values", "expected a non-empty list")])
+        return self
+
+    def _check_range(self) -> None:
+        if self.lower is None or self.upper is None:
+            missing = "lower" if self.lower is None else "upper"
+            raise _fail("", [(missing, f"missing: the {self.space} space needs lower and upper")])
+        if self.lower >= self.upper:
+            raise _fail("", [("upper", f"must be greater than lower ({_show(self.lower)}), "
+                                       f"got {_show(self.upper)}")])
+        if (self.space == "loguniform" or self.log) and self.lower <= 0:
+            raise _fail("", [("lower", f"a log scale needs lower > 0, got {_show(self.lower)}")])
+        if self.space == "int" and not (self.lower.is_integer() and self.upper.is_integer()):
+            raise _fail("", [("lower", "the int space needs integer lower and upper")])
+        if self.step is not None and (self.space == "loguniform" or self.log):
+            raise _fail("", [("step", "cannot be combined with a log scale")])
+
+
+class SweepPruner(_Section):
+    """`sweep.pruner`: `none`, `median` or `hyperband` (a bare name is short for `{name: ...}`);
+    a pruned trial stops at an evaluation where it is worse than its peers (Optuna's pruners).
+    `startup_trials` and `warmup_evals` are the median pruner's n_startup_trials and
+    n_warmup_steps (steps are evaluations)."""
+
+    name: Literal["none", "median", "hyperband"] = "median"
+    startup_trials: Int = Field(5, ge=0)
+    warmup_evals: Int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        if data is None:
+            return {"name": "none"}
+        return {"name": data} if isinstance(data, str) else data
+
+
+class SweepConfig(_Section):
+    """`sweep`: the metric and goal, how many trials, the sampler, the pruner and the searched
+    keys (dotted config keys such as `optimizer.lr`). `trials` defaults to 20, or to every
+    combination with `sampler: grid`."""
+
+    metric: str = "val_loss"
+    goal: Literal["minimize", "maximize"] = "minimize"
+    trials: Int | None = Field(None, ge=1)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: SweepPruner = Field(default_factory=SweepPruner)
+    parameters: dict[str, SweepParameter]
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner(cls, v: Any) -> Any:
+        return {"name": "none"} if v is None or v is False else v
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, Mapping) and not v):
+            raise _fail("empty search space: give at least one parameter, e.g. "
+                        "optimizer.lr: {space: loguniform, lower: 1.0e-4, upper: 1.0e-1}")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_has_values(self) -> SweepConfig:
+        if self.sampler == "grid":
+            bad = [(f"parameters.{k}", "sampler: grid needs a list of values for every "
+                                        "parameter (values: [...])")
+                   for k, p in self.parameters.items()
+                   if p.values is None and p.space != "choice"]
+            if bad:
+                raise _fail("", bad)
+        return self
+
+    def grid_size(self) -> int:
+        """How many combinations the grid has (sampler: grid)."""
+        size = 1
+        for p in self.parameters.values():
+            size *= len(p.values if p.values is not None else p.categories or [])
+        return size
+
+    def default_trials(self) -> int:
+        """`trials`, else every grid combination (grid) or 20."""
+        if self.trials is not None:
+            return self.trials
+        return self.grid_size() if self.sampler == "grid" else 20
+
+
 
 class ExperimentConfig(_Section):
     """A whole experiment: the top-level keys and one model per section."""
@@ -326,6 +442,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    sweep: SweepConfig | None = None  # read by `dlrun sweep` only; trials run without it
 
     @field_validator("data", "optimizer", "schedule", "train", "logging", "distributed",
                      mode="before")
@@ -467,7 +584,10 @@ def with_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experimen
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
     """The fully resolved config (defaults included) as plain JSON/YAML data."""
-    return cfg.model_dump(mode="json")
+    data = cfg.model_dump(mode="json")
+    if data.get("sweep") is None:  # a config without a sweep reads (and hashes) as before
+        data.pop("sweep", None)
+    return data
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> Path:
@@ -611,6 +731,9 @@ def _field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
                 return None
             current = args[min(part, len(args) - 1)]
             info = FieldInfo.from_annotation(current)
+        elif typing.get_origin(current) is dict and len(typing.get_args(current)) == 2:
+            current = typing.get_args(current)[1]  # a mapping's value (sweep.parameters.X)
+            info = FieldInfo.from_annotation(current)
         else:
             return None
     return info
@@ -753,7 +876,8 @@ def _kind(v: Any) -> str:
 
 __all__ = [
     "ExperimentConfig", "DataConfig", "ModelConfig", "LossConfig", "OptimizerConfig",
-    "ScheduleConfig", "EarlyStopping", "TrainConfig", "LoggingConfig", "load_config", "read_yaml",
+    "ScheduleConfig", "EarlyStopping", "TrainConfig", "LoggingConfig", "SweepConfig",
+    "SweepParameter", "SweepPruner", "load_config", "read_yaml",
     "apply_overrides", "parse_override", "validate_config", "with_overrides", "config_to_dict",
     "dump_config", "config_hash",
 ]

@@ -40,3 +40,8 @@ class ExportError(DlrunError):
 
 class DistributedError(DlrunError):
     """A multi-process job cannot start or a worker failed; the message names the rank."""
+
+
+class SweepError(DlrunError):
+    """A sweep cannot start or go on: Optuna missing, a storage that cannot be reached, a sweep
+    folder in use by another `dlrun sweep`, a worker process that died."""

@@ -270,6 +270,9 @@ def print_runs(console: Console, rows: list[dict[str, Any]], root: Any) -> None:
 
 def print_run(console: Console, info: dict[str, Any]) -> None:
     """`dlrun runs show`: the run's facts, config, last metrics, checkpoints and plots."""
+    if info.get("kind") == "sweep":
+        print_sweep_summary(console, {**info["summary"], "ranked": info["ranked"]})
+        return
     table = Table(title=f"{info['run']} — {info['status']}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
@@ -302,3 +305,108 @@ def print_run(console: Console, info: dict[str, Any]) -> None:
         console.print("[bold]config[/]")
         console.print(yaml.safe_dump(info["config"], sort_keys=False).rstrip(), markup=False,
                       highlight=False)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+_STATE_COLORS = {"complete": "green", "pruned": "yellow", "failed": "red",
+                 "interrupted": "red", "running": "cyan", "waiting": "dim"}
+
+
+def _param(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, list | dict) else _fmt(v)
+
+
+def sweep_table(rows: list[dict[str, Any]], metric: str, goal: str, title: str = "",
+                limit: int | None = None, best_so_far: bool = True) -> Table:
+    """Trials: number, state, parameters, the metric and the best so far (in trial order)."""
+    names = list(dict.fromkeys(k for r in rows for k in r["params"]))
+    table = Table(title=title or None)
+    extra = ("best so far",) if best_so_far else ()
+    for col in ("trial", "state", *names, metric, *extra, "seconds"):
+        table.add_column(col, justify="right" if col not in ("state",) else "left")
+    best: float | None = None
+    so_far = []
+    for r in sorted(rows, key=lambda r: r["number"]):
+        v = r["value"]
+        if r["state"] == "complete" and v is not None and (
+                best is None or (v < best if goal == "minimize" else v > best)):
+            best = v
+        so_far.append((r["number"], best))
+    best_at = dict(so_far)
+    shown = rows if limit is None else rows[-limit:]
+    for r in shown:
+        color = _STATE_COLORS.get(r["state"], "white")
+        table.add_row(str(r["number"]), f"[{color}]{r['state']}[/]",
+                      *(_param(r["params"].get(n)) if n in r["params"] else "-" for n in names),
+                      "-" if r["value"] is None else _fmt(r["value"]),
+                      *(("-" if best_at[r["number"]] is None else _fmt(best_at[r["number"]]),)
+                        if best_so_far else ()),
+                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}")
+    return table
+
+
+class SweepView:
+    """The live trials table of `dlrun sweep` (rich Live), redrawn at each SweepProgress."""
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console, self.quiet = console, quiet
+        self.live: Any = None
+
+    def __call__(self, event: Event) -> None:
+        from dlrun.runner.sweep import SweepProgress, SweepStarted
+
+        if self.quiet:
+            return
+        if isinstance(event, SweepStarted):
+            self.console.print(f"sweep {event.folder}: {event.note}", highlight=False,
+                               soft_wrap=True)
+            self.console.print(f"{event.trials} trials, {event.workers} worker(s), "
+                               f"{event.goal} {event.metric} over "
+                               f"{', '.join(event.parameters)}; storage: {event.storage}",
+                               highlight=False, soft_wrap=True)
+        elif isinstance(event, SweepProgress):
+            done = sum(r["state"] in ("complete", "pruned", "failed") for r in event.rows)
+            table = sweep_table(event.rows, event.metric, event.goal, limit=20,
+                                title=f"{done}/{event.trials} trials finished")
+            if self.live is None:
+                from rich.live import Live
+
+                self.live = Live(table, console=self.console, auto_refresh=False)
+                self.live.start()
+            self.live.update(table, refresh=True)
+        elif isinstance(event, Message):
+            self.console.print(f"[yellow]{event.text}[/]", highlight=False)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+            self.console.print()
+
+
+def print_sweep_summary(console: Console, summary: dict[str, Any]) -> None:
+    """After a sweep: the ranked trials, the best one and where best.yaml is."""
+    from dlrun.runner.sweep_report import ranked
+
+    rows = summary.get("ranked") or []
+    if "metric" not in summary:
+        console.print(f"sweep {summary.get('folder', '')}: no summary yet", highlight=False)
+        return
+    if rows:
+        console.print(sweep_table(ranked(rows, summary["goal"]), summary["metric"],
+                                  summary["goal"], title="trials, best first",
+                                  best_so_far=False))
+    best = summary.get("best")
+    states = ", ".join(f"{n} {s}" for s, n in (summary.get("states") or {}).items())
+    console.print(f"sweep {summary['folder']}: {summary['finished']}/{summary['trials']} "
+                  f"trials finished ({states or 'none'}), status {summary['status']}",
+                  highlight=False, soft_wrap=True)
+    if best is None:
+        console.print("no trial completed", style="yellow")
+        return
+    params = ", ".join(f"{k}={_param(v)}" for k, v in best["params"].items())
+    console.print(f"best: trial {best['number']}, {summary['metric']} {_fmt(best['value'])} "
+                  f"({params})", highlight=False, soft_wrap=True)
+    console.print(f"best config: [bold]{best['config']}[/]  (dlrun train {best['config']})",
+                  highlight=False, soft_wrap=True)

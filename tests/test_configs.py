@@ -14,8 +14,9 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 OFFLINE = ["quickstart.yaml", "linreg_synthetic.yaml", "sine_rnn.yaml", "bench/linreg.yaml",
            "bench/mlp.yaml", "bench/cnn.yaml", "bench/lstm.yaml", "bench/gpt.yaml",
            "linreg_csv.yaml"]
-REAL = ["mnist_mlp.yaml", "mnist_cnn.yaml", "shakespeare_lstm.yaml", "shakespeare_gru.yaml",
-        "temperatures_lstm.yaml", "mnist_linear.yaml", "shakespeare_gpt.yaml"]
+REAL = ["mnist_mlp.yaml", "sweep_mnist_mlp.yaml", "mnist_cnn.yaml", "shakespeare_lstm.yaml",
+        "shakespeare_gru.yaml", "temperatures_lstm.yaml", "mnist_linear.yaml",
+        "shakespeare_gpt.yaml"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))

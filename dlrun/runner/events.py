@@ -71,8 +71,18 @@ class Message:
 
 @dataclass(frozen=True)
 class RunFinished:
-    status: str  # "completed" | "early_stopped" | "interrupted"
+    status: str  # "completed" | "early_stopped" | "interrupted" | a StopRun's status
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+class StopRun(Exception):
+    """Raised by a callback to end the run early and cleanly (a sweep prunes a trial): the run
+    saves its last checkpoint and writes its summary with this `status`."""
+
+    def __init__(self, status: str, reason: str = "") -> None:
+        super().__init__(reason or status)
+        self.status = status
+        self.reason = reason
 
 
 Event = (RunStarted | StepEnd | EvalEnd | EpochEnd | Checkpointed | DownloadProgress | Message

@@ -23,6 +23,7 @@ from dlrun.runner.rundir import (
     find_run,
     list_runs,
 )
+from dlrun.runner.sweep_report import is_sweep_dir, read_trials_csv
 
 NO_SUMMARY = "running/crashed"
 _STAMP = re.compile(r"^(\d{8}-\d{6})-(.*)$")
@@ -94,7 +95,27 @@ def _check_root(root: Path | str) -> Path:
 def list_runs_table(root: Path | str) -> list[dict[str, Any]]:
     """A row per run under `root` (see `run_row`), newest first; CheckpointError if no folder."""
     runs = list_runs(_check_root(root))
-    return [run_row(p) for p in sorted(runs, key=_start_key, reverse=True)]
+    return [sweep_row(p) if is_sweep_dir(p) else run_row(p)
+            for p in sorted(runs, key=_start_key, reverse=True)]
+
+
+def sweep_row(folder: Path) -> dict[str, Any]:
+    """A sweep folder as a `dlrun runs` row: its status, finished trials and best metric."""
+    summary = read_summary(folder) or {}
+    best = summary.get("best") or {}
+    return {"run": folder.name, "path": str(folder), "name": summary.get("name", folder.name),
+            "date": run_date(folder).isoformat(sep=" "), "mode": "sweep", "device": None,
+            "status": summary.get("status", NO_SUMMARY), "steps": None,
+            "best_metric": summary.get("metric"), "best_value": best.get("value"),
+            "main_metric": "trials",
+            "main_value": f"{summary.get('finished', 0)}/{summary.get('trials', '?')}"}
+
+
+def show_sweep(folder: Path) -> dict[str, Any]:
+    """One sweep in detail: its row, summary and the trials ranked best first."""
+    summary = read_summary(folder) or {}
+    return {**sweep_row(folder), "kind": "sweep", "summary": summary,
+            "ranked": read_trials_csv(folder, summary)}
 
 
 def _start_key(run_dir: Path) -> tuple[datetime, float, str]:
@@ -114,6 +135,8 @@ def show_run(path_or_name: Path | str, root: Path | str = "runs",
     under `root`; an unknown run raises CheckpointError.
     """
     run_dir = find_run(path_or_name, root if Path(root).is_dir() else None)
+    if is_sweep_dir(run_dir):
+        return show_sweep(run_dir)
     records = read_metrics(run_dir)
     return {
         **run_row(run_dir),

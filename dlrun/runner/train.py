@@ -38,6 +38,7 @@ from dlrun.runner.events import (
     RunFinished,
     RunStarted,
     StepEnd,
+    StopRun,
     emit,
 )
 from dlrun.runner.experiment import (
@@ -261,6 +262,10 @@ class Trainer:
             status = "interrupted"
             if in_step:  # the batch in flight was not trained on: resume starts with it
                 loader.position -= 1
+        except StopRun as e:  # a callback ended the run (a sweep's pruner)
+            status = e.status
+            if e.reason:
+                emit(self.callbacks, Message(e.reason))
         except NumericalError as e:
             summary = self._summary("failed", time.perf_counter() - start, error=str(e))
             self._write_summary(summary)
