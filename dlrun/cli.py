@@ -405,11 +405,9 @@ def sweep_cmd(
 ) -> None:
     """Search CONFIG's `sweep:` parameters with Optuna; the sweep goes to
     runs/<stamp>-<name>-sweep/ (rerun the same command to continue it)."""
-    from rich.markup import escape
 
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.errors import SweepError
     from dlrun.runner.sweep import sweep as run_sweep
 
     with error_boundary():
@@ -419,8 +417,6 @@ def sweep_cmd(
             summary = run_sweep(cfg, str(config), callbacks=[view], trials=trials,
                                 workers=workers, storage=storage, runs_dir=runs_dir, name=name,
                                 new=new)
-        except SweepError as e:  # its text names `dlrun[sweep]`, which is not rich markup
-            raise SweepError(escape(str(e))) from None
         finally:
             view.close()
     render.print_sweep_summary(console, summary)

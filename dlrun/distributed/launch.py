@@ -129,9 +129,13 @@ def _read(path: Path) -> str | None:
 
 # ----- the workers' side ---------------------------------------------------------------------
 def _note(name: str, text: str) -> None:
+    """Leave `text` for the launcher, whole or not at all (an aborting job kills the others
+    mid-write)."""
     folder = os.environ.get(JOB_DIR)
     if folder:
-        Path(folder, name).write_text(text)
+        tmp = Path(folder, f".{name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, Path(folder, name))
 
 
 def announce_run_dir(run_dir: Path) -> None:

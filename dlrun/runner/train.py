@@ -90,6 +90,12 @@ class Trainer:
         t = self.cfg.train
         return t.max_steps or t.epochs * len(self.exp.train_loader)
 
+    def _epoch_unfinished(self) -> bool:
+        """The current epoch's batches are all done but its end (evaluation, schedule, epoch
+        count) is not: the run was stopped right after the epoch's last step."""
+        loader = self.exp.train_loader
+        return loader.epoch == self.progress["epoch"] and 0 < len(loader) <= loader.position
+
     def _more_epochs(self) -> bool:
         return bool(self.cfg.train.max_steps) or self.progress["epoch"] < self.cfg.train.epochs
 
@@ -199,10 +205,11 @@ class Trainer:
         in_step = False
         exp.model.train()
         try:
-            while p["step"] < total and self._more_epochs():
+            while (p["step"] < total and self._more_epochs()) or self._epoch_unfinished():
                 if loader.epoch != p["epoch"]:
                     loader.set_epoch(p["epoch"])
-                for xb, yb in loader:
+                # resumed right after an epoch's last batch: no batches, only the epoch's end
+                for xb, yb in ([] if self._epoch_unfinished() else loader):
                     x, y = batch_tensors(exp, xb, yb)
                     if exp.parallel is not None:  # this rank's share of the global batch
                         exp.parallel.set_share(len(yb), loader.global_rows)
