@@ -38,6 +38,11 @@ class Mode(Protocol):
         """`.grad` of a concrete tensor; a trace records the read (it may guard the signature)."""
         ...
 
+    def value_of(self, t: Tensor) -> Tensor:
+        """The value of a concrete tensor at this point: itself (eager), its current symbolic
+        value in a trace (a state read, or what the trace last assigned to it)."""
+        ...
+
     def note_grad(self, t: Tensor) -> None:
         """Called before `.grad` of a concrete tensor changes; a trace replays the change."""
         ...

@@ -72,6 +72,10 @@ class EagerMode:
     def note_module(self, module: Any) -> None:
         """Nothing to record: train/eval flags matter to compiled functions only."""
 
+    def value_of(self, t: Tensor) -> Tensor:
+        """A concrete tensor is its own current value."""
+        return t
+
 
 def _symbolic_in_eager(prim: Primitive, t: Tensor) -> RuntimeError:
     return RuntimeError(

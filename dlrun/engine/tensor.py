@@ -202,9 +202,12 @@ class Tensor:
         autograd.backward(self, gradient, retain_graph=retain_graph)
 
     def detach(self) -> Tensor:
-        """The same values, cut from the autograd graph."""
+        """The same values, cut from the autograd graph. Inside a trace, a captured tensor's
+        detached copy is its value at that point of the step (not the array seen when tracing,
+        which later calls replace)."""
+        src = self._MODE.get().value_of(self) if self._value is not None else self
         t = Tensor.__new__(Tensor)
-        t._init(self._value, self._sym, self._xp, self.shape, self.dtype, self.device, False)
+        t._init(src._value, src._sym, self._xp, self.shape, self.dtype, self.device, False)
         return t
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:

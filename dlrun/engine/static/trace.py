@@ -126,6 +126,10 @@ class TraceMode(dispatch.Mode):
         self.current[id(target)] = src
         self.written[id(target)] = target
 
+    def value_of(self, t: Tensor) -> Tensor:
+        """A captured tensor's value here: its state read, or what the trace assigned it."""
+        return self.lift(t)
+
     def read_grad(self, t: Tensor) -> Tensor | None:
         """`.grad` of a captured tensor: the tracker records the read."""
         return self.grads.read(t)

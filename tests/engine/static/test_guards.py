@@ -213,3 +213,19 @@ def test_eager_hooks_do_the_eager_thing() -> None:
     EAGER.note_grad(t)
     EAGER.note_module(object())
     assert t.grad is g
+
+
+def test_detach_of_a_captured_tensor_is_its_value_at_that_point_of_each_call() -> None:
+    """detach() inside a compiled step reads the tensor as the step finds it, every call (it
+    used to keep the array seen while tracing, a snapshot that went stale)."""
+    def step(p: dlrun.Tensor) -> dlrun.Tensor:
+        snap = p.detach()
+        p.copy_(p + 1)
+        return snap * 2 + p.detach()
+
+    eager_p = dlrun.tensor(np.array([1.0, 2.0]))
+    static_p = dlrun.tensor(np.array([1.0, 2.0]))
+    compiled = dlrun.compile(lambda: step(static_p))
+    for _ in range(3):
+        np.testing.assert_array_equal(compiled().numpy(), step(eager_p).numpy())
+    np.testing.assert_array_equal(static_p.numpy(), [4.0, 5.0])
