@@ -7,7 +7,8 @@ Parts, each in a subprocess with its own timeout, all under one overall budget:
 2. per workload (configs/bench/*.yaml): dlrun eager, static and static + CUDA graph, PyTorch
    eager and torch.compile on the same shapes: device ms/step (CUDA events), launch calls,
    kernels and host syncs per step (torch.profiler/CUPTI), peak device memory;
-3. `dlrun compare --device D` on every bench config (eager == static on the device).
+3. `dlrun compare --device D [--cuda-graphs]` on every bench config (eager == static on the
+   device; on a GPU also launches and device time per step, with and without a CUDA graph).
 Writes results.json and results.md into $OUT (or ./gpu-check-out). `--device cpu --quick` runs
 the same plumbing on a CPU machine (tests/benchmarks/test_gpu_check.py).
 """
@@ -248,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         js = out / f"compare-{w}.json"
         part = _run([py, "-m", "dlrun", "compare", str(ROOT / "configs" / "bench" / f"{w}.yaml"),
                      "--device", args.device, "--json", str(js), "--runs-dir",
-                     str(out / "runs"), *steps], left(30), out / f"compare-{w}.log")
+                     str(out / "runs"), *steps,
+                     *(["--cuda-graphs"] if args.device != "cpu" else [])],
+                    left(30), out / f"compare-{w}.log")
         part["report"] = json.loads(js.read_text()) if js.exists() else None
         results["compare"][w] = part
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))

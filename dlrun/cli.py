@@ -289,6 +289,9 @@ def compare(
     runs_dir: Annotated[Path | None, typer.Option(
         "--runs-dir", help="Where the report's run directory goes (default: logging.dir).")] = None,
     nproc: NprocOpt = None,
+    cuda_graphs: Annotated[bool, typer.Option(
+        "--cuda-graphs", help="Also replay the static step as a CUDA graph (needs a GPU): "
+        "launches and device time per step beside plain static.")] = False,
 ) -> None:
     """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?"""
     from dlrun import render
@@ -303,7 +306,8 @@ def compare(
         main = ranks is None or ranks.is_main
         view = render.make_view(err_console, quiet=not main)
         report = _run_as(ranks, lambda: run_compare(cfg, steps=steps, warmup=warmup,
-                                                    timed=timed, callbacks=[view], world=ranks))
+                                                    timed=timed, callbacks=[view], world=ranks,
+                                                    cuda_graphs=cuda_graphs))
         if not main:
             return
         run_dir = write_report(report, runs_dir if runs_dir is not None else cfg.logging.dir)

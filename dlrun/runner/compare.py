@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 import dlrun
-from dlrun.backend import synchronize
+from dlrun.backend import normalize_device, synchronize
 from dlrun.config import ExperimentConfig
 from dlrun.engine.eager import EAGER
+from dlrun.errors import DeviceError
 from dlrun.runner.events import Callback, Message, emit
 from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment
 from dlrun.runner.rundir import atomic_write_text, create_run_dir
@@ -44,12 +45,17 @@ def _param_arrays(exp: Experiment) -> list[np.ndarray]:
 
 
 def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int = 200,
-            callbacks: list[Callback] | None = None, world: Any = None) -> dict[str, Any]:
+            callbacks: list[Callback] | None = None, world: Any = None,
+            cuda_graphs: bool = False) -> dict[str, Any]:
     """Run `steps` training steps in each mode from the same seed and compare the losses and the
     final parameters; then time `timed` more steps per mode, interleaved in rounds, after
     `warmup` steps, and measure peak traced memory and minor page faults per step. With `world`
-    (several ranks) every rank does the same, and the all-reduce per step is reported too."""
+    (several ranks) every rank does the same, and the all-reduce per step is reported too. On a
+    GPU each mode also gets its device time (CUDA events) and launches and host syncs per step;
+    `cuda_graphs` adds the static step replayed as a CUDA graph, beside plain static."""
     callbacks = list(callbacks or [])
+    if cuda_graphs and normalize_device(cfg.device) == "cpu":
+        raise DeviceError("--cuda-graphs needs a CUDA device (--device cuda)")
     rtol = 1e-5 if cfg.dtype == "float32" else 1e-10
     rtol = {"fp16": 1e-3, "bf16": 1e-2}.get(cfg.precision, rtol)  # mixed precision's rounding
     exps: dict[str, Experiment] = {}
@@ -116,7 +122,48 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
             info["nodes_after"] = record.report.final_nodes
             info["passes"] = record.report.as_dict()
     report["speedup"] = report["eager"]["median_step_ms"] / report["static"]["median_step_ms"]
+    if report["device"] != "cpu":
+        for mode in MODES:
+            report[mode].update(_cuda_figures(exps[mode], x, y))
+    if cuda_graphs:
+        report["static_cuda_graph"] = _with_cuda_graph(cfg, batches[:steps], report, world)
     return report
+
+
+def _cuda_figures(exp: Experiment, x: Any, y: Any, steps: int = 20) -> dict[str, Any]:
+    """Device time per step (CUDA events) and launches, kernels and host syncs per step
+    (torch.profiler, when PyTorch is installed) of a step on a GPU."""
+    from dlrun.backend import get_xp
+    from dlrun.runner import cuda_measure
+
+    def step() -> None:
+        exp.train_step(x, y)
+
+    out: dict[str, Any] = {
+        "device_ms_per_step": cuda_measure.event_time_ms(step, steps, get_xp(exp.device))}
+    counts = cuda_measure.profile_counts(step, steps, lambda: synchronize(exp.device))
+    if counts is not None:
+        out.update(launches_per_step=counts["launch_calls"], kernels_per_step=counts["kernels"],
+                   syncs_per_step=counts["syncs"])
+    return out
+
+
+def _with_cuda_graph(cfg: ExperimentConfig, batches: list, report: dict[str, Any],
+                     world: Any) -> dict[str, Any]:
+    """The static step replayed as a CUDA graph: the same losses as plain static? what does it
+    cost per step (beside report['static'])? Why not, when it could not be captured."""
+    exp = build_experiment(cfg.model_copy(update={"mode": "static", "cuda_graphs": True}),
+                           world=world)
+    dlrun.manual_seed(cfg.seed + 1)
+    losses = [float(exp.train_step(x, y).item()) for x, y in batches]
+    plain = np.array(report["static"]["losses"])
+    diff = float(np.max(np.abs(np.array(losses) - plain) / np.maximum(np.abs(plain), 1e-30))
+                 ) if losses else 0.0
+    entry = exp.train_step.last
+    x, y = batches[0]
+    return {"losses": losses, "max_rel_loss_diff_vs_static": diff,
+            "captured": entry.cuda_graph is not None, "why_not": entry.graph_blocker,
+            **_cuda_figures(exp, x, y)}
 
 
 def _ops_per_step(exp: Experiment, x: Any, y: Any) -> int:
@@ -168,6 +215,15 @@ def write_report(report: dict[str, Any], root: Path | str) -> Path:
     return run_dir
 
 
+def _graph_line(g: dict[str, Any]) -> str:
+    if not g["captured"]:
+        return f"Static + CUDA graph: not captured ({g['why_not']})."
+    counts = (f", {g['launches_per_step']:.0f} launches and {g['syncs_per_step']:.1f} host "
+              "syncs per step" if "launches_per_step" in g else "")
+    return (f"Static + CUDA graph: {g['device_ms_per_step']:.3f} ms device time per step"
+            f"{counts}; losses within {g['max_rel_loss_diff_vs_static']:.1e} of plain static.")
+
+
 def markdown(report: dict[str, Any]) -> str:
     e, s = report["eager"], report["static"]
     rows = [
@@ -195,6 +251,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['name']}: eager vs static on {where}", "",
              "| | eager | static |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if "device_ms_per_step" in e:
+        lines += [f"| device time / step (ms, CUDA events) | {e['device_ms_per_step']:.3f} | "
+                  f"{s['device_ms_per_step']:.3f} |"]
+    if "launches_per_step" in e:
+        lines += [f"| launches / host syncs per step | {e['launches_per_step']:.0f} / "
+                  f"{e['syncs_per_step']:.1f} | {s['launches_per_step']:.0f} / "
+                  f"{s['syncs_per_step']:.1f} |"]
+    g = report.get("static_cuda_graph")
+    if g is not None:
+        lines += ["", _graph_line(g)]
     verdict = "agree" if report["agree"] else "DISAGREE"
     lines += ["", f"Speedup: **{report['speedup']:.2f}x**. Losses over {report['steps']} steps "
               f"{verdict}: largest relative difference {report['max_rel_loss_diff']:.2e} "

@@ -7,7 +7,6 @@ run: model, optimizer and schedule state, step and epoch, the loader position an
 
 from __future__ import annotations
 
-import math
 import platform
 import statistics
 import time
@@ -49,6 +48,7 @@ from dlrun.runner.experiment import (
     metric_names,
 )
 from dlrun.runner.interrupt import StopRequest
+from dlrun.runner.losses import PendingLosses, StepRecord, pending_rows, read_every
 from dlrun.runner.metrics import MetricsLogger, write_summary
 from dlrun.runner.rundir import create_run_dir, find_run_config
 from dlrun.runner.state import capture, restore
@@ -69,6 +69,7 @@ class Trainer:
         self.world = world
         self.exp: Experiment = build_experiment(cfg, self.callbacks, world)
         self.stop = StopRequest(self.exp.parallel)
+        self.pending = PendingLosses(read_every(self.exp.device, cfg.logging.log_every))
         self.progress: dict[str, Any] = {
             "step": 0, "epoch": 0, "best": None, "best_step": None, "bad_evals": 0,
             "last_eval": {},
@@ -217,36 +218,33 @@ class Trainer:
                     in_step = True
                     t0 = time.perf_counter()
                     loss = exp.train_step(x, y)
-                    value = float(loss.item())
-                    dt = time.perf_counter() - t0
                     in_step = False
                     p["step"] += 1
-                    if not math.isfinite(value):
-                        raise NumericalError(
-                            f"the loss is {value} at step {p['step']} (epoch {p['epoch'] + 1}); "
-                            "training stopped, the last good checkpoint is kept "
-                            "(try a lower optimizer.lr or train.grad_clip_norm)")
-                    self.step_times.append(dt)
-                    self.losses.append(value)
+                    self.pending.add(StepRecord(p["step"], p["epoch"], loss, lr,
+                                                pending_rows(yb) or batch,
+                                                time.perf_counter() - t0))
                     if exp.scheduler is not None and cfg.schedule.interval == "step" and \
                             not isinstance(exp.scheduler, dlrun.optim.ReduceLROnPlateau):
                         exp.scheduler.step()
-                    if p["step"] % log_every == 0 or p["step"] == 1:
-                        self._log({"step": p["step"], "epoch": p["epoch"], "train_loss": value,
-                                   "lr": lr, "step_ms": dt * 1e3})
-                    emit(self.callbacks, StepEnd(p["step"], p["epoch"], value, lr, dt,
-                                                 int(yb.shape[0]) if hasattr(yb, "shape")
-                                                 else batch))
-                    if eval_every and p["step"] % eval_every == 0:
+                    evaluating = bool(eval_every and p["step"] % eval_every == 0)
+                    saving = bool(ckpt_every and p["step"] % ckpt_every == 0)
+                    if (self.pending.due or evaluating or saving or p["step"] >= total
+                            or p["step"] % log_every == 0):
+                        self._settle()  # read the losses (one host sync), check them
+                        stop = self.stop.asked()  # Ctrl-C (on any rank): stop after this step
+                    else:
+                        stop = False
+                    if evaluating:
                         self._evaluate()
                         if self._should_stop_early():
                             status = "early_stopped"
-                    if ckpt_every and p["step"] % ckpt_every == 0:
+                    if saving:
                         self.save("last")
-                    if self.stop.asked():  # Ctrl-C (on any rank): stop after this whole step
+                    if stop:
                         raise KeyboardInterrupt
                     if p["step"] >= total or status != "completed":
                         break
+                self._settle()
                 if status != "completed":
                     break
                 if loader.epoch == p["epoch"]:
@@ -274,9 +272,11 @@ class Trainer:
             if e.reason:
                 emit(self.callbacks, Message(e.reason))
         except NumericalError as e:
-            summary = self._summary("failed", time.perf_counter() - start, error=str(e))
-            self._write_summary(summary)
-            raise
+            self._fail(e, start)
+        try:
+            self._settle()  # steps an interrupt left unread
+        except NumericalError as e:
+            self._fail(e, start)
         if status == "early_stopped":
             es = cfg.train.early_stopping
             emit(self.callbacks, Message(
@@ -286,6 +286,23 @@ class Trainer:
         self._write_summary(summary)
         emit(self.callbacks, RunFinished(status, summary))
         return summary
+
+    def _settle(self) -> None:
+        """Read the pending steps' losses (one host sync); record, log and report each step."""
+        log_every = self.cfg.logging.log_every
+        for r, value in self.pending.read():
+            self.step_times.append(r.seconds)
+            self.losses.append(value)
+            if r.step % log_every == 0 or r.step == 1:
+                self._log({"step": r.step, "epoch": r.epoch, "train_loss": value, "lr": r.lr,
+                           "step_ms": r.seconds * 1e3})
+            emit(self.callbacks, StepEnd(r.step, r.epoch, value, r.lr, r.seconds, r.rows))
+
+    def _fail(self, error: NumericalError, start: float) -> None:
+        """A non-finite loss: write the failed summary (the last good checkpoint stays)."""
+        summary = self._summary("failed", time.perf_counter() - start, error=str(error))
+        self._write_summary(summary)
+        raise error
 
     # ----- the summary -----------------------------------------------------------------------
     def _summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
@@ -323,6 +340,7 @@ class Trainer:
             "samples_per_second": (self.cfg.train.batch_size / statistics.median(times)
                                    if times else None),
             "trace_counts": traces,
+            "loss_reads_per_step": self.pending.reads / max(len(self.step_times), 1),
             "distributed": parallel.communication(exp.parallel, WARMUP_STEPS),
             "num_parameters": exp.model.num_parameters(),
             "parameters_sha256": ckpt.parameters_hash(arrays),
