@@ -25,6 +25,7 @@ from dlrun.config import (
 )
 from dlrun.distributed.launch import announce_run_dir
 from dlrun.distributed.world import World
+from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError, NumericalError
 from dlrun.runner import checkpoint as ckpt
 from dlrun.runner import parallel, tensorboard
@@ -194,78 +195,17 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         cfg, exp, p = self.cfg, self.exp, self.progress
         loader = exp.train_loader
-        total = self.total_steps
         start = time.perf_counter()
         emit(self.callbacks, RunStarted(self.run_dir, cfg.name, cfg.mode, exp.device,
-                                        exp.model.num_parameters(), len(loader), total,
-                                        p["step"]))
-        status = "completed"
-        eval_every, ckpt_every = cfg.train.eval_every, cfg.train.checkpoint_every
-        log_every = cfg.logging.log_every
-        batch = cfg.train.batch_size
-        in_step = False
+                                        exp.model.num_parameters(), len(loader),
+                                        self.total_steps, p["step"]))
+        self._in_step = False
         exp.model.train()
         try:
-            while (p["step"] < total and self._more_epochs()) or self._epoch_unfinished():
-                if loader.epoch != p["epoch"]:
-                    loader.set_epoch(p["epoch"])
-                # resumed right after an epoch's last batch: no batches, only the epoch's end
-                for xb, yb in ([] if self._epoch_unfinished() else loader):
-                    x, y = batch_tensors(exp, xb, yb)
-                    if exp.parallel is not None:  # this rank's share of the global batch
-                        exp.parallel.set_share(len(yb), loader.global_rows)
-                    lr = self._lr()  # the rate this step uses (logged, as Lightning logs it)
-                    in_step = True
-                    t0 = time.perf_counter()
-                    loss = exp.train_step(x, y)
-                    in_step = False
-                    p["step"] += 1
-                    self.pending.add(StepRecord(p["step"], p["epoch"], loss, lr,
-                                                pending_rows(yb) or batch,
-                                                time.perf_counter() - t0))
-                    if exp.scheduler is not None and cfg.schedule.interval == "step" and \
-                            not isinstance(exp.scheduler, dlrun.optim.ReduceLROnPlateau):
-                        exp.scheduler.step()
-                    evaluating = bool(eval_every and p["step"] % eval_every == 0)
-                    saving = bool(ckpt_every and p["step"] % ckpt_every == 0)
-                    if (self.pending.due or evaluating or saving or p["step"] >= total
-                            or p["step"] % log_every == 0):
-                        self._settle()  # read the losses (one host sync), check them
-                        stop = self.stop.asked()  # Ctrl-C (on any rank): stop after this step
-                    else:
-                        stop = False
-                    if evaluating:
-                        self._evaluate()
-                        if self._should_stop_early():
-                            status = "early_stopped"
-                    if saving:
-                        self.save("last")
-                    if stop:
-                        raise KeyboardInterrupt
-                    if p["step"] >= total or status != "completed":
-                        break
-                self._settle()
-                if status != "completed":
-                    break
-                if loader.epoch == p["epoch"]:
-                    if loader.position < len(loader):
-                        break  # max_steps reached inside the epoch
-                    loader.set_epoch(p["epoch"] + 1)  # stopped right after the last batch
-                p["epoch"] += 1
-                metrics = self._evaluate() if not eval_every else dict(p["last_eval"])
-                epoch_loss = float(np.mean(self.losses[-len(loader):])) if self.losses else None
-                record = {"epoch": p["epoch"], "step": p["step"], "epoch_train_loss": epoch_loss,
-                          **metrics}
-                emit(self.callbacks, EpochEnd(p["epoch"], p["step"], record))
-                self._schedule_epoch(metrics)
-                if not ckpt_every:
-                    self.save("last")
-                if self._should_stop_early():
-                    status = "early_stopped"
-                    break
+            status = self._epochs(loader)
         except KeyboardInterrupt:
             status = "interrupted"
-            if in_step:  # the batch in flight was not trained on: resume starts with it
+            if self._in_step:  # the batch in flight was not trained on: resume starts with it
                 loader.position -= 1
         except StopRun as e:  # a callback ended the run (a sweep's pruner)
             status = e.status
@@ -286,6 +226,86 @@ class Trainer:
         self._write_summary(summary)
         emit(self.callbacks, RunFinished(status, summary))
         return summary
+
+    def _epochs(self, loader: Any) -> str:
+        """Train epoch after epoch to the end; the run's status."""
+        p = self.progress
+        while (p["step"] < self.total_steps and self._more_epochs()) or self._epoch_unfinished():
+            if loader.epoch != p["epoch"]:
+                loader.set_epoch(p["epoch"])
+            # resumed right after an epoch's last batch: no batches, only the epoch's end
+            status = "completed" if self._epoch_unfinished() else self._train_epoch(loader)
+            self._settle()
+            if status != "completed":
+                return status
+            if loader.epoch == p["epoch"]:
+                if loader.position < len(loader):
+                    return status  # max_steps reached inside the epoch
+                loader.set_epoch(p["epoch"] + 1)  # stopped right after the last batch
+            status = self._end_epoch(loader)
+            if status != "completed":
+                return status
+        return "completed"
+
+    def _train_epoch(self, loader: Any) -> str:
+        """The epoch's remaining batches (or up to max_steps): 'completed' or 'early_stopped'."""
+        exp = self.exp
+        for xb, yb in loader:
+            x, y = batch_tensors(exp, xb, yb)
+            if exp.parallel is not None:  # this rank's share of the global batch
+                exp.parallel.set_share(len(yb), loader.global_rows)
+            status = self._step(x, y, pending_rows(yb) or self.cfg.train.batch_size)
+            if self.progress["step"] >= self.total_steps or status != "completed":
+                return status
+        return "completed"
+
+    def _step(self, x: Tensor, y: Tensor, rows: int) -> str:
+        """One training step and what follows it: the schedule, reading the losses where they
+        are needed, evaluation, checkpoint, a requested stop."""
+        cfg, exp, p = self.cfg, self.exp, self.progress
+        lr = self._lr()  # the rate this step uses (logged, as Lightning logs it)
+        self._in_step = True
+        t0 = time.perf_counter()
+        loss = exp.train_step(x, y)
+        self._in_step = False
+        p["step"] += 1
+        self.pending.add(StepRecord(p["step"], p["epoch"], loss, lr, rows,
+                                    time.perf_counter() - t0))
+        if exp.scheduler is not None and cfg.schedule.interval == "step" and \
+                not isinstance(exp.scheduler, dlrun.optim.ReduceLROnPlateau):
+            exp.scheduler.step()
+        evaluating = bool(cfg.train.eval_every and p["step"] % cfg.train.eval_every == 0)
+        saving = bool(cfg.train.checkpoint_every and p["step"] % cfg.train.checkpoint_every == 0)
+        stop = False
+        if (self.pending.due or evaluating or saving or p["step"] >= self.total_steps
+                or p["step"] % cfg.logging.log_every == 0):
+            self._settle()  # read the losses (one host sync), check them
+            stop = self.stop.asked()  # Ctrl-C (on any rank): stop after this step
+        status = "completed"
+        if evaluating:
+            self._evaluate()
+            if self._should_stop_early():
+                status = "early_stopped"
+        if saving:
+            self.save("last")
+        if stop:
+            raise KeyboardInterrupt
+        return status
+
+    def _end_epoch(self, loader: Any) -> str:
+        """Count the epoch, evaluate (unless evaluating every N steps), report, step an
+        epoch schedule, checkpoint; 'early_stopped' when early stopping says so."""
+        p = self.progress
+        p["epoch"] += 1
+        metrics = self._evaluate() if not self.cfg.train.eval_every else dict(p["last_eval"])
+        epoch_loss = float(np.mean(self.losses[-len(loader):])) if self.losses else None
+        record = {"epoch": p["epoch"], "step": p["step"], "epoch_train_loss": epoch_loss,
+                  **metrics}
+        emit(self.callbacks, EpochEnd(p["epoch"], p["step"], record))
+        self._schedule_epoch(metrics)
+        if not self.cfg.train.checkpoint_every:
+            self.save("last")
+        return "early_stopped" if self._should_stop_early() else "completed"
 
     def _settle(self) -> None:
         """Read the pending steps' losses (one host sync); record, log and report each step."""
