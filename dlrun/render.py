@@ -155,6 +155,12 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         table.add_row("throughput", f"{summary['samples_per_second']:,.0f} samples/s")
     table.add_row("steps", str(summary.get("steps")))
     table.add_row("mode / device", f"{summary.get('mode')} / {summary.get('device')}")
+    dist = summary.get("distributed")
+    if dist:
+        reduce = dist.get("all_reduce_ms")
+        table.add_row("workers", f"{dist['workers']} ({dist['backend']}); all-reduce "
+                      + (f"{reduce:.3f} ms / step, " if reduce is not None else "")
+                      + f"{dist['all_reduce_bytes'] / 1e6:.2f} MB")
     if summary.get("trace_counts"):
         table.add_row("traces", ", ".join(f"{k} {v}" for k, v in summary["trace_counts"].items()))
     table.add_row("wall time", f"{summary.get('wall_seconds', 0):.1f} s")

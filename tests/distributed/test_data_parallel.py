@@ -26,9 +26,10 @@ from tests.distributed.jobs import (
 pytestmark = pytest.mark.mpi
 
 
-def _train(cfg: Path, runs: Path, *extra: str) -> Path:
+def _train(cfg: Path, runs: Path, *extra: str, shows: str = "") -> Path:
     result = dlrun("train", str(cfg), "--runs-dir", str(runs), "-q", *extra)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert shows in result.stdout, result.stdout
     return run_dir(runs)
 
 
@@ -46,7 +47,7 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path: Path, mode: str, dt
     cfg = blobs_config(tmp_path / "c.yaml")
     common = ("--mode", mode, "--set", f"dtype={dtype}")
     one = _train(cfg, tmp_path / "one", *common)
-    two = _train(cfg, tmp_path / "two", *common, "--nproc", "2")
+    two = _train(cfg, tmp_path / "two", *common, "--nproc", "2", shows="2 (mpi); all-reduce")
     assert_same_weights(weights(one), weights(two), rtol, atol)
     # logged metrics are global: losses averaged over ranks, evaluation over the whole split
     m1, m2 = _metrics(one), _metrics(two)
