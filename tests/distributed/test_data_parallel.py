@@ -117,9 +117,15 @@ def test_the_static_step_all_reduces_once_in_a_planned_buffer(tmp_path: Path) ->
         "from dlrun.runner.graph import graph_report\n"
         "w = join()\n"
         "r = graph_report(load_config(sys.argv[1]), True, w)\n"
+        "from dlrun.engine.static.cuda_graph import blocker\n"
+        "from dlrun.runner.experiment import build_experiment, batch_tensors\n"
+        "exp = build_experiment(load_config(sys.argv[1]), world=w)\n"
+        "exp.train_step(*batch_tensors(exp, *next(iter(exp.train_loader))))\n"
+        "e = exp.train_step.last\n"
         "if w.is_main:\n"
         "    print(json.dumps({'text': r['text'], 'plan': r['plan_source'],\n"
-        "                      'memory': r['report']['passes'][-1]['detail']}))\n")
+        "                      'memory': r['report']['passes'][-1]['detail'],\n"
+        "                      'graph': blocker(e.graph, e.plan, 'cuda:0', 0)}))\n")
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     out = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script), str(cfg)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -130,3 +136,4 @@ def test_the_static_step_all_reduces_once_in_a_planned_buffer(tmp_path: Path) ->
     assert re.search(rf"v{node} = f{node}\(v{source}, out=b\d+\)", report["plan"])
     # every piece (6 gradients, the loss, the stop flag) was computed into its slice
     assert report["memory"]["written_into_place"] >= 8
+    assert "'all_reduce' talks to the other processes" in report["graph"]  # no CUDA graph

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlrun.engine.graph import Graph
-from dlrun.engine.prims.registry import REGISTRY
+from dlrun.engine.prims.registry import REGISTRY, Kind
 from dlrun.engine.static.lower import Plan
 
 _SOURCES = ("input", "state", "state_grad", "const", "output", "state_write", "grad_write")
@@ -35,7 +35,11 @@ def blocker(graph: Graph, plan: Plan, device: str, grad_inputs: int) -> str | No
     for n in graph.nodes:
         if n.op in _SOURCES:
             continue
-        if not REGISTRY[n.op].pure:
+        prim = REGISTRY[n.op]
+        if prim.kind is Kind.COLLECTIVE:
+            return f"{n.op!r} talks to the other processes of the job as it runs (the MPI path "\
+                   "goes through the host; a replay cannot)"
+        if not prim.pure:
             return f"random op {n.op!r} must draw new numbers every step (a replay repeats them)"
     if grad_inputs or plan.grad_write_slots:
         return "gradients are kept between steps (call zero_grad() inside the step)"
