@@ -67,8 +67,8 @@ class NcclCommunicator:
                                    "use backend 'mpi' or install cupy-cuda12x/13x") from None
         self.cupy, self.nccl = cupy, nccl
         self.rank, self.size = world.rank, world.size
-        uid = world.comm.bcast(nccl.get_unique_id() if world.rank == 0 else None, root=0)
-        self.comm = nccl.NcclCommunicator(world.size, uid, world.rank)
+        uid = world.bcast_json(list(nccl.get_unique_id()) if world.rank == 0 else None)
+        self.comm = nccl.NcclCommunicator(world.size, tuple(uid), world.rank)
         self.stats = Stats()
 
     def all_reduce(self, x: Any, out: Any | None = None) -> Any:

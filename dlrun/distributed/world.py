@@ -56,9 +56,15 @@ class World:
         return self.rank == 0
 
     def bcast_json(self, value: Any) -> Any:
-        """Rank 0's JSON-able value on every rank (sent as JSON text, never pickled)."""
-        text = json.dumps(value) if self.rank == 0 else None
-        return json.loads(self.comm.bcast(text, root=0))
+        """Rank 0's JSON-able value on every rank: its length, then its UTF-8 JSON bytes, with
+        two MPI broadcasts of plain buffers (nothing pickled)."""
+        data = json.dumps(value).encode() if self.rank == 0 else b""
+        size = np.array([len(data)], dtype=np.int64)
+        self.comm.Bcast(size, root=0)
+        buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else \
+            np.empty(int(size[0]), dtype=np.uint8)
+        self.comm.Bcast(buf, root=0)
+        return json.loads(buf.tobytes().decode())
 
     def bcast_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rank 0's named NumPy arrays on every rank: names, shapes and dtypes as JSON, then
