@@ -21,6 +21,7 @@ from dlrun import __version__
 from dlrun.errors import ConfigError, DistributedError, DlrunError
 
 if TYPE_CHECKING:
+    from dlrun.config import ExperimentConfig
     from dlrun.distributed.world import World
 
 T = TypeVar("T")
@@ -49,6 +50,9 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Write events as JSON lines to stdout.")]
+NprocOpt = Annotated[int | None, typer.Option(
+    "--nproc", min=1, help="Run on N processes of this machine (data parallel over MPI); "
+    "under mpiexec, dlrun joins the job it was started in.")]
 
 
 def _overrides(set_: list[str] | None, mode: str | None, device: str | None,
@@ -111,21 +115,18 @@ def train(
 ) -> None:
     """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/."""
     from dlrun import render
-    from dlrun.config import load_config
     from dlrun.runner import train as runner
 
     overrides = _overrides(set_, mode, device, seed)
     with error_boundary():
-        ranks = _join_job(nproc, lambda: _check_job(config, resume, overrides, nproc or 1))
+        ranks = _join_job(nproc, lambda: _train_config(config, resume, overrides))
         main = ranks is None or ranks.is_main
         view = render.make_view(console, quiet=quiet or not main, json_lines=json_lines)
 
         def body() -> dict:
             if resume is not None:
                 return runner.resume(resume, callbacks=[view], world=ranks)
-            if config is None:
-                raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
-            cfg = load_config(config, overrides)
+            cfg, _ = _train_config(config, None, overrides)
             return runner.train(cfg, callbacks=[view], runs_dir=runs_dir, world=ranks)
 
         summary = _run_as(ranks, body)
@@ -137,21 +138,19 @@ def train(
         raise typer.Exit(130)
 
 
-NprocOpt = Annotated[int | None, typer.Option(
-    "--nproc", min=1, help="Run on N processes of this machine (data parallel over MPI); "
-    "under mpiexec, dlrun joins the job it was started in.")]
-
-
-def _join_job(nproc: int | None, check: Callable[[], None]) -> World | None:
-    """With --nproc N > 1 outside an MPI job: check the config, start N workers running this
-    same command, wait for them and exit. Inside a job: this worker's World; else None."""
+def _join_job(nproc: int | None,
+              job_config: Callable[[], tuple[ExperimentConfig, str]]) -> World | None:
+    """With --nproc N > 1 outside an MPI job: check that the job's config (and the file it came
+    from) has a batch that splits over N ranks, start N workers running this same command, wait
+    for them and exit. Inside a job: this worker's World; else None."""
     from dlrun.distributed import launch, world
+    from dlrun.runner.parallel import check_batches
 
     job = world.launched_size()
     if nproc is not None and nproc > 1 and job == 1:
-        check()
-        code, _ = launch.launch(_argv_without_nproc(), nproc)
-        raise typer.Exit(code)
+        cfg, source = job_config()
+        check_batches(cfg, nproc, source=source)
+        raise typer.Exit(launch.launch(_argv_without_nproc(), nproc))
     if nproc not in (None, 1, job):
         raise DistributedError(f"--nproc {nproc}: this process is one of {job} started by "
                                "mpiexec; leave --nproc out under mpiexec")
@@ -167,21 +166,20 @@ def _run_as(ranks: World | None, body: Callable[[], T]) -> T:
     return run_worker(ranks, body, state.debug)
 
 
-def _check_job(config: Path | None, resume: Path | None, overrides: list[str],
-               nproc: int) -> None:
-    """Before any worker starts: the config loads and its batch splits over nproc ranks."""
+def _train_config(config: Path | None, resume: Path | None,
+                  overrides: list[str]) -> tuple[ExperimentConfig, str]:
+    """The config `dlrun train` runs and its file: the run's own with --resume, else CONFIG
+    with the overrides."""
     from dlrun.config import load_config
-    from dlrun.runner.parallel import check_batches
-    from dlrun.runner.rundir import find_run_config
 
     if resume is not None:
+        from dlrun.runner.rundir import find_run_config
+
         source = find_run_config(resume)[1]
-        cfg = load_config(source)
-    elif config is None:
+        return load_config(source), str(source)
+    if config is None:
         raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
-    else:
-        source, cfg = config, load_config(config, overrides)
-    check_batches(cfg, nproc, source=str(source))
+    return load_config(config, overrides), str(config)
 
 
 def _argv_without_nproc() -> list[str]:
@@ -302,7 +300,7 @@ def compare(
     with error_boundary():
         overrides = _overrides(set_, None, device, seed)
         cfg = load_config(config, overrides)
-        ranks = _join_job(nproc, lambda: _check_job(config, None, overrides, nproc or 1))
+        ranks = _join_job(nproc, lambda: (cfg, str(config)))
         main = ranks is None or ranks.is_main
         view = render.make_view(err_console, quiet=not main)
         report = _run_as(ranks, lambda: run_compare(cfg, steps=steps, warmup=warmup,
@@ -343,7 +341,7 @@ def graph(
         if fmt not in ("text", "dot"):
             raise ConfigError(f"--format: expected text or dot, got {fmt!r}")
         cfg = load_config(config, list(set_ or []))
-        ranks = _join_job(nproc, lambda: _check_job(config, None, list(set_ or []), nproc or 1))
+        ranks = _join_job(nproc, lambda: (cfg, str(config)))
         report = _run_as(ranks, lambda: graph_report(cfg, not no_passes, ranks))
     if ranks is not None and not ranks.is_main:
         return

@@ -12,8 +12,10 @@ where the all-reduce is one graph node and the buffer is laid out by the memory 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from dlrun import functional as F
+from dlrun.distributed.world import World
 from dlrun.engine.creation import full, zeros
 from dlrun.engine.prims.collective import all_reduce
 from dlrun.engine.tensor import Tensor
@@ -23,14 +25,12 @@ class DataParallel:
     """Gradient averaging for one rank; `weight`, `stop` and `stopped` are 0-d/1-d tensors a
     compiled step reads and writes as state, so changing them never retraces."""
 
-    def __init__(self, world: object, device: str, dtype: object) -> None:
+    def __init__(self, world: World, device: str, dtype: Any) -> None:
         self.world = world
-        size = world.size  # type: ignore[attr-defined]
-        self.weight = full((), 1.0 / size, dtype=dtype, device=device)  # n_rank / m
+        self.weight = full((), 1.0 / world.size, dtype=dtype, device=device)  # n_rank / m
         self.stop = zeros(1, dtype=dtype, device=device)  # this rank asks the job to stop
         self.stopped = zeros((), dtype=dtype, device=device)  # > 0: some rank asked
-        self._share = 1.0 / size
-        self.stop_asked = False
+        self._share = 1.0 / world.size
 
     def reduce_gradients(self, params: Sequence[Tensor], loss: Tensor) -> Tensor:
         """Sum share-weighted gradients over ranks in one all-reduce; returns the global loss.
@@ -57,9 +57,7 @@ class DataParallel:
 
     def ask_stop(self) -> None:
         """Ask every rank to stop after the next step (Ctrl-C on any rank)."""
-        if not self.stop_asked:
-            self.stop_asked = True
-            self.stop.copy_(1.0)
+        self.stop.copy_(1.0)
 
     def stop_agreed(self) -> bool:
         """True on every rank once any rank asked to stop (read after a step)."""

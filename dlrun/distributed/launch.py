@@ -50,9 +50,9 @@ def worker_environment(nproc: int, job_dir: Path) -> dict[str, str]:
     return env
 
 
-def launch(args: list[str], nproc: int, out: IO[str] | None = None) -> tuple[int, Path | None]:
-    """Run `dlrun ARGS` on `nproc` ranks; (exit status, rank 0's run directory). A failed job
-    raises DistributedError naming the rank and the cause."""
+def launch(args: list[str], nproc: int, out: IO[str] | None = None) -> int:
+    """Run `dlrun ARGS` on `nproc` ranks; the exit status (130 after a Ctrl-C). A failed job
+    raises DistributedError naming the rank, the cause and rank 0's last checkpoint."""
     mpiexec = find_mpiexec()
     out = out or sys.stdout
     with tempfile.TemporaryDirectory(prefix="dlrun-job-") as tmp:
@@ -61,10 +61,10 @@ def launch(args: list[str], nproc: int, out: IO[str] | None = None) -> tuple[int
         proc = subprocess.Popen(cmd, env=worker_environment(nproc, job), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         report, interrupted = _follow(proc, out)
-        run_dir = _read(job / "run")
         if proc.returncode == 0:
-            return (130 if interrupted else 0), Path(run_dir) if run_dir else None
-        raise DistributedError(describe_failure(job, report, proc.returncode, nproc, run_dir))
+            return 130 if interrupted else 0
+        raise DistributedError(describe_failure(job, report, proc.returncode, nproc,
+                                                _read(job / "run")))
 
 
 def _follow(proc: subprocess.Popen, out: IO[str]) -> tuple[list[str], bool]:

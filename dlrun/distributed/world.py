@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,11 +45,9 @@ class World:
     comm: Any  # mpi4py.MPI.Comm
     rank: int
     size: int
-    local_rank: int
-    local_size: int
-    communicator: Any = None  # set by data_parallel.setup: MPI or NCCL
+    local_rank: int  # among the ranks on this machine: which GPU a rank uses
+    communicator: Any = None  # set by runner.parallel.attach: MPI or NCCL
     backend: str = "mpi"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:
@@ -87,10 +85,6 @@ class World:
         self.comm.Allreduce(values, out, op=MPI.SUM)
         return out
 
-    def agree(self, flag: bool) -> bool:
-        """True on every rank when any rank says True."""
-        return bool(self.sum_host(np.array([1.0 if flag else 0.0]))[0] > 0)
-
 
 def join() -> World | None:
     """The World this process was launched into, or None for a single process."""
@@ -99,4 +93,4 @@ def join() -> World | None:
     MPI = import_mpi()
     comm = MPI.COMM_WORLD
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    return World(comm, comm.Get_rank(), comm.Get_size(), local.Get_rank(), local.Get_size())
+    return World(comm, comm.Get_rank(), comm.Get_size(), local.Get_rank())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -77,6 +76,3 @@ def read_every(device: str, log_every: int) -> int:
     """Read losses every step on the CPU, every `log_every` steps on a GPU."""
     return 1 if device == "cpu" else log_every
 
-
-def pending_rows(xb: Any) -> int:
-    return int(xb.shape[0]) if hasattr(xb, "shape") else 0

@@ -50,19 +50,27 @@ def create_run_dir(root: Path | str, name: str, now: datetime | None = None) -> 
     An existing folder is never reused: a clash gets `-2`, `-3`, ... appended. The folder is
     created with `mkdir(exist_ok=False)`, so two runs started in the same second cannot share it.
     """
+    folder = stamped_dir(root, sanitize_name(name), now)
+    (folder / CHECKPOINTS_DIR).mkdir()
+    (folder / PLOTS_DIR).mkdir()
+    return folder
+
+
+def stamped_dir(root: Path | str, name: str, now: datetime | None = None) -> Path:
+    """Create and return a new, empty `root/<YYYYmmdd-HHMMSS>-<name>/` (`name` already safe in
+    a file name), `-2`, `-3`, ... appended on a clash; made with `mkdir(exist_ok=False)`, so
+    two callers in the same second never share it."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    base = f"{(now or datetime.now()).strftime(_STAMP)}-{sanitize_name(name)}"
+    base = f"{(now or datetime.now()).strftime(_STAMP)}-{name}"
     for i in range(1, 10_000):
         candidate = root / (base if i == 1 else f"{base}-{i}")
         try:
             candidate.mkdir()
         except FileExistsError:
             continue
-        (candidate / CHECKPOINTS_DIR).mkdir()
-        (candidate / PLOTS_DIR).mkdir()
         return candidate
-    raise FileExistsError(f"{root / base}: too many runs with this name and time stamp")
+    raise FileExistsError(f"{root / base}: too many folders with this name and time stamp")
 
 
 def is_run_dir(path: Path | str) -> bool:

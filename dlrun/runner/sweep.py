@@ -34,7 +34,7 @@ from dlrun.errors import ConfigError, SweepError
 from dlrun.runner import tensorboard
 from dlrun.runner.events import Callback, Message, emit
 from dlrun.runner.metrics import read_summary
-from dlrun.runner.rundir import sanitize_name
+from dlrun.runner.rundir import sanitize_name, stamped_dir
 from dlrun.runner.sweep_report import SWEEP_JSON, ranked, trial_rows, write_reports
 from dlrun.runner.sweep_space import base_config, check_space, fingerprint
 from dlrun.runner.sweep_study import (
@@ -160,16 +160,10 @@ def _previous(root: Path, name: str) -> list[Path]:
 
 
 def _new_folder(root: Path, name: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}-sweep"
-    for i in range(1, 1000):
-        folder = root / (base if i == 1 else f"{base}-{i}")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder
-    raise SweepError(f"{root / base}: too many sweeps with this name and time stamp")
+    try:
+        return stamped_dir(root, f"{name}-sweep")
+    except FileExistsError as e:
+        raise SweepError(str(e)) from None
 
 
 class _FolderLock:

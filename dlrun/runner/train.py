@@ -49,7 +49,7 @@ from dlrun.runner.experiment import (
     metric_names,
 )
 from dlrun.runner.interrupt import StopRequest
-from dlrun.runner.losses import PendingLosses, StepRecord, pending_rows, read_every
+from dlrun.runner.losses import PendingLosses, StepRecord, read_every
 from dlrun.runner.metrics import MetricsLogger, write_summary
 from dlrun.runner.rundir import create_run_dir, find_run_config
 from dlrun.runner.state import capture, restore
@@ -254,7 +254,7 @@ class Trainer:
             x, y = batch_tensors(exp, xb, yb)
             if exp.parallel is not None:  # this rank's share of the global batch
                 exp.parallel.set_share(len(yb), loader.global_rows)
-            status = self._step(x, y, pending_rows(yb) or self.cfg.train.batch_size)
+            status = self._step(x, y, len(yb))
             if self.progress["step"] >= self.total_steps or status != "completed":
                 return status
         return "completed"
