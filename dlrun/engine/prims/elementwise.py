@@ -24,7 +24,7 @@ def _zero(like: Any) -> Any:
     return scalar_like(0, like)
 
 
-@primitive("add", E, cuda_expr="({0} + {1})", ufunc="add")
+@primitive("add", E, cpu_expr="({0} + {1})", cuda_expr="({0} + {1})", ufunc="add")
 def add(xp, a, b, out=None):
     return xp.add(a, b, out=out)
 
@@ -34,7 +34,7 @@ def _add_vjp(g, y, a, b):
     return g, g
 
 
-@primitive("sub", E, cuda_expr="({0} - {1})", ufunc="subtract")
+@primitive("sub", E, cpu_expr="({0} - {1})", cuda_expr="({0} - {1})", ufunc="subtract")
 def sub(xp, a, b, out=None):
     return xp.subtract(a, b, out=out)
 
@@ -44,7 +44,7 @@ def _sub_vjp(g, y, a, b, needs):
     return g, (neg(g) if needs[1] else None)
 
 
-@primitive("mul", E, cuda_expr="({0} * {1})", ufunc="multiply")
+@primitive("mul", E, cpu_expr="({0} * {1})", cuda_expr="({0} * {1})", ufunc="multiply")
 def mul(xp, a, b, out=None):
     return xp.multiply(a, b, out=out)
 
@@ -54,7 +54,7 @@ def _mul_vjp(g, y, a, b, needs):
     return (g * b if needs[0] else None), (g * a if needs[1] else None)
 
 
-@primitive("div", E, cuda_expr="({0} / {1})", ufunc="true_divide")
+@primitive("div", E, cpu_expr="({0} / {1})", cuda_expr="({0} / {1})", ufunc="true_divide")
 def div(xp, a, b, out=None):
     return xp.true_divide(a, b, out=out)
 
@@ -66,7 +66,7 @@ def _div_vjp(g, y, a, b, needs):
     return ga, gb
 
 
-@primitive("neg", E, cuda_expr="(-{0})", ufunc="negative")
+@primitive("neg", E, cpu_expr="(-{0})", cuda_expr="(-{0})", ufunc="negative")
 def neg(xp, x, out=None):
     return xp.negative(x, out=out)
 
@@ -76,7 +76,7 @@ def _neg_vjp(g, y, x):
     return (neg(g),)
 
 
-@primitive("copy", E, cuda_expr="{0}")
+@primitive("copy", E, cpu_expr="{0}", cuda_expr="{0}")
 def copy(xp, x, out=None):
     """x in memory of its own (torch's clone): a result that must not alias what it came from."""
     if out is None:
@@ -90,7 +90,7 @@ def _copy_vjp(g, y, x):
     return (g,)
 
 
-@primitive("pow", E, cuda_expr="pow({0}, {1})", ufunc="power")
+@primitive("pow", E, cpu_expr="({0} ** {1})", cuda_expr="pow({0}, {1})", ufunc="power")
 def pow(xp, x, p, out=None):  # noqa: A001
     return xp.power(x, p, out=out)
 
@@ -102,12 +102,12 @@ def _pow_vjp(g, y, x, p, needs):
     return gx, gp
 
 
-@primitive("maximum", E, cuda_expr="({0} > {1} || {0} != {0} ? {0} : {1})", ufunc="maximum")
+@primitive("maximum", E, cpu_expr="({0} if ({0} > {1} or {0} != {0}) else {1})", cuda_expr="({0} > {1} || {0} != {0} ? {0} : {1})", ufunc="maximum")
 def maximum(xp, a, b, out=None):
     return xp.maximum(a, b, out=out)
 
 
-@primitive("minimum", E, cuda_expr="({0} < {1} || {0} != {0} ? {0} : {1})", ufunc="minimum")
+@primitive("minimum", E, cpu_expr="({0} if ({0} < {1} or {0} != {0}) else {1})", cuda_expr="({0} < {1} || {0} != {0} ? {0} : {1})", ufunc="minimum")
 def minimum(xp, a, b, out=None):
     return xp.minimum(a, b, out=out)
 
@@ -128,7 +128,7 @@ def _minimum_vjp(g, y, a, b):
     return _minmax_vjp(g, a, b, lt(a, b))
 
 
-@primitive("exp", E, cuda_expr="exp({0})", ufunc="exp")
+@primitive("exp", E, cpu_expr="exp({0})", cuda_expr="exp({0})", ufunc="exp")
 def exp(xp, x, out=None):
     return xp.exp(x, out=out)
 
@@ -138,7 +138,7 @@ def _exp_vjp(g, y, x):
     return (g * y,)
 
 
-@primitive("log", E, cuda_expr="log({0})", ufunc="log")
+@primitive("log", E, cpu_expr="log({0})", cuda_expr="log({0})", ufunc="log")
 def log(xp, x, out=None):
     return xp.log(x, out=out)
 
@@ -148,7 +148,7 @@ def _log_vjp(g, y, x):
     return (g / x,)
 
 
-@primitive("sqrt", E, cuda_expr="sqrt({0})", ufunc="sqrt")
+@primitive("sqrt", E, cpu_expr="sqrt({0})", cuda_expr="sqrt({0})", ufunc="sqrt")
 def sqrt(xp, x, out=None):
     return xp.sqrt(x, out=out)
 
@@ -158,7 +158,7 @@ def _sqrt_vjp(g, y, x):
     return (g * 0.5 / y,)
 
 
-@primitive("abs", E, cuda_expr="abs({0})", ufunc="absolute")
+@primitive("abs", E, cpu_expr="abs({0})", cuda_expr="abs({0})", ufunc="absolute")
 def abs(xp, x, out=None):  # noqa: A001
     return xp.abs(x, out=out)
 
@@ -169,12 +169,13 @@ def _abs_vjp(g, y, x):
 
 
 @primitive("sign", E, differentiable=False,
+           cpu_expr="(1.0 if {0} > 0.0 else (-1.0 if {0} < 0.0 else {0}))",
            cuda_expr="({0} != {0} ? {0} : ({0} > 0) - ({0} < 0))", ufunc="sign")
 def sign(xp, x, out=None):
     return xp.sign(x, out=out)
 
 
-@primitive("tanh", E, cuda_expr="tanh({0})", ufunc="tanh")
+@primitive("tanh", E, cpu_expr="tanh({0})", cuda_expr="tanh({0})", ufunc="tanh")
 def tanh(xp, x, out=None):
     return xp.tanh(x, out=out)
 
@@ -184,7 +185,7 @@ def _tanh_vjp(g, y, x):
     return (g * (1.0 - y * y),)
 
 
-@primitive("sigmoid", E, cuda_expr="(0.5 * tanh(0.5 * {0}) + 0.5)")
+@primitive("sigmoid", E, cpu_expr="(0.5 * tanh(0.5 * {0}) + 0.5)", cuda_expr="(0.5 * tanh(0.5 * {0}) + 0.5)")
 def sigmoid(xp, x, out=None):
     # 0.5 * (1 + tanh(x / 2)): no overflow for large |x|, one transcendental.
     out = xp.multiply(x, x.dtype.type(0.5), out=out)
@@ -198,7 +199,7 @@ def _sigmoid_vjp(g, y, x):
     return (g * y * (1.0 - y),)
 
 
-@primitive("relu", E, cuda_expr="({0} <= 0 ? 0 : {0})")
+@primitive("relu", E, cpu_expr="(0.0 if {0} <= 0.0 else {0})", cuda_expr="({0} <= 0 ? 0 : {0})")
 def relu(xp, x, out=None):
     return xp.maximum(x, x.dtype.type(0), out=out)
 
@@ -208,7 +209,7 @@ def _relu_vjp(g, y, x):
     return (relu_grad(g, y),)
 
 
-@primitive("relu_grad", E, cuda_expr="({1} > 0 ? {0} : {0} * 0)")
+@primitive("relu_grad", E, cpu_expr="({0} if {1} > 0.0 else {0} * 0.0)", cuda_expr="({1} > 0 ? {0} : {0} * 0)")
 def relu_grad(xp, g, y, out=None):
     """g where y > 0, else 0 (the gradient of relu, as one op)."""
     return xp.multiply(g, y > 0, out=out)
@@ -219,7 +220,7 @@ def _relu_grad_vjp(gg, out, g, y):
     return relu_grad(gg, y), None
 
 
-@primitive("leaky_relu", E, cuda_expr="({0} > 0 ? {0} : {0} * {negative_slope})")
+@primitive("leaky_relu", E, cpu_expr="({0} if {0} > 0.0 else {0} * {negative_slope})", cuda_expr="({0} > 0 ? {0} : {0} * {negative_slope})")
 def leaky_relu(xp, x, *, negative_slope):
     return xp.where(x > 0, x, x * x.dtype.type(negative_slope))
 
@@ -251,32 +252,32 @@ def _erf_ufunc(xp):
 # Eigen's rational approximation of erf for float32 (generic_fast_erf_float, as TensorFlow and
 # XLA use it): x * P(x^2) / Q(x^2) on x clipped to [-4, 4], within 4e-7 relative of the exact
 # value (a few float32 ulp), in NumPy passes over the array instead of SciPy's scalar loop.
-_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
           -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
           -1.60960333262415e-02)
-_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
           -7.37332916720468e-03, -1.42647390514189e-02)
 
 
 def _erf_float32(xp, x, out):
     xc = xp.clip(x, -4.0, 4.0)
     x2 = xc * xc
-    p = xp.multiply(x2, np.float32(_ERF_P[0]), out=out)  # out may alias x: xc holds it
-    p += np.float32(_ERF_P[1])
-    for c in _ERF_P[2:]:
+    p = xp.multiply(x2, np.float32(ERF_P[0]), out=out)  # out may alias x: xc holds it
+    p += np.float32(ERF_P[1])
+    for c in ERF_P[2:]:
         p *= x2
         p += np.float32(c)
     p *= xc
-    q = x2 * np.float32(_ERF_Q[0])
-    q += np.float32(_ERF_Q[1])
-    for c in _ERF_Q[2:]:
+    q = x2 * np.float32(ERF_Q[0])
+    q += np.float32(ERF_Q[1])
+    for c in ERF_Q[2:]:
         q *= x2
         q += np.float32(c)
     p /= q
     return p
 
 
-@primitive("erf", E, cuda_expr="erf({0})")
+@primitive("erf", E, cpu_expr="erf({0})", cuda_expr="erf({0})")
 def erf(xp, x, out=None):
     if xp is np and x.dtype == np.float32:
         return _erf_float32(xp, x, out)
@@ -302,7 +303,7 @@ def _where_rule(c, a, b, **_):
 
 
 # in_place=False: `where` writes its output in two steps, so it cannot run over its inputs
-@primitive("where", E, _where_rule, cuda_expr="({0} ? {1} : {2})", in_place=False)
+@primitive("where", E, _where_rule, cpu_expr="({1} if {0} else {2})", cuda_expr="({0} ? {1} : {2})", in_place=False)
 def where(xp, c, a, b, out=None):
     if out is None:
         return xp.where(c, a, b)
@@ -321,7 +322,7 @@ def _cast_rule(x, *, dtype):
     return x.shape, np.dtype(dtype)
 
 
-@primitive("cast", E, _cast_rule, cuda_expr="({dtype}){0}")
+@primitive("cast", E, _cast_rule, cpu_expr="{dtype}({0})", cuda_expr="({dtype}){0}")
 def cast(xp, x, *, dtype, out=None):
     if out is None:
         return x.astype(dtype)
@@ -334,8 +335,9 @@ def _cast_vjp(g, y, x, *, dtype):
     return (cast(g, dtype=x.dtype) if is_floating(x.dtype) else None,)
 
 
-def _predicate(name: str, ufunc: str, expr: str):
-    @primitive(name, E, predicate_rule, differentiable=False, cuda_expr=expr, ufunc=ufunc)
+def _predicate(name: str, ufunc: str, expr: str, cpu_expr: str | None = None):
+    @primitive(name, E, predicate_rule, differentiable=False, cuda_expr=expr,
+               cpu_expr=cpu_expr or expr, ufunc=ufunc)
     def fwd(xp, a, b, out=None):
         return getattr(xp, ufunc)(a, b, out=out)
 
@@ -349,11 +351,11 @@ lt = _predicate("lt", "less", "({0} < {1})")
 le = _predicate("le", "less_equal", "({0} <= {1})")
 gt = _predicate("gt", "greater", "({0} > {1})")
 ge = _predicate("ge", "greater_equal", "({0} >= {1})")
-logical_and = _predicate("logical_and", "logical_and", "({0} && {1})")
-logical_or = _predicate("logical_or", "logical_or", "({0} || {1})")
+logical_and = _predicate("logical_and", "logical_and", "({0} && {1})", "({0} and {1})")
+logical_or = _predicate("logical_or", "logical_or", "({0} || {1})", "({0} or {1})")
 
 
-@primitive("logical_not", E, predicate_rule, differentiable=False, cuda_expr="(!{0})",
+@primitive("logical_not", E, predicate_rule, differentiable=False, cpu_expr="(not {0})", cuda_expr="(!{0})",
            ufunc="logical_not")
 def logical_not(xp, x, out=None):
     return xp.logical_not(x, out=out)

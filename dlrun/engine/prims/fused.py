@@ -4,7 +4,8 @@ Its `program` attribute is a tuple of steps `(op, refs, attrs)`: `refs` index th
 inputs, -1 meaning the running result. On NumPy the chain is one generated straight-line function
 calling each step's bound forward in place over a scratch buffer (every step but the last; the
 last writes `out`, so `out` may alias any input); on CuPy it is one generated elementwise kernel
-composed from the steps' CUDA expressions. The static plan and the reference interpreter both run
+composed from the steps' CUDA expressions; with Numba, on NumPy too, one native kernel composed
+from the steps' `cpu_expr` (static/cpu_kernels.py). The static plan and the reference interpreter both run
 the chain through this primitive, so the reference checks what production runs.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from dlrun.engine.prims.registry import REGISTRY, Kind, primitive
 from dlrun.engine.prims.strides import like_elementwise
+from dlrun.engine.static import cpu_kernels
 
 Program = tuple[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]], ...]
 
@@ -45,12 +47,13 @@ def fused(xp, *ext, program, out=None):
 
 
 @fused.defspecialize
-def _fused_specialize(xp: Any, shapes: Any, *, program: Program) -> Callable[..., Any]:
-    n = len(shapes) if shapes is not None else 1 + max(max(refs, default=-1)
-                                                       for _, refs, _ in program)
-    if xp.__name__ == "numpy":
-        return _chain(xp, program, n, persistent=True)
-    return cuda_chain(xp, program, n)
+def _fused_specialize(xp: Any, avals: Any, *, program: Program) -> Callable[..., Any]:
+    n = len(avals) if avals is not None else 1 + max(max(refs, default=-1)
+                                                     for _, refs, _ in program)
+    if xp.__name__ != "numpy":
+        return cuda_chain(xp, program, n)
+    numpy_chain = _chain(xp, program, n, persistent=True)
+    return cpu_kernels.chain_kernel(program, avals, numpy_chain) or numpy_chain
 
 
 def chain_calls(program: Program, args: list[str], out: str | None, scratch: str,
@@ -91,9 +94,9 @@ def _chain(xp: Any, program: Program, n_ext: int, persistent: bool) -> Callable[
 def _fused_inline(xp: Any, prefix: str, args: list[str], out: str | None,
                   new_buffer: Callable[[], Any], *, program: Program
                   ) -> tuple[list[str], str, dict[str, Any]] | None:
-    """The chain's lines for a NumPy plan, its scratch laid out like the chain's result (on
-    CuPy the chain is one kernel: no lines, the plan calls it)."""
-    if xp.__name__ != "numpy":
+    """The chain's lines for a NumPy plan, its scratch laid out like the chain's result (with
+    CPU kernels, or on CuPy, the chain is one kernel: no lines, the plan calls it)."""
+    if xp.__name__ != "numpy" or cpu_kernels.available():
         return None
     env = _bound_steps(xp, program, prefix)
     env[f"{prefix}_s"] = new_buffer() if len(program) > 1 else None

@@ -43,7 +43,8 @@ def _matmul_rows(xp, a, b, out):
 
 
 @matmul.defspecialize
-def _matmul_specialize(xp, shapes):
+def _matmul_specialize(xp, avals):
+    shapes = None if avals is None else [a.shape for a in avals]
     if shapes is not None and shapes[0][-1] != 1 and not (len(shapes[0]) > 2
                                                         and len(shapes[1]) == 2):
         return xp.matmul  # the common case: the ufunc itself, one Python call less per node

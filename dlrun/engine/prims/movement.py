@@ -38,7 +38,7 @@ def reshape(xp, x, *, shape, out=None):
 
 
 @reshape.defspecialize
-def _reshape_specialize(xp, shapes, *, shape):
+def _reshape_specialize(xp, avals, *, shape):
     view = operator.methodcaller("reshape", shape)
 
     def run(x, out=None):
@@ -65,7 +65,7 @@ def permute(xp, x, *, axes):
 
 
 @permute.defspecialize
-def _permute_specialize(xp, shapes, *, axes):
+def _permute_specialize(xp, avals, *, axes):
     return operator.methodcaller("transpose", axes)  # the forward, as one C-level call
 
 
@@ -127,7 +127,7 @@ def getitem(xp, x, *, index):
 
 
 @getitem.defspecialize
-def _getitem_specialize(xp, shapes, *, index):
+def _getitem_specialize(xp, avals, *, index):
     return operator.itemgetter(to_python_index(index))  # the forward, as one C-level call
 
 
@@ -225,7 +225,7 @@ def assemble_slices(xp, *gs, shape, indices, out=None):
 
 
 @assemble_slices.defspecialize
-def _assemble_specialize(xp, shapes, *, shape, indices):
+def _assemble_specialize(xp, avals, *, shape, indices):
     return _assembler(xp, tuple(shape), indices)
 
 

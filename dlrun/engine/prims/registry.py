@@ -74,11 +74,17 @@ class Primitive:
     # fusion composes these into one kernel); it must compute what `forward` computes, NaN and
     # infinities included (tests/engine/prims/test_cuda_expr.py checks it against NumPy).
     cuda_expr: str | None = None
+    # The same op as a Python expression over `{0}`, `{1}`, ... and attributes `{name}`, for the
+    # generated CPU kernels (static/cpu_kernels.py). Float literals take the computing dtype, as
+    # NumPy gives Python scalars the array's dtype; `exp`, `tanh`, `erf`, `log`, `sqrt` are the
+    # kernel math of static/vecmath.py (tests/engine/prims/test_cpu_expr.py checks it).
+    cpu_expr: str | None = None
     # onnx(builder, *input names, **attrs) -> output name: the ONNX lowering (dlrun export).
     onnx: Callable[..., Any] | None = None
     ufunc: str | None = None  # forward is exactly xp.<ufunc>(*arrays, out=out): plans call it
-    # specialize(xp, shapes, **attrs) -> fn(*arrays[, out=]): the forward with its attributes
-    # and input shapes (None when unknown) worked out once, for plans that call it every step
+    # specialize(xp, avals, **attrs) -> fn(*arrays[, out=]): the forward with its attributes
+    # and its inputs' shapes and dtypes (`avals`: objects with .shape and .dtype, None when
+    # unknown) worked out once, for plans that call it every step
     specialize: Callable[..., Callable[..., Any]] | None = None
     # inline(xp, prefix, arg_names, out_name, new_buffer, **attrs) -> (statements, expression,
     # names they use): source for a plan to run in place of one call (a fused chain's steps)
@@ -105,14 +111,15 @@ class Primitive:
         return expr.format(*args, **{k: _c_literal(v) for k, v in attrs.items()})
 
     def bound(self, xp: Any, attrs: dict[str, Any],
-              shapes: tuple[tuple[int, ...], ...] | None = None) -> Callable[..., Any]:
+              avals: tuple[Any, ...] | None = None) -> Callable[..., Any]:
         """The forward with the array module and attributes bound, called as fn(*arrays[, out=]):
         the ufunc itself when the forward is exactly one ufunc call, the specialized form when
-        the primitive has one (`shapes`, the inputs' shapes, lets it pick its fastest form)."""
+        the primitive has one (`avals`, the inputs' shapes and dtypes, let it pick its fastest
+        form)."""
         if self.ufunc is not None and not attrs:
             return getattr(xp, self.ufunc)
         if self.specialize is not None:
-            return self.specialize(xp, shapes, **attrs)
+            return self.specialize(xp, avals, **attrs)
         return partial(self.forward, xp, **attrs) if attrs else partial(self.forward, xp)
 
     def defvjp(self, fn: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
@@ -127,7 +134,7 @@ class Primitive:
         return fn
 
     def defspecialize(self, fn: Callable[..., Callable[..., Any]]) -> Callable[..., Any]:
-        """Register `fn(xp, shapes, **attrs) -> callable(*arrays[, out=])` (see `specialize`)."""
+        """Register `fn(xp, avals, **attrs) -> callable(*arrays[, out=])` (see `specialize`)."""
         self.specialize = fn
         return fn
 
@@ -185,6 +192,7 @@ def primitive(
     pure: bool = True,
     differentiable: bool = True,
     cuda_expr: str | None = None,
+    cpu_expr: str | None = None,
     ufunc: str | None = None,
     view: bool = False,
     in_place: bool | None = None,
@@ -212,7 +220,7 @@ def primitive(
             differentiable=differentiable, supports_out=takes_out, view=view,
             in_place=(elementwise and takes_out) if in_place is None else in_place,
             layout=layout or (like_elementwise if elementwise else None),
-            cuda_expr=cuda_expr, onnx=onnx, ufunc=ufunc, parts=parts,
+            cuda_expr=cuda_expr, cpu_expr=cpu_expr, onnx=onnx, ufunc=ufunc, parts=parts,
             attr_names=tuple(p.name for p in params.values()
                              if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "out"),
         )

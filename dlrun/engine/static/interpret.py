@@ -21,6 +21,6 @@ def interpret(graph: Graph, xp: Any, inputs: list[Any], state: list[Any],
         elif n.op in SINKS:
             env[n.id] = env[n.inputs[0]]
         else:
-            env[n.id] = bind(n, xp, tuple(env[i].shape for i in n.inputs))(
+            env[n.id] = bind(n, xp, tuple(env[i] for i in n.inputs))(
                 *[env[i] for i in n.inputs])
     return env

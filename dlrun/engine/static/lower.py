@@ -21,6 +21,7 @@ from dlrun.engine.graph import SINKS, Graph, Node
 from dlrun.engine.layout import allocate, order_of
 from dlrun.engine.passes.memory import MemoryPlan
 from dlrun.engine.prims.registry import REGISTRY
+from dlrun.engine.static import cpu_kernels
 from dlrun.errors import ExecutionError
 
 _PLAN_IDS = itertools.count()
@@ -73,10 +74,10 @@ class Plan:
         return node
 
 
-def bind(node: Node, xp: Any, shapes: tuple[tuple[int, ...], ...] | None = None
-         ) -> Callable[..., Any]:
-    """A callable computing the node from its input arrays: its primitive's bound forward."""
-    return REGISTRY[node.op].bound(xp, node.attrs, shapes)
+def bind(node: Node, xp: Any, avals: tuple[Any, ...] | None = None) -> Callable[..., Any]:
+    """A callable computing the node from its input arrays (`avals`: their shapes and dtypes):
+    its primitive's bound forward."""
+    return REGISTRY[node.op].bound(xp, node.attrs, avals)
 
 
 _SOURCE_LINES = {"input": "inputs[{index}]", "state": "state[{slot}]",
@@ -89,7 +90,7 @@ class _Emitter:
     def __init__(self, graph: Graph, xp: Any) -> None:
         self.xp, self.memory = xp, graph.memory or _NO_MEMORY
         self.containers = self.memory.containers
-        self.shape_of = {n.id: n.shape for n in graph.nodes}
+        self.node_of = graph.by_id()
         self.last_use = {i: pos for pos, n in enumerate(graph.nodes) for i in n.inputs}
         self.env: dict[str, Any] = {}
         self.lines = ["def __plan_gen(box):", "    while True:",
@@ -133,6 +134,7 @@ class _Emitter:
             return
         args = [f"v{i}" for i in n.inputs]
         prim = REGISTRY[n.op]
+        cpu_kernels.ORIGIN.set(n.where)  # named by a kernel's fallback warning
         inlined = prim.inline and prim.inline(self.xp, f"f{n.id}", args, out,
                                               lambda: self.new_buffer(n), **n.attrs)
         if inlined:
@@ -143,7 +145,7 @@ class _Emitter:
             self.line(f"v{n.id} = {last}", n)
             self.calls += len(steps) + 1
             return
-        self.env[f"f{n.id}"] = bind(n, self.xp, tuple(self.shape_of[i] for i in n.inputs))
+        self.env[f"f{n.id}"] = bind(n, self.xp, tuple(self.node_of[i] for i in n.inputs))
         call_args = ", ".join(args + ([f"out={out}"] if out else []))
         self.line(f"v{n.id} = f{n.id}({call_args})", n)
         self.calls += 1

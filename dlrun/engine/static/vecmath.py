@@ -1,0 +1,115 @@
+"""Scalar math for generated CPU kernels, written so that LLVM vectorizes the loops around it.
+
+Numba's `math.exp`/`math.tanh` call libm one element at a time (no SIMD: the llvmlite wheels
+carry no vector math library), so float32 kernels use these branch-free polynomial forms
+instead: Cephes' expf (1 ulp), Eigen's rational tanh and erf (a few ulp, the same erf the NumPy
+float32 path computes). Other dtypes use `math`'s exact functions. Each name dispatches on its
+argument's type when a kernel is compiled (`numba.extending.overload`). Imported only when Numba
+is installed (static/cpu_kernels.py imports it lazily).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from dlrun.engine.prims.elementwise import ERF_P, ERF_Q
+
+F = np.float32
+_EXP_HI, _EXP_LO = F(88.72283), F(-87.33654)
+
+
+@intrinsic
+def _f32_from_bits(typingctx, i):
+    """The float32 whose bits are the int32 `i` (a bitcast: vectorizes, unlike math.ldexp)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(inline="always", error_model="numpy")
+def exp_f32(x):
+    """exp(x) in float32: Cody-Waite reduction, Cephes' degree-6 polynomial, 2^n by bits."""
+    xc = _EXP_LO if x < _EXP_LO else x
+    xc = _EXP_HI if xc > _EXP_HI else xc
+    n = math.floor(xc * F(1.44269504088896341) + F(0.5))
+    r = xc - n * F(0.693359375)
+    r = r - n * F(-2.12194440e-4)
+    p = F(1.9875691500e-4) * r + F(1.3981999507e-3)
+    p = p * r + F(8.3334519073e-3)
+    p = p * r + F(4.1665795894e-2)
+    p = p * r + F(1.6666665459e-1)
+    p = p * r + F(5.0000001201e-1)
+    p = p * r * r + r + F(1.0)
+    y = p * _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    y = F(np.inf) if x > _EXP_HI else y
+    y = F(0.0) if x < _EXP_LO else y
+    return x if x != x else y
+
+
+@njit(inline="always", error_model="numpy")
+def tanh_f32(x):
+    """tanh(x) in float32: Eigen's rational approximation on x clipped to +-7.9."""
+    lim = F(7.90531110763549805)
+    xc = -lim if x < -lim else x
+    xc = lim if xc > lim else xc
+    x2 = xc * xc
+    p = x2 * F(-2.76076847742355e-16) + F(2.00018790482477e-13)
+    p = x2 * p + F(-8.60467152213735e-11)
+    p = x2 * p + F(5.12229709037114e-08)
+    p = x2 * p + F(1.48572235717979e-05)
+    p = x2 * p + F(6.37261928875436e-04)
+    p = x2 * p + F(4.89352455891786e-03)
+    q = x2 * F(1.19825839466702e-06) + F(1.18534705686654e-04)
+    q = x2 * q + F(2.26843463243900e-03)
+    q = x2 * q + F(4.89352518554385e-03)
+    y = xc * p / q
+    return x if x != x else y
+
+
+@njit(inline="always", error_model="numpy")
+def erf_f32(x):
+    """erf(x) in float32: x * P(x^2) / Q(x^2) on x clipped to +-4 (prims/elementwise.py)."""
+    xc = F(-4.0) if x < F(-4.0) else x
+    xc = F(4.0) if xc > F(4.0) else xc
+    x2 = xc * xc
+    p = x2 * F(ERF_P[0]) + F(ERF_P[1])
+    for c in ERF_P[2:]:
+        p = p * x2 + F(c)
+    q = x2 * F(ERF_Q[0]) + F(ERF_Q[1])
+    for c in ERF_Q[2:]:
+        q = q * x2 + F(c)
+    y = xc * p / q
+    return x if x != x else y
+
+
+def _generic(name: str, f32, exact):
+    """A kernel-callable `name(x)`: the float32 form for float32, `exact` otherwise."""
+
+    def stub(x):
+        raise NotImplementedError(f"{name} runs inside generated kernels only")
+
+    @overload(stub, inline="always")
+    def _impl(x):
+        if x == types.float32 and f32 is not None:
+            return lambda x: f32(x)
+        return lambda x: exact(x)
+
+    stub.__name__ = name
+    return stub
+
+
+exp = _generic("exp", exp_f32, math.exp)
+tanh = _generic("tanh", tanh_f32, math.tanh)
+erf = _generic("erf", erf_f32, math.erf)
+log = _generic("log", None, math.log)
+sqrt = _generic("sqrt", None, math.sqrt)
+
+NAMES = {"exp": exp, "tanh": tanh, "erf": erf, "log": log, "sqrt": sqrt, "math": math, "np": np}
