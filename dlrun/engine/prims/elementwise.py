@@ -102,12 +102,16 @@ def _pow_vjp(g, y, x, p, needs):
     return gx, gp
 
 
-@primitive("maximum", E, cpu_expr="({0} if ({0} > {1} or {0} != {0}) else {1})", cuda_expr="({0} > {1} || {0} != {0} ? {0} : {1})", ufunc="maximum")
+@primitive("maximum", E,
+           cpu_expr="({0} if ({0} > {1} or {0} != {0}) else {1})",
+           cuda_expr="({0} > {1} || {0} != {0} ? {0} : {1})", ufunc="maximum")
 def maximum(xp, a, b, out=None):
     return xp.maximum(a, b, out=out)
 
 
-@primitive("minimum", E, cpu_expr="({0} if ({0} < {1} or {0} != {0}) else {1})", cuda_expr="({0} < {1} || {0} != {0} ? {0} : {1})", ufunc="minimum")
+@primitive("minimum", E,
+           cpu_expr="({0} if ({0} < {1} or {0} != {0}) else {1})",
+           cuda_expr="({0} < {1} || {0} != {0} ? {0} : {1})", ufunc="minimum")
 def minimum(xp, a, b, out=None):
     return xp.minimum(a, b, out=out)
 
@@ -185,7 +189,9 @@ def _tanh_vjp(g, y, x):
     return (g * (1.0 - y * y),)
 
 
-@primitive("sigmoid", E, cpu_expr="(0.5 * tanh(0.5 * {0}) + 0.5)", cuda_expr="(0.5 * tanh(0.5 * {0}) + 0.5)")
+@primitive("sigmoid", E,
+           cpu_expr="(0.5 * tanh(0.5 * {0}) + 0.5)",
+           cuda_expr="(0.5 * tanh(0.5 * {0}) + 0.5)")
 def sigmoid(xp, x, out=None):
     # 0.5 * (1 + tanh(x / 2)): no overflow for large |x|, one transcendental.
     out = xp.multiply(x, x.dtype.type(0.5), out=out)
@@ -209,7 +215,9 @@ def _relu_vjp(g, y, x):
     return (relu_grad(g, y),)
 
 
-@primitive("relu_grad", E, cpu_expr="({0} if {1} > 0.0 else {0} * 0.0)", cuda_expr="({1} > 0 ? {0} : {0} * 0)")
+@primitive("relu_grad", E,
+           cpu_expr="({0} if {1} > 0.0 else {0} * 0.0)",
+           cuda_expr="({1} > 0 ? {0} : {0} * 0)")
 def relu_grad(xp, g, y, out=None):
     """g where y > 0, else 0 (the gradient of relu, as one op)."""
     return xp.multiply(g, y > 0, out=out)
@@ -220,7 +228,9 @@ def _relu_grad_vjp(gg, out, g, y):
     return relu_grad(gg, y), None
 
 
-@primitive("leaky_relu", E, cpu_expr="({0} if {0} > 0.0 else {0} * {negative_slope})", cuda_expr="({0} > 0 ? {0} : {0} * {negative_slope})")
+@primitive("leaky_relu", E,
+           cpu_expr="({0} if {0} > 0.0 else {0} * {negative_slope})",
+           cuda_expr="({0} > 0 ? {0} : {0} * {negative_slope})")
 def leaky_relu(xp, x, *, negative_slope):
     return xp.where(x > 0, x, x * x.dtype.type(negative_slope))
 
@@ -303,7 +313,9 @@ def _where_rule(c, a, b, **_):
 
 
 # in_place=False: `where` writes its output in two steps, so it cannot run over its inputs
-@primitive("where", E, _where_rule, cpu_expr="({1} if {0} else {2})", cuda_expr="({0} ? {1} : {2})", in_place=False)
+@primitive("where", E, _where_rule,
+           cpu_expr="({1} if {0} else {2})",
+           cuda_expr="({0} ? {1} : {2})", in_place=False)
 def where(xp, c, a, b, out=None):
     if out is None:
         return xp.where(c, a, b)
@@ -355,7 +367,9 @@ logical_and = _predicate("logical_and", "logical_and", "({0} && {1})", "({0} and
 logical_or = _predicate("logical_or", "logical_or", "({0} || {1})", "({0} or {1})")
 
 
-@primitive("logical_not", E, predicate_rule, differentiable=False, cpu_expr="(not {0})", cuda_expr="(!{0})",
+@primitive("logical_not", E, predicate_rule, differentiable=False,
+           cpu_expr="(not {0})",
+           cuda_expr="(!{0})",
            ufunc="logical_not")
 def logical_not(xp, x, out=None):
     return xp.logical_not(x, out=out)

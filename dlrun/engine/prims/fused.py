@@ -4,9 +4,10 @@ Its `program` attribute is a tuple of steps `(op, refs, attrs)`: `refs` index th
 inputs, -1 meaning the running result. On NumPy the chain is one generated straight-line function
 calling each step's bound forward in place over a scratch buffer (every step but the last; the
 last writes `out`, so `out` may alias any input); on CuPy it is one generated elementwise kernel
-composed from the steps' CUDA expressions; with Numba, on NumPy too, one native kernel composed
-from the steps' `cpu_expr` (static/cpu_kernels.py). The static plan and the reference interpreter both run
-the chain through this primitive, so the reference checks what production runs.
+composed from the steps' CUDA expressions; with Numba, on NumPy too, one native kernel
+composed from the steps' `cpu_expr` (static/cpu_kernels.py). The static plan and the reference
+interpreter both run the chain through this primitive, so the reference checks what production
+runs.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def _loop_nest(ext: list[_Aval], out: _Aval, body: list[str]) -> str:
 
 # ----- compiling and the disk cache ------------------------------------------------------------
 
-_HEADER = ('"""A dlrun kernel, generated from a fused chain (dlrun/engine/static/cpu_kernels.py)."""'
+_HEADER = ('"""A dlrun kernel generated from a fused chain (dlrun/engine/static/cpu_kernels.py)."""'
            "\nimport math\n\nimport numpy as np\nfrom numba import njit\n\n"
            "from dlrun.engine.static.vecmath import erf, exp, log, sqrt, tanh  # noqa: F401\n\n\n"
            '@njit(cache=True, nogil=True, error_model="numpy")\n')
