@@ -173,7 +173,7 @@ def _abs_vjp(g, y, x):
 
 
 @primitive("sign", E, differentiable=False,
-           cpu_expr="(1.0 if {0} > 0.0 else (-1.0 if {0} < 0.0 else {0}))",
+           cpu_expr="(1.0 if {0} > 0.0 else (-1.0 if {0} < 0.0 else ({0} if {0} != {0} else 0.0)))",
            cuda_expr="({0} != {0} ? {0} : ({0} > 0) - ({0} < 0))", ufunc="sign")
 def sign(xp, x, out=None):
     return xp.sign(x, out=out)
