@@ -23,6 +23,7 @@ import numpy as np
 from dlrun.backend import get_xp
 from dlrun.engine import autograd, dispatch, passes
 from dlrun.engine.graph import Graph
+from dlrun.engine.static import cpu_kernels
 from dlrun.engine.static.grads import GradTracker
 from dlrun.engine.static.lower import Plan, lower
 from dlrun.engine.static.trace import TraceResult, _Leaf, trace, unflatten
@@ -40,6 +41,7 @@ class TraceRecord:
     reason: str
     seconds: float
     report: passes.PassReport
+    kernels: dict[str, Any] = field(default_factory=dict)  # CPU kernels made (cpu_kernels.py)
 
 
 @dataclass
@@ -196,6 +198,7 @@ class CompiledFunction:
                sig: tuple[Any, ...]) -> tuple[_Entry, tuple[Any, ...]]:
         """Trace fn, run the passes, lower, cache; the entry and its (maybe grown) signature."""
         start = time.perf_counter()
+        kernels_before = cpu_kernels.STATS.as_dict()
         ref = _first_tensor((*args, *kwargs.values()), [])
         device = ref.device if ref is not None else "cpu"
         xp = get_xp(device)
@@ -213,7 +216,8 @@ class CompiledFunction:
         out_device, out_xp = (out_ref.device, out_ref._xp) if out_ref is not None else ("cpu", np)
         entry = self._cache[sig] = _Entry(result, plan, graph, out_device, out_xp)
         reason = _reason(self._last_sig, sig, self._grad_guards)
-        record = TraceRecord(sig, reason, time.perf_counter() - start, report)
+        kernels = cpu_kernels.STATS.since(kernels_before) if xp is np else {}
+        record = TraceRecord(sig, reason, time.perf_counter() - start, report, kernels)
         self.traces.append(record)
         if self.traces[:-1]:
             log.info("dlrun.compile(%s): retrace #%d: %s", self.__name__, len(self.traces),

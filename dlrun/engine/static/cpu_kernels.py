@@ -58,6 +58,13 @@ class KernelStats:
         return {"compiled": self.compiled, "loaded": self.loaded, "reused": self.reused,
                 "fallbacks": len(self.fallbacks), "seconds": round(self.seconds, 3)}
 
+    def since(self, before: dict[str, Any]) -> dict[str, Any]:
+        """What happened after `before` (an earlier `as_dict()`), with how kernels run."""
+        now = self.as_dict()
+        delta = {k: (round(now[k] - before[k], 3) if k == "seconds" else now[k] - before[k])
+                 for k in now}
+        return {"backend": "numba" if available() else "numpy", **delta}
+
 
 STATS = KernelStats()
 # The user source line of the node being lowered (static/lower.py sets it), for warnings.
