@@ -27,7 +27,7 @@ def _reshape_layout(shapes, strides, out_shape, *, shape):
     return reshaped(shapes[0], strides[0], out_shape)  # None: this reshape must copy
 
 
-@primitive("reshape", M, _reshape_rule, view=True, layout=_reshape_layout)
+@primitive("reshape", M, _reshape_rule, view=True, layout=_reshape_layout, same_order=True)
 def reshape(xp, x, *, shape, out=None):
     """A view when x's layout allows; with `out` (the memory plan gives one to a reshape of a
     transposed value, which must copy) the values are copied into that buffer."""

@@ -40,7 +40,7 @@ def expand_back(g, x_shape, axis, keepdims):
 GEMV_MIN_SIZE = 1 << 14  # below this np.add.reduce is as fast
 
 
-@primitive("sum", R, _reduce_rule)
+@primitive("sum", R, _reduce_rule, row_reduce=("0.0", "{acc} + {0}"))
 def sum(xp, x, *, axis, keepdims, out=None):  # noqa: A001
     return _sum(xp, x, axis, keepdims, out)
 
@@ -106,7 +106,8 @@ def _sum_vjp(g, y, x, *, axis, keepdims):
     return (expand_back(g, x.shape, axis, keepdims),)
 
 
-@primitive("amax", R, _keep_rule)
+@primitive("amax", R, _keep_rule,
+           row_reduce=("-np.inf", "({0} if ({0} > {acc} or {0} != {0}) else {acc})"))
 def amax(xp, x, *, axis, keepdims, out=None):
     return xp.amax(x, axis=axis, keepdims=keepdims, out=out)
 

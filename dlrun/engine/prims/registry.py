@@ -79,6 +79,12 @@ class Primitive:
     # NumPy gives Python scalars the array's dtype; `exp`, `tanh`, `erf`, `log`, `sqrt` are the
     # kernel math of static/vecmath.py (tests/engine/prims/test_cpu_expr.py checks it).
     cpu_expr: str | None = None
+    # A reduction a generated row kernel can run over the last axis: (initial value, update
+    # expression over the accumulator `{acc}` and the element `{0}`), literals typed as cpu_expr.
+    row_reduce: tuple[str, str] | None = None
+    # The result holds the input's elements in the same logical order (a reshape): a row kernel
+    # reads it as its input.
+    same_order: bool = False
     # onnx(builder, *input names, **attrs) -> output name: the ONNX lowering (dlrun export).
     onnx: Callable[..., Any] | None = None
     ufunc: str | None = None  # forward is exactly xp.<ufunc>(*arrays, out=out): plans call it
@@ -193,6 +199,8 @@ def primitive(
     differentiable: bool = True,
     cuda_expr: str | None = None,
     cpu_expr: str | None = None,
+    row_reduce: tuple[str, str] | None = None,
+    same_order: bool = False,
     ufunc: str | None = None,
     view: bool = False,
     in_place: bool | None = None,
@@ -220,7 +228,8 @@ def primitive(
             differentiable=differentiable, supports_out=takes_out, view=view,
             in_place=(elementwise and takes_out) if in_place is None else in_place,
             layout=layout or (like_elementwise if elementwise else None),
-            cuda_expr=cuda_expr, cpu_expr=cpu_expr, onnx=onnx, ufunc=ufunc, parts=parts,
+            cuda_expr=cuda_expr, cpu_expr=cpu_expr, row_reduce=row_reduce,
+            same_order=same_order, onnx=onnx, ufunc=ufunc, parts=parts,
             attr_names=tuple(p.name for p in params.values()
                              if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "out"),
         )

@@ -1,0 +1,128 @@
+"""Row fusion: elementwise ops and the last-axis reductions around them become one `fused_rows`.
+
+LayerNorm, its backward, softmax's backward and the like are elementwise work over rows of
+width N with a few row reductions (sums, maxima) in between. Each group becomes one node that a
+CPU kernel runs row by row, every pass over a row while it sits in cache (static/cpu_kernels.py).
+
+Members are found from a group's output backwards: a producer joins when its primitive can run
+in a row kernel (a `cpu_expr`, a `row_reduce` over the last axis, or a `same_order` reshape that
+only adds or drops the trailing 1 of a row scalar), it lives on the group's rows (shape
+lead + (N,) or lead + (1,), lead + () for a reduction without keepdims), and all its users are
+already members. A group needs a reduction and two members; the rest is left to `fuse`. The pass
+runs only where row kernels do (`enabled`), so NumPy-only and GPU graphs are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from dlrun.engine.graph import SOURCES, Graph, Node
+from dlrun.engine.prims.registry import REGISTRY
+
+
+def _lead_of(n: Node, by_id: dict[int, Node]) -> tuple[tuple[int, ...], int] | None:
+    """(lead shape, row width or None-as-0 for a row scalar) of a node a row kernel can run."""
+    prim = REGISTRY.get(n.op)
+    if prim is None or n.op in SOURCES or not n.shape:
+        return None
+    if prim.row_reduce is not None:
+        x = by_id[n.inputs[0]]
+        if len(n.inputs) != 1 or not x.shape or n.attrs.get("axis") != (len(x.shape) - 1,):
+            return None
+        return tuple(x.shape[:-1]), x.shape[-1]
+    if prim.same_order:
+        x = by_id[n.inputs[0]]
+        if tuple(n.shape) == tuple(x.shape) + (1,):
+            return tuple(x.shape), 0
+        if tuple(x.shape) == tuple(n.shape) + (1,):
+            return tuple(n.shape), 0
+        return None
+    if prim.fusable and prim.cpu_expr is not None:
+        return tuple(n.shape[:-1]), (0 if n.shape[-1] == 1 else n.shape[-1])
+    return None
+
+
+def _rows(n: Node, by_id: dict[int, Node]) -> tuple[tuple[int, ...], int] | None:
+    """The node's rows as (lead, width): width 0 for row scalars (any row width)."""
+    return _lead_of(n, by_id)
+
+
+def _fits(rows: tuple[tuple[int, ...], int], group: tuple[tuple[int, ...], int]) -> bool:
+    return rows[0] == group[0] and (rows[1] == 0 or group[1] == 0 or rows[1] == group[1])
+
+
+def _grow(out: Node, by_id: dict[int, Node], users: dict[int, list[int]],
+          taken: set[int]) -> tuple[list[int], tuple[tuple[int, ...], int]]:
+    """The members of the group ending at `out` (ids) and the group's (lead, width)."""
+    rows = _rows(out, by_id)
+    members = {out.id}
+    work = [out.id]
+    while work:
+        n = by_id[work.pop()]
+        for i in set(n.inputs):
+            p = by_id[i]
+            if i in members or i in taken or p.dtype != out.dtype and p.dtype.kind != "f":
+                continue
+            prow = _rows(p, by_id)
+            if prow is None or not _fits(prow, rows) or not set(users[i]) <= members:
+                continue
+            rows = (rows[0], rows[1] or prow[1])
+            members.add(i)
+            work.append(i)
+    return sorted(members, key=lambda i: _position[i]), rows
+
+
+_position: dict[int, int] = {}
+
+
+def fuse_rows(graph: Graph, enabled: bool = True) -> Graph:
+    """Replace each row group (a reduction and at least two members) by one `fused_rows` node."""
+    if not enabled:
+        g = graph.replace(graph.nodes)
+        g.detail = {"row_groups": 0, "ops_fused": 0}
+        return g
+    by_id, users = graph.by_id(), graph.users()
+    _position.clear()
+    _position.update({n.id: k for k, n in enumerate(graph.nodes)})
+    taken: set[int] = set()
+    groups: dict[int, tuple[list[int], int]] = {}  # output id -> (members, width)
+    for n in reversed(graph.nodes):
+        if n.id in taken or _rows(n, by_id) is None:
+            continue
+        members, (_, width) = _grow(n, by_id, users, taken)
+        reductions = sum(REGISTRY[by_id[m].op].row_reduce is not None for m in members)
+        if len(members) >= 2 and reductions and width:
+            taken.update(members)
+            groups[n.id] = (members, width)
+    out: list[Node] = []
+    for n in graph.nodes:
+        if n.id in groups:
+            out.append(_fused_rows_node([by_id[m] for m in groups[n.id][0]], groups[n.id][1]))
+        elif n.id not in taken:
+            out.append(n)
+    g = graph.replace(out)
+    g.detail = {"row_groups": len(groups),
+                "ops_fused": sum(len(m) for m, _ in groups.values())}
+    return g
+
+
+def _fused_rows_node(members: list[Node], width: int) -> Node:
+    """One node for the group: steps (op, refs, attrs), refs >= 0 external inputs, -1 - j the
+    result of step j."""
+    step_of = {m.id: j for j, m in enumerate(members)}
+    externals: list[int] = []
+    steps: list[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]] = []
+    for m in members:
+        refs = []
+        for i in m.inputs:
+            if i in step_of:
+                refs.append(-1 - step_of[i])
+            else:
+                if i not in externals:
+                    externals.append(i)
+                refs.append(externals.index(i))
+        steps.append((m.op, tuple(refs), tuple(sorted(m.attrs.items()))))
+    last = members[-1]
+    return replace(last, op="fused_rows", inputs=tuple(externals),
+                   attrs={"program": tuple(steps), "width": width})
