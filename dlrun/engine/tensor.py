@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.backend import get_xp, normalize_device, to_device
-from dlrun.engine import autograd
+from dlrun.engine import autograd, mode
 from dlrun.engine.prims import elementwise as _ew
 from dlrun.engine.source import user_location
 from dlrun.errors import TraceError
@@ -181,20 +181,18 @@ class Tensor:
         return f"tensor({body}{dt}{extra})"
 
     # ----- autograd ----------------------------------------------------------------------------
-    _MODE: Any = None  # dispatch.MODE, the current mode's contextvar; dispatch.py sets it
-
     @property
     def grad(self) -> Tensor | None:
         """The accumulated gradient (a Tensor) or None; a trace sees reads of concrete ones."""
         g = self._grad
         if self._value is None or (g is not None and g._value is None):
             return g  # symbolic: set inside the trace, nothing to record
-        return self._MODE.get().read_grad(self)
+        return mode.current().read_grad(self)
 
     @grad.setter
     def grad(self, value: Tensor | None) -> None:
         if self._value is not None:
-            self._MODE.get().note_grad(self)  # tracing: the compiled plan replays this change
+            mode.current().note_grad(self)  # tracing: the compiled plan replays this change
         self._grad = value
 
     def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
@@ -205,7 +203,7 @@ class Tensor:
         """The same values, cut from the autograd graph. Inside a trace, a captured tensor's
         detached copy is its value at that point of the step (not the array seen when tracing,
         which later calls replace)."""
-        src = self._MODE.get().value_of(self) if self._value is not None else self
+        src = mode.current().value_of(self) if self._value is not None else self
         t = Tensor.__new__(Tensor)
         t._init(src._value, src._sym, self._xp, self.shape, self.dtype, self.device, False)
         return t
@@ -233,7 +231,7 @@ class Tensor:
             src = src.expand(*self.shape)
         if src.dtype != self.dtype:
             src = src.to_dtype(self.dtype)
-        self._MODE.get().assign(self, src)  # eager: rebind the array; a trace: a state write
+        mode.current().assign(self, src)  # eager: rebind the array; a trace: a state write
         return self
 
     @property

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.backend import get_xp
-from dlrun.engine import autograd, dispatch, passes
+from dlrun.engine import autograd, mode, passes
 from dlrun.engine.graph import Graph
 from dlrun.engine.static.grads import GradTracker
 from dlrun.engine.static.lower import Plan, lower
@@ -170,7 +170,7 @@ class CompiledFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the plan cached for this signature, tracing fn first on a miss."""
-        if dispatch.MODE.get().tracing:
+        if mode.current().tracing:
             return self.fn(*args, **kwargs)  # called while tracing another function: inline
         sig = self._signature(args, kwargs)
         entry = self._cache.get(sig)
