@@ -121,6 +121,13 @@ def scalar_like(x: Any, like: Tensor) -> Tensor:
     return constant(value, device)
 
 
+def index_tensor(index: Any, like: Tensor) -> Tensor:
+    """An index (a tensor, array or list of ints) as an int64 tensor on `like`'s device."""
+    if isinstance(index, Tensor):
+        return index
+    return tensor(np.asarray(index, dtype=np.int64), device=like.device)
+
+
 def full(
     size: Any, fill_value: float, *, dtype: Any = None, device: str | None = None,
     requires_grad: bool = False,
