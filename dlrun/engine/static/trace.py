@@ -205,6 +205,6 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
     for key in mode.written:
         mode.sink("state_write", mode.current[key], "slot", mode.slot_of[key])
     mode.grads.finish()
-    graph = Graph(mode.nodes, n_inputs=n_inputs, n_outputs=len(out_syms), xp=xp)
+    graph = Graph(mode.nodes, n_inputs=n_inputs, n_outputs=len(out_syms))
     graph.verify()
     return TraceResult(graph, mode.state, out_tree, mode.grads, list(mode.modules.values()))
