@@ -78,6 +78,13 @@ def get_xp(device: str) -> ModuleType:
     return _import_cupy()
 
 
+def array_module(array: Any) -> ModuleType:
+    """The array module an array belongs to: numpy, or cupy for a GPU array."""
+    if isinstance(array, numpy.ndarray | numpy.generic):
+        return numpy
+    return _import_cupy()
+
+
 def device_of(array: Any) -> str:
     """The device string of a backend array."""
     if isinstance(array, numpy.ndarray | numpy.generic):

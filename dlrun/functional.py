@@ -14,23 +14,23 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections import namedtuple
 from collections.abc import Sequence
-from types import FunctionType
 from typing import Any
 
 import numpy as np
 
+from dlrun.engine.axes import normalize_dim as _dim
+from dlrun.engine.creation import index_tensor as _index_tensor
 from dlrun.engine.prims import attention as _attn
 from dlrun.engine.prims import conv as _conv
 from dlrun.engine.prims import elementwise as _ew
-from dlrun.engine.prims import linalg as _la
 from dlrun.engine.prims import movement as _mv
 from dlrun.engine.prims import random as _rnd
-from dlrun.engine.prims import reduce as _rd
-from dlrun.engine.tensor import Tensor, _lift
-
-MaxResult = namedtuple("MaxResult", ["values", "indices"])
+from dlrun.engine.tensor import (
+    MaxResult,  # noqa: F401  (a public name of dlrun.functional)
+    Tensor,
+    _lift,
+)
 
 
 def _t(x: Any, like: Tensor | None = None) -> Tensor:
@@ -48,26 +48,6 @@ def _pair(v: Any) -> tuple[int, int]:
         return (v, v)
     a, b = v
     return (int(a), int(b))
-
-
-def _dim(d: int, ndim: int) -> int:
-    if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
-        raise IndexError(f"dimension {d} is out of range for a tensor of {ndim} dims")
-    return d % builtins.max(ndim, 1)
-
-
-def _axes(dim: Any, ndim: int) -> tuple[int, ...] | None:
-    if dim is None:
-        return None
-    if isinstance(dim, int):
-        dim = (dim,)
-    return tuple(sorted(_dim(d, ndim) for d in dim))
-
-
-def _shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
-    if len(shape) == 1 and isinstance(shape[0], list | tuple):
-        shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
 
 
 # ----- elementwise ------------------------------------------------------------------------------
@@ -97,18 +77,13 @@ def neg(input: Tensor) -> Tensor:
 
 def clone(input: Tensor) -> Tensor:
     """A copy in memory of its own, differentiable (torch.clone)."""
-    return _ew.copy(input)
+    return input.clone()
 
 
 def pow(input: Any, exponent: Any) -> Tensor:  # noqa: A001
     if not isinstance(input, Tensor):
         input = _t(input, exponent)
-    if isinstance(exponent, int | float) and not isinstance(exponent, bool):
-        if exponent == 1:
-            return input
-        if exponent == 2:
-            return input * input
-    return _ew.pow(input, _t(exponent, input))
+    return input.pow(exponent)
 
 
 def maximum(input: Tensor, other: Any) -> Tensor:
@@ -120,12 +95,7 @@ def minimum(input: Tensor, other: Any) -> Tensor:
 
 
 def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
-    out = input
-    if min is not None:
-        out = maximum(out, min)
-    if max is not None:
-        out = minimum(out, max)
-    return out
+    return input.clamp(min, max)
 
 
 clip = clamp
@@ -216,73 +186,57 @@ def ge(input: Tensor, other: Any) -> Tensor:
 
 
 def sum(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001
-    return _rd.sum(input, axis=_axes(dim, input.ndim), keepdims=keepdim)
+    return input.sum(dim, keepdim)
 
 
 def mean(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    axes = _axes(dim, input.ndim)
-    count = input.numel() if axes is None else math.prod(input.shape[a] for a in axes)
-    return _rd.sum(input, axis=axes, keepdims=keepdim) * (1.0 / builtins.max(count, 1))
+    return input.mean(dim, keepdim)
 
 
 def var(input: Tensor, dim: Any = None, unbiased: bool = True, keepdim: bool = False,
         correction: int | None = None) -> Tensor:
-    axes = _axes(dim, input.ndim)
-    count = input.numel() if axes is None else math.prod(input.shape[a] for a in axes)
-    ddof = (1 if unbiased else 0) if correction is None else correction
-    centered = input - mean(input, dim, keepdim=True)
-    return sum(centered * centered, dim, keepdim) * (1.0 / builtins.max(count - ddof, 1))
+    return input.var(dim, unbiased, keepdim, correction)
 
 
 def std(input: Tensor, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
-    return sqrt(var(input, dim, unbiased=unbiased, keepdim=keepdim))
+    return input.std(dim, unbiased, keepdim)
 
 
 def amax(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    return _rd.amax(input, axis=_axes(dim, input.ndim), keepdims=keepdim)
+    return input.amax(dim, keepdim)
 
 
 def amin(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    return neg(amax(neg(input), dim, keepdim))
+    return input.amin(dim, keepdim)
 
 
 def argmax(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    axis = None if dim is None else _dim(dim, input.ndim)
-    return _rd.argmax(input, axis=axis, keepdims=keepdim and axis is not None)
+    return input.argmax(dim, keepdim)
 
 
 def argmin(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    axis = None if dim is None else _dim(dim, input.ndim)
-    return _rd.argmin(input, axis=axis, keepdims=keepdim and axis is not None)
+    return input.argmin(dim, keepdim)
 
 
 def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
     """max(x) -> the largest value; max(x, dim) -> (values, indices); max(x, other) -> maximum."""
-    if isinstance(dim, Tensor):
-        return maximum(input, dim)
-    if dim is None:
-        return amax(input)
-    return MaxResult(amax(input, dim, keepdim), argmax(input, dim, keepdim))
+    return input.max(dim, keepdim)
 
 
 def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
-    if isinstance(dim, Tensor):
-        return minimum(input, dim)
-    if dim is None:
-        return amin(input)
-    return MaxResult(amin(input, dim, keepdim), argmin(input, dim, keepdim))
+    return input.min(dim, keepdim)
 
 
 def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
-    return _rd.logsumexp(input, axis=_axes(dim, input.ndim), keepdims=keepdim)
+    return input.logsumexp(dim, keepdim)
 
 
 def softmax(input: Tensor, dim: int) -> Tensor:
-    return _rd.softmax(input, axis=_dim(dim, input.ndim))
+    return input.softmax(dim)
 
 
 def log_softmax(input: Tensor, dim: int) -> Tensor:
-    return _rd.log_softmax(input, axis=_dim(dim, input.ndim))
+    return input.log_softmax(dim)
 
 
 # ----- linear algebra ---------------------------------------------------------------------------
@@ -290,23 +244,7 @@ def log_softmax(input: Tensor, dim: int) -> Tensor:
 
 def matmul(input: Tensor, other: Any) -> Tensor:
     """Matrix product with NumPy/PyTorch rules for 1-D operands and batch broadcasting."""
-    other = _t(other, input)
-    a, b = input, other
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError("matmul: both arguments need at least 1 dimension")
-    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
-    if squeeze_a:
-        a = reshape(a, 1, a.shape[0])
-    if squeeze_b:
-        b = reshape(b, b.shape[0], 1)
-    out = _la.matmul(a, b)
-    if squeeze_a and squeeze_b:
-        return reshape(out, ())
-    if squeeze_a:
-        return reshape(out, *out.shape[:-2], out.shape[-1])
-    if squeeze_b:
-        return reshape(out, *out.shape[:-1])
-    return out
+    return input.matmul(other)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -319,66 +257,38 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def reshape(input: Tensor, *shape: Any) -> Tensor:
-    shape = _shape_arg(shape)
-    if -1 in shape:
-        known = math.prod(s for s in shape if s != -1)
-        if shape.count(-1) > 1 or known == 0 or input.numel() % known:
-            raise ValueError(f"cannot reshape a tensor of shape {input.shape} into {shape}")
-        shape = tuple(input.numel() // known if s == -1 else s for s in shape)
-    if shape == input.shape:
-        return input
-    return _mv.reshape(input, shape=shape)
+    return input.reshape(*shape)
 
 
 view = reshape
 
 
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    if input.ndim == 0:
-        return reshape(input, 1)
-    s, e = _dim(start_dim, input.ndim), _dim(end_dim, input.ndim)
-    shape = input.shape[:s] + (math.prod(input.shape[s : e + 1]),) + input.shape[e + 1 :]
-    return reshape(input, shape)
+    return input.flatten(start_dim, end_dim)
 
 
 def permute(input: Tensor, *dims: Any) -> Tensor:
-    axes = tuple(_dim(d, input.ndim) for d in _shape_arg(dims))
-    if axes == tuple(range(input.ndim)):
-        return input
-    return _mv.permute(input, axes=axes)
+    return input.permute(*dims)
 
 
 def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
-    axes = list(range(input.ndim))
-    d0, d1 = _dim(dim0, input.ndim), _dim(dim1, input.ndim)
-    axes[d0], axes[d1] = axes[d1], axes[d0]
-    return permute(input, *axes)
+    return input.transpose(dim0, dim1)
 
 
 def broadcast_to(input: Tensor, shape: Sequence[int]) -> Tensor:
-    shape = tuple(int(s) for s in shape)
-    return input if shape == input.shape else _mv.broadcast_to(input, shape=shape)
+    return input.broadcast_to(shape)
 
 
 def expand(input: Tensor, *sizes: Any) -> Tensor:
-    sizes = _shape_arg(sizes)
-    lead = len(sizes) - input.ndim
-    shape = tuple(
-        input.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)
-    )
-    return broadcast_to(input, shape)
+    return input.expand(*sizes)
 
 
 def squeeze(input: Tensor, dim: Any = None) -> Tensor:
-    if dim is None:
-        return reshape(input, tuple(s for s in input.shape if s != 1))
-    axes = _axes(dim, input.ndim)
-    return reshape(input, tuple(s for i, s in enumerate(input.shape) if i not in axes or s != 1))
+    return input.squeeze(dim)
 
 
 def unsqueeze(input: Tensor, dim: int) -> Tensor:
-    d = dim % (input.ndim + 1)
-    return reshape(input, input.shape[:d] + (1,) + input.shape[d:])
+    return input.unsqueeze(dim)
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -402,31 +312,15 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 
 def split(tensor: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
-    d = _dim(dim, tensor.ndim)
-    n = tensor.shape[d]
-    if isinstance(split_size_or_sections, int):
-        step = split_size_or_sections
-        sizes = [builtins.min(step, n - i) for i in range(0, n, step)]
-    else:
-        sizes = list(split_size_or_sections)
-        if builtins.sum(sizes) != n:
-            raise ValueError(f"split: sections {sizes} do not add up to dim size {n}")
-    out, start = [], 0
-    for size in sizes:
-        out.append(narrow(tensor, d, start, size))
-        start += size
-    return tuple(out)
+    return tensor.split(split_size_or_sections, dim)
 
 
 def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
-    n = input.shape[_dim(dim, input.ndim)]
-    return split(input, -(-n // chunks), dim)
+    return input.chunk(chunks, dim)
 
 
 def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
-    d = _dim(dim, input.ndim)
-    index = tuple(("s", None, None, None) for _ in range(d)) + (("s", start, start + length, 1),)
-    return _mv.getitem(input, index=index)
+    return input.narrow(dim, start, length)
 
 
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
@@ -442,77 +336,16 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
 
 
 def gather(input: Tensor, dim: int, index: Any) -> Tensor:
-    return _mv.gather(input, _index_tensor(index, input), axis=_dim(dim, input.ndim))
+    return input.gather(dim, index)
 
 
 def index_select(input: Tensor, dim: int, index: Any) -> Tensor:
-    return _mv.take(input, _index_tensor(index, input), axis=_dim(dim, input.ndim))
-
-
-def _index_tensor(index: Any, like: Tensor) -> Tensor:
-    if isinstance(index, Tensor):
-        return index
-    from dlrun.engine.creation import tensor
-
-    return tensor(np.asarray(index, dtype=np.int64), device=like.device)
-
-
-def _is_array_index(item: Any) -> bool:
-    return isinstance(item, Tensor | np.ndarray | list)
+    return input.index_select(dim, index)
 
 
 def index(input: Tensor, idx: Any) -> Tensor:
     """x[idx]: basic slicing (ints, slices, None, ...) and integer-array indexing."""
-    items = idx if isinstance(idx, tuple) else (idx,)
-    if builtins.any(_is_array_index(i) for i in items):
-        return _advanced_index(input, items)
-    n_real = builtins.sum(1 for i in items if i is not None and i is not Ellipsis)
-    if n_real > input.ndim:
-        raise IndexError(f"too many indices for a tensor of {input.ndim} dims")
-    expanded: list[Any] = []
-    for item in items:
-        if item is Ellipsis:
-            expanded.extend([slice(None)] * (input.ndim - n_real))
-        else:
-            expanded.append(item)
-    norm, axis = [], 0
-    for item in expanded:
-        if item is None:
-            norm.append(("n",))
-            continue
-        if isinstance(item, slice):
-            norm.append(("s", item.start, item.stop, item.step))
-        elif isinstance(item, int | np.integer):
-            size = input.shape[axis]
-            if not -size <= item < size:
-                raise IndexError(f"index {item} is out of bounds for dim {axis} of size {size}")
-            norm.append(("i", int(item) % size))
-        else:
-            raise TypeError(f"unsupported index {item!r}")
-        axis += 1
-    return _mv.getitem(input, index=tuple(norm))
-
-
-def _advanced_index(input: Tensor, items: tuple[Any, ...]) -> Tensor:
-    arrays = [i for i in items if _is_array_index(i)]
-    if len(arrays) == 1:
-        pos = next(k for k, i in enumerate(items) if _is_array_index(i))
-        rest = items[:pos] + items[pos + 1 :]
-        if builtins.all(isinstance(i, slice) and i == slice(None) for i in rest):
-            return _mv.take(input, _index_tensor(arrays[0], input), axis=pos)
-    if len(arrays) == len(items):
-        # x[i, j, ...]: flatten the indexed leading dims and gather with one linear index.
-        k = len(items)
-        idx = [_index_tensor(i, input) for i in items]
-        linear = idx[0]
-        for d in range(1, k):
-            linear = linear * input.shape[d] + idx[d]
-        flat = reshape(input, (math.prod(input.shape[:k]),) + input.shape[k:])
-        return _mv.take(flat, linear, axis=0)
-    raise NotImplementedError(
-        "indexing mixes integer arrays with slices in a way dlrun does not support yet; "
-        "use index_select/gather"
-    )
+    return input[idx]
 
 
 # ----- neural-network ops -----------------------------------------------------------------------
@@ -781,135 +614,3 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Any, weight: Tensor 
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)
-
-
-# ----- Tensor methods with PyTorch's names -------------------------------------------------------
-# The engine's Tensor defines only the methods that are single primitives; the ones that compose
-# ops are defined here, once, and attached to the class when this module is imported (`import
-# dlrun` imports it). Their bodies call this module's functions (class bodies are not an enclosing
-# scope, so `sum` below is dlrun.functional.sum).
-
-
-_index = index  # Tensor.__getitem__'s parameter is named `index` too
-
-
-class _TensorMethods:
-    """A namespace: every function below becomes a method of Tensor."""
-
-    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return sum(self, dim, keepdim)
-
-    def clone(self) -> Tensor:
-        return clone(self)
-
-    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return mean(self, dim, keepdim)
-
-    def var(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
-        return var(self, dim, unbiased=unbiased, keepdim=keepdim)
-
-    def std(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
-        return std(self, dim, unbiased=unbiased, keepdim=keepdim)
-
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return max(self, dim, keepdim)
-
-    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return min(self, dim, keepdim)
-
-    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return amax(self, dim, keepdim)
-
-    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return amin(self, dim, keepdim)
-
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return argmax(self, dim, keepdim)
-
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return argmin(self, dim, keepdim)
-
-    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
-        return logsumexp(self, dim, keepdim)
-
-    def softmax(self, dim: int) -> Tensor:
-        return softmax(self, dim)
-
-    def log_softmax(self, dim: int) -> Tensor:
-        return log_softmax(self, dim)
-
-    def pow(self, exponent: Any) -> Tensor:
-        return pow(self, exponent)
-
-    def __pow__(self, other: Any) -> Tensor:
-        return pow(self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return pow(_lift(other, self), self)
-
-    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
-        return clamp(self, min, max)
-
-    def matmul(self, other: Any) -> Tensor:
-        return matmul(self, other)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return matmul(_lift(other, self), self)
-
-    def __getitem__(self, index: Any) -> Tensor:
-        return _index(self, index)
-
-    def reshape(self, *shape: Any) -> Tensor:
-        return reshape(self, *shape)
-
-    def view(self, *shape: Any) -> Tensor:
-        return reshape(self, *shape)
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        return flatten(self, start_dim, end_dim)
-
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
-        return transpose(self, dim0, dim1)
-
-    def t(self) -> Tensor:
-        return transpose(self, 0, 1) if self.ndim == 2 else self
-
-    def permute(self, *dims: Any) -> Tensor:
-        return permute(self, *dims)
-
-    def expand(self, *shape: Any) -> Tensor:
-        return expand(self, *shape)
-
-    def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
-        return broadcast_to(self, shape)
-
-    def squeeze(self, dim: int | None = None) -> Tensor:
-        return squeeze(self, dim)
-
-    def unsqueeze(self, dim: int) -> Tensor:
-        return unsqueeze(self, dim)
-
-    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
-        return split(self, split_size_or_sections, dim)
-
-    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
-        return chunk(self, chunks, dim)
-
-    def gather(self, dim: int, index: Tensor) -> Tensor:
-        return gather(self, dim, index)
-
-    def masked_fill(self, mask: Tensor, value: float) -> Tensor:
-        return where(mask, _lift(value, self), self)
-
-
-def _attach_tensor_methods() -> None:
-    for name, method in list(vars(_TensorMethods).items()):
-        if isinstance(method, FunctionType):
-            method.__qualname__ = f"Tensor.{name}"
-            setattr(Tensor, name, method)
-
-
-_attach_tensor_methods()

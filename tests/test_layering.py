@@ -3,7 +3,7 @@
 - the engine (dlrun/engine/**) imports nothing from the layers above it, anywhere in a file;
 - config.py (plain data) imports nothing from the runner;
 - module-level imports between dlrun modules form no cycle;
-- the composite Tensor methods, defined above the engine, are on Tensor after `import dlrun`.
+- the composite Tensor methods are ordinary methods of the class in engine/tensor.py.
 """
 
 from __future__ import annotations
@@ -132,11 +132,11 @@ def test_config_does_not_import_the_runner() -> None:
 
 
 def test_the_layering_checks_see_relative_and_function_level_imports() -> None:
-    tree = ast.parse("from ..functional import x\ndef f():\n    from . import dispatch\n")
+    tree = ast.parse("from ..functional import x\ndef f():\n    from . import mode\n")
     module = "dlrun.engine.tensor"
     path = _modules()[module]
     found = [(_targets(module, path, n), fn) for n, fn in _walk(tree, False)]
-    assert found == [(["dlrun.functional"], False), (["dlrun.engine.dispatch"], True)]
+    assert found == [(["dlrun.functional"], False), (["dlrun.engine.mode"], True)]
 
 
 # ----- no cycles through module-level imports --------------------------------------------------
@@ -193,7 +193,7 @@ def test_module_level_imports_have_no_cycle() -> None:
         pytest.fail("module-level import cycle:\n" + "\n".join(steps))
 
 
-# ----- composite Tensor methods, attached from above the engine --------------------------------
+# ----- composite Tensor methods, defined on the class ------------------------------------------
 
 COMPOSITE_METHODS = (
     "sum", "mean", "var", "std", "max", "min", "amax", "amin", "argmax", "argmin", "logsumexp",
@@ -203,13 +203,27 @@ COMPOSITE_METHODS = (
 )  # fmt: skip
 
 
-def test_import_dlrun_gives_tensors_every_composite_method() -> None:
+def test_tensor_defines_every_composite_method_in_its_class_body() -> None:
     import dlrun
     from dlrun.engine.tensor import Tensor
 
     assert dlrun.Tensor is Tensor
-    missing = [name for name in COMPOSITE_METHODS if not hasattr(Tensor, name)]
+    missing = [name for name in COMPOSITE_METHODS if name not in vars(Tensor)]
     assert not missing, f"Tensor lacks {missing}"
+    elsewhere = [name for name in COMPOSITE_METHODS if name != "T"
+                 and getattr(Tensor, name).__module__ != "dlrun.engine.tensor"]
+    assert not elsewhere, f"defined outside engine/tensor.py: {elsewhere}"
+
+
+def test_nothing_sets_attributes_on_tensor_at_import_time() -> None:
+    offenders = [
+        f"{_where(m, node.lineno)}"
+        for m, path in _modules().items()
+        for node in ast.walk(_tree(path))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setattr"
+        and node.args and getattr(node.args[0], "id", "") == "Tensor"
+    ]
+    assert not offenders, "monkey-patching Tensor:\n" + "\n".join(offenders)
 
 
 def test_composite_methods_compute_what_numpy_does() -> None:

@@ -108,7 +108,7 @@ def _graph_of(root: Tensor) -> list[Tensor]:
 
 def backward(root: Tensor, grad: Tensor | None = None, retain_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) into every leaf's `.grad` (leaves: requires_grad, no context)."""
-    from dlrun.engine import creation  # lazy: creation -> dispatch -> eager -> autograd
+    from dlrun.engine import creation  # lazy: creation -> tensor -> autograd
 
     if not root.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.backend import get_xp, normalize_device
-from dlrun.engine import dispatch
+from dlrun.engine import mode
 from dlrun.engine.dtypes import is_floating
 from dlrun.engine.prims import random
 from dlrun.engine.tensor import Tensor
@@ -74,7 +74,7 @@ def tensor(
 ) -> Tensor:
     """A tensor holding a copy of data; Python floats default to float32 (like PyTorch)."""
     value, device, _ = as_array(data, dtype=dtype, device=device)
-    t = dispatch.MODE.get().constant(value, device)
+    t = mode.current().constant(value, device)
     if requires_grad:
         if not is_floating(t.dtype):
             raise RuntimeError("only floating point tensors can require gradients")
@@ -102,7 +102,7 @@ _SCALARS: dict[tuple[Any, ...], Any] = {}
 
 def constant(value: Any, device: str) -> Tensor:
     """A tensor for an array value in the current mode (a const node while tracing)."""
-    return dispatch.MODE.get().constant(value, device)
+    return mode.current().constant(value, device)
 
 
 def scalar_like(x: Any, like: Tensor) -> Tensor:
@@ -119,6 +119,13 @@ def scalar_like(x: Any, like: Tensor) -> Tensor:
         return constant(value, like.device)
     value, device, _ = as_array(x, device=like.device)
     return constant(value, device)
+
+
+def index_tensor(index: Any, like: Tensor) -> Tensor:
+    """An index (a tensor, array or list of ints) as an int64 tensor on `like`'s device."""
+    if isinstance(index, Tensor):
+        return index
+    return tensor(np.asarray(index, dtype=np.int64), device=like.device)
 
 
 def full(

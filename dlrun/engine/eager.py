@@ -1,7 +1,7 @@
 """The eager executor: define-by-run. Each primitive runs now on backend arrays, and results that
 need gradients link to their inputs (`_ctx`) for `autograd.backward`.
 
-EagerMode implements every hook of `dispatch.Mode`; those with nothing to record are no-ops.
+EagerMode implements every hook of `mode.Mode`; those with nothing to record are no-ops.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlrun.backend import get_xp
-from dlrun.engine import autograd
+from dlrun.engine import autograd, mode
 from dlrun.engine.prims.registry import Primitive
 from dlrun.engine.tensor import Tensor
 
@@ -85,3 +85,4 @@ def _symbolic_in_eager(prim: Primitive, t: Tensor) -> RuntimeError:
 
 
 EAGER = EagerMode()
+mode.install_eager(EAGER)

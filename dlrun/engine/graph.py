@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from dlrun.engine.passes.memory import MemoryPlan
 
 SOURCES = frozenset({"input", "state", "state_grad", "const"})
 SINKS = frozenset({"output", "state_write", "grad_write"})
@@ -95,19 +92,15 @@ def _fmt(v: Any) -> str:
 
 @dataclass
 class Graph:
-    """The nodes, in execution order, and what the passes hand on to lowering."""
+    """The nodes, in execution order, and how many inputs and outputs the function has."""
 
     nodes: list[Node]
     n_inputs: int = 0
     n_outputs: int = 0
-    xp: Any = np  # the array module the graph runs on (constant folding evaluates with it)
-    memory: MemoryPlan | None = None  # set by passes/memory.py, read by static/lower.py
-    detail: dict[str, Any] = field(default_factory=dict)  # what the last pass did (reports)
 
     def replace(self, nodes: Iterable[Node]) -> Graph:
-        """The same graph with other nodes (no memory plan, no pass detail: they were made for
-        the old nodes)."""
-        return dataclasses.replace(self, nodes=list(nodes), memory=None, detail={})
+        """The same graph with other nodes."""
+        return dataclasses.replace(self, nodes=list(nodes))
 
     def by_id(self) -> dict[int, Node]:
         return {n.id: n for n in self.nodes}

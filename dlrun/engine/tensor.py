@@ -7,16 +7,27 @@ methods go through the primitives, so both kinds behave alike.
 
 from __future__ import annotations
 
+import math
+from collections import namedtuple
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from dlrun.backend import get_xp, normalize_device, to_device
-from dlrun.engine import autograd
+from dlrun.engine import autograd, mode
+from dlrun.engine.axes import normalize_axes as _axes
+from dlrun.engine.axes import normalize_dim as _dim
+from dlrun.engine.axes import shape_arg as _shape_arg
 from dlrun.engine.prims import elementwise as _ew
+from dlrun.engine.prims import linalg as _la
+from dlrun.engine.prims import movement as _mv
+from dlrun.engine.prims import reduce as _rd
 from dlrun.engine.source import user_location
 from dlrun.errors import TraceError
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
 
 class Tensor:
@@ -181,20 +192,18 @@ class Tensor:
         return f"tensor({body}{dt}{extra})"
 
     # ----- autograd ----------------------------------------------------------------------------
-    _MODE: Any = None  # dispatch.MODE, the current mode's contextvar; dispatch.py sets it
-
     @property
     def grad(self) -> Tensor | None:
         """The accumulated gradient (a Tensor) or None; a trace sees reads of concrete ones."""
         g = self._grad
         if self._value is None or (g is not None and g._value is None):
             return g  # symbolic: set inside the trace, nothing to record
-        return self._MODE.get().read_grad(self)
+        return mode.current().read_grad(self)
 
     @grad.setter
     def grad(self, value: Tensor | None) -> None:
         if self._value is not None:
-            self._MODE.get().note_grad(self)  # tracing: the compiled plan replays this change
+            mode.current().note_grad(self)  # tracing: the compiled plan replays this change
         self._grad = value
 
     def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
@@ -205,7 +214,7 @@ class Tensor:
         """The same values, cut from the autograd graph. Inside a trace, a captured tensor's
         detached copy is its value at that point of the step (not the array seen when tracing,
         which later calls replace)."""
-        src = self._MODE.get().value_of(self) if self._value is not None else self
+        src = mode.current().value_of(self) if self._value is not None else self
         t = Tensor.__new__(Tensor)
         t._init(src._value, src._sym, self._xp, self.shape, self.dtype, self.device, False)
         return t
@@ -233,7 +242,7 @@ class Tensor:
             src = src.expand(*self.shape)
         if src.dtype != self.dtype:
             src = src.to_dtype(self.dtype)
-        self._MODE.get().assign(self, src)  # eager: rebind the array; a trace: a state write
+        mode.current().assign(self, src)  # eager: rebind the array; a trace: a state write
         return self
 
     @property
@@ -329,8 +338,17 @@ class Tensor:
     def __rtruediv__(self, other: Any) -> Tensor:
         return _ew.div(_lift(other, self), self)
 
-    # __pow__, __rpow__, __matmul__, __rmatmul__ and __getitem__ compose ops: dlrun.functional
-    # attaches them (see "methods with PyTorch's names" below).
+    def __pow__(self, other: Any) -> Tensor:
+        return self.pow(other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return _lift(other, self).pow(self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return self.matmul(other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _lift(other, self).matmul(self)
 
     def __neg__(self) -> Tensor:
         return _ew.neg(self)
@@ -369,10 +387,8 @@ class Tensor:
         return _ew.logical_or(self, _lift(other, self))
 
     # ----- methods with PyTorch's names --------------------------------------------------------
-    # Single primitives only. The methods that compose ops (sum, mean, var, max, softmax, reshape,
-    # view, permute, expand, split, gather, masked_fill, pow, matmul, `**`, `@`, indexing, ...) are
-    # defined once in dlrun.functional, above the engine, which attaches them to this class when it
-    # is imported (`import dlrun` does).
+    # Each op that is a method is defined here, once, on the primitives; dlrun.functional's
+    # function of the same name calls the method.
     def exp(self) -> Tensor:
         return _ew.exp(self)
 
@@ -394,6 +410,205 @@ class Tensor:
     def relu(self) -> Tensor:
         return _ew.relu(self)
 
+    def clone(self) -> Tensor:
+        """A copy in memory of its own, differentiable (torch.clone)."""
+        return _ew.copy(self)
+
+    def pow(self, exponent: Any) -> Tensor:
+        if isinstance(exponent, int | float) and not isinstance(exponent, bool):
+            if exponent == 1:
+                return self
+            if exponent == 2:
+                return self * self
+        return _ew.pow(self, _lift(exponent, self))
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        out = self
+        if min is not None:
+            out = _ew.maximum(out, _lift(min, out))
+        if max is not None:
+            out = _ew.minimum(out, _lift(max, out))
+        return out
+
+    def masked_fill(self, mask: Tensor, value: float) -> Tensor:
+        fill = _lift(value, self)
+        return _ew.where(_lift(mask, fill), fill, self)
+
+    # ----- reductions ----------------------------------------------------------------------------
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _rd.sum(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        axes = _axes(dim, self.ndim)
+        count = self.numel() if axes is None else math.prod(self.shape[a] for a in axes)
+        return _rd.sum(self, axis=axes, keepdims=keepdim) * (1.0 / max(count, 1))
+
+    def var(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False,
+            correction: int | None = None) -> Tensor:
+        axes = _axes(dim, self.ndim)
+        count = self.numel() if axes is None else math.prod(self.shape[a] for a in axes)
+        ddof = (1 if unbiased else 0) if correction is None else correction
+        centered = self - self.mean(dim, keepdim=True)
+        return (centered * centered).sum(dim, keepdim) * (1.0 / max(count - ddof, 1))
+
+    def std(self, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> Tensor:
+        return _ew.sqrt(self.var(dim, unbiased=unbiased, keepdim=keepdim))
+
+    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _rd.amax(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
+
+    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _ew.neg(_ew.neg(self).amax(dim, keepdim))
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        axis = None if dim is None else _dim(dim, self.ndim)
+        return _rd.argmax(self, axis=axis, keepdims=keepdim and axis is not None)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        axis = None if dim is None else _dim(dim, self.ndim)
+        return _rd.argmin(self, axis=axis, keepdims=keepdim and axis is not None)
+
+    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
+        """max() -> the largest value; max(dim) -> (values, indices); max(other) -> maximum."""
+        if isinstance(dim, Tensor):
+            return _ew.maximum(self, dim)
+        if dim is None:
+            return self.amax()
+        return MaxResult(self.amax(dim, keepdim), self.argmax(dim, keepdim))
+
+    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+        """min() -> the smallest value; min(dim) -> (values, indices); min(other) -> minimum."""
+        if isinstance(dim, Tensor):
+            return _ew.minimum(self, dim)
+        if dim is None:
+            return self.amin()
+        return MaxResult(self.amin(dim, keepdim), self.argmin(dim, keepdim))
+
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        return _rd.logsumexp(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
+
+    def softmax(self, dim: int) -> Tensor:
+        return _rd.softmax(self, axis=_dim(dim, self.ndim))
+
+    def log_softmax(self, dim: int) -> Tensor:
+        return _rd.log_softmax(self, axis=_dim(dim, self.ndim))
+
+    # ----- linear algebra ------------------------------------------------------------------------
+    def matmul(self, other: Any) -> Tensor:
+        """Matrix product with NumPy/PyTorch rules for 1-D operands and batch broadcasting."""
+        a, b = self, _lift(other, self)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul: both arguments need at least 1 dimension")
+        squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+        if squeeze_a:
+            a = a.reshape(1, a.shape[0])
+        if squeeze_b:
+            b = b.reshape(b.shape[0], 1)
+        out = _la.matmul(a, b)
+        if squeeze_a and squeeze_b:
+            return out.reshape(())
+        if squeeze_a:
+            return out.reshape(*out.shape[:-2], out.shape[-1])
+        if squeeze_b:
+            return out.reshape(*out.shape[:-1])
+        return out
+
+    # ----- shapes --------------------------------------------------------------------------------
+    def reshape(self, *shape: Any) -> Tensor:
+        shape = _shape_arg(shape)
+        if -1 in shape:
+            known = math.prod(s for s in shape if s != -1)
+            if shape.count(-1) > 1 or known == 0 or self.numel() % known:
+                raise ValueError(f"cannot reshape a tensor of shape {self.shape} into {shape}")
+            shape = tuple(self.numel() // known if s == -1 else s for s in shape)
+        if shape == self.shape:
+            return self
+        return _mv.reshape(self, shape=shape)
+
+    def view(self, *shape: Any) -> Tensor:
+        return self.reshape(*shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = _dim(start_dim, self.ndim), _dim(end_dim, self.ndim)
+        shape = self.shape[:s] + (math.prod(self.shape[s : e + 1]),) + self.shape[e + 1 :]
+        return self.reshape(shape)
+
+    def permute(self, *dims: Any) -> Tensor:
+        axes = tuple(_dim(d, self.ndim) for d in _shape_arg(dims))
+        if axes == tuple(range(self.ndim)):
+            return self
+        return _mv.permute(self, axes=axes)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        axes = list(range(self.ndim))
+        d0, d1 = _dim(dim0, self.ndim), _dim(dim1, self.ndim)
+        axes[d0], axes[d1] = axes[d1], axes[d0]
+        return self.permute(*axes)
+
+    def t(self) -> Tensor:
+        return self.transpose(0, 1) if self.ndim == 2 else self
+
+    def broadcast_to(self, shape: Sequence[int]) -> Tensor:
+        shape = tuple(int(s) for s in shape)
+        return self if shape == self.shape else _mv.broadcast_to(self, shape=shape)
+
+    def expand(self, *sizes: Any) -> Tensor:
+        sizes = _shape_arg(sizes)
+        lead = len(sizes) - self.ndim
+        shape = tuple(self.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+        return self.broadcast_to(shape)
+
+    def squeeze(self, dim: Any = None) -> Tensor:
+        if dim is None:
+            return self.reshape(tuple(s for s in self.shape if s != 1))
+        axes = _axes(dim, self.ndim)
+        return self.reshape(tuple(s for i, s in enumerate(self.shape) if i not in axes or s != 1))
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        d = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        d = _dim(dim, self.ndim)
+        n = self.shape[d]
+        if isinstance(split_size_or_sections, int):
+            step = split_size_or_sections
+            sizes = [min(step, n - i) for i in range(0, n, step)]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise ValueError(f"split: sections {sizes} do not add up to dim size {n}")
+        out, start = [], 0
+        for size in sizes:
+            out.append(self.narrow(d, start, size))
+            start += size
+        return tuple(out)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        n = self.shape[_dim(dim, self.ndim)]
+        return self.split(-(-n // chunks), dim)
+
+    def narrow(self, dim: int, start: int, length: int) -> Tensor:
+        d = _dim(dim, self.ndim)
+        whole = tuple(("s", None, None, None) for _ in range(d))
+        return _mv.getitem(self, index=whole + (("s", start, start + length, 1),))
+
+    # ----- indexing ------------------------------------------------------------------------------
+    def gather(self, dim: int, index: Any) -> Tensor:
+        return _mv.gather(self, _index_tensor(index, self), axis=_dim(dim, self.ndim))
+
+    def index_select(self, dim: int, index: Any) -> Tensor:
+        return _mv.take(self, _index_tensor(index, self), axis=_dim(dim, self.ndim))
+
+    def __getitem__(self, index: Any) -> Tensor:
+        """x[index]: basic slicing (ints, slices, None, ...) and integer-array indexing."""
+        items = index if isinstance(index, tuple) else (index,)
+        if any(_is_array_index(i) for i in items):
+            return _advanced_index(self, items)
+        return _mv.getitem(self, index=_basic_index(items, self.shape))
+
 
 def _lift(x: Any, like: Tensor) -> Tensor:
     """A Python scalar or array as a constant tensor on `like`'s device (scalars take its dtype)."""
@@ -402,3 +617,66 @@ def _lift(x: Any, like: Tensor) -> Tensor:
     from dlrun.engine.creation import scalar_like  # lazy: creation imports Tensor from here
 
     return scalar_like(x, like)
+
+
+def _index_tensor(index: Any, like: Tensor) -> Tensor:
+    from dlrun.engine.creation import index_tensor  # lazy: creation imports Tensor from here
+
+    return index_tensor(index, like)
+
+
+def _is_array_index(item: Any) -> bool:
+    return isinstance(item, Tensor | np.ndarray | list)
+
+
+def _basic_index(items: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[tuple, ...]:
+    """ints, slices, None and ... as getitem's index: ("n",), ("s", start, stop, step), ("i", k)."""
+    ndim = len(shape)
+    n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if n_real > ndim:
+        raise IndexError(f"too many indices for a tensor of {ndim} dims")
+    expanded: list[Any] = []
+    for item in items:
+        if item is Ellipsis:
+            expanded.extend([slice(None)] * (ndim - n_real))
+        else:
+            expanded.append(item)
+    norm, axis = [], 0
+    for item in expanded:
+        if item is None:
+            norm.append(("n",))
+            continue
+        if isinstance(item, slice):
+            norm.append(("s", item.start, item.stop, item.step))
+        elif isinstance(item, int | np.integer):
+            size = shape[axis]
+            if not -size <= item < size:
+                raise IndexError(f"index {item} is out of bounds for dim {axis} of size {size}")
+            norm.append(("i", int(item) % size))
+        else:
+            raise TypeError(f"unsupported index {item!r}")
+        axis += 1
+    return tuple(norm)
+
+
+def _advanced_index(t: Tensor, items: tuple[Any, ...]) -> Tensor:
+    """Integer-array indexing: one array among full slices (take), or arrays on leading dims."""
+    arrays = [i for i in items if _is_array_index(i)]
+    if len(arrays) == 1:
+        pos = next(k for k, i in enumerate(items) if _is_array_index(i))
+        rest = items[:pos] + items[pos + 1 :]
+        if all(isinstance(i, slice) and i == slice(None) for i in rest):
+            return _mv.take(t, _index_tensor(arrays[0], t), axis=pos)
+    if len(arrays) == len(items):
+        # x[i, j, ...]: flatten the indexed leading dims and gather with one linear index.
+        k = len(items)
+        idx = [_index_tensor(i, t) for i in items]
+        linear = idx[0]
+        for d in range(1, k):
+            linear = linear * t.shape[d] + idx[d]
+        flat = t.reshape((math.prod(t.shape[:k]),) + t.shape[k:])
+        return _mv.take(flat, linear, axis=0)
+    raise NotImplementedError(
+        "indexing mixes integer arrays with slices in a way dlrun does not support yet; "
+        "use index_select/gather"
+    )

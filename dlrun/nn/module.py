@@ -28,7 +28,7 @@ import numpy as np
 
 from dlrun.engine.autograd import no_grad
 from dlrun.engine.creation import as_array, zeros_like
-from dlrun.engine.dispatch import note_module
+from dlrun.engine.mode import note_module
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import CheckpointError
 

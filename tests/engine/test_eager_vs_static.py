@@ -7,7 +7,7 @@ import pytest
 
 import dlrun
 from tests.engine.opcheck import OpSpec, diff_indices, eager_value_and_grads, make_inputs
-from tests.engine.test_grads import SPECS
+from tests.engine.prims.test_grads import SPECS
 
 
 def static_value_and_grads(spec: OpSpec, arrays: list[np.ndarray], cot: np.ndarray,

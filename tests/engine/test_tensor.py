@@ -105,7 +105,7 @@ def test_auto_device_falls_back_to_cpu() -> None:
 
 def test_shape_rules_agree_with_forward() -> None:
     from tests.engine.opcheck import make_inputs
-    from tests.engine.test_grads import SPECS
+    from tests.engine.prims.test_grads import SPECS
 
     for spec in SPECS:
         # every node the forward created must agree with its primitive's shape rule

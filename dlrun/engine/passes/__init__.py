@@ -1,7 +1,10 @@
-"""Graph optimization passes: each a small `Graph -> Graph` function that keeps results equal.
+"""Graph optimization passes: each a small function that rewrites a graph, keeping results equal.
 
-PIPELINE runs in order; `run` applies the enabled ones, verifies the graph after each and
-collects per-pass statistics (nodes before/after, time, and the memory plan's figures).
+A pass is `Pass`: it takes a graph and returns the new graph and a dict saying what it did (empty
+when there is nothing to say); it never writes onto the graph. PIPELINE runs in order; `run`
+applies the enabled ones, verifies the graph after each and collects per-pass statistics (nodes
+before/after, time, the pass's dict). Memory planning is not a pass: the static executor plans
+the final graph (engine/static/memory.py) and adds its figures to the report.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ from dlrun.engine.passes.dce import dce
 from dlrun.engine.passes.fold import fold
 from dlrun.engine.passes.fuse import fuse
 from dlrun.engine.passes.matmul_sum import matmul_sum
-from dlrun.engine.passes.memory import plan_memory
 from dlrun.engine.passes.simplify import simplify
 
-Pass = Callable[[Graph], Graph]
+Pass = Callable[[Graph], tuple[Graph, dict[str, Any]]]
 
 PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("dce", dce),
@@ -31,7 +33,6 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("cse2", cse),  # merges the concatenations matmul_sum made of the same values
     ("dce2", dce),
     ("fuse", fuse),
-    ("memory", plan_memory),
 )
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
 
@@ -52,7 +53,7 @@ class PassReport:
     stats: list[PassStat] = field(default_factory=list)
     traced_nodes: int = 0
     final_nodes: int = 0
-    memory: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)  # the memory plan's figures, if planned
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +68,9 @@ def _base(name: str) -> str:
     return name.rstrip("0123456789")
 
 
-def _enabled(name: str, which: bool | tuple[str, ...]) -> bool:
+def enabled(name: str, which: bool | tuple[str, ...]) -> bool:
+    """Whether the step `name` runs under `which`: True (all), False (none) or a tuple of names
+    (`cse` enables `cse2` too). The static executor asks it about "memory" as well."""
     if which is True:
         return True
     if which is False:
@@ -79,15 +82,14 @@ def run(graph: Graph, which: bool | tuple[str, ...] = True) -> tuple[Graph, Pass
     """Apply the enabled passes of PIPELINE in order."""
     report = PassReport(traced_nodes=len(graph.nodes))
     for name, fn in PIPELINE:
-        if not _enabled(name, which):
+        if not enabled(name, which):
             continue
         before = graph.counts()
         start = time.perf_counter()
-        graph = fn(graph).verify()
+        graph, detail = fn(graph)
+        graph.verify()
         after = graph.counts()
         report.stats.append(PassStat(name, before["nodes"], after["nodes"], before["compute"],
-                                     after["compute"], time.perf_counter() - start,
-                                     dict(graph.detail)))
+                                     after["compute"], time.perf_counter() - start, dict(detail)))
     report.final_nodes = len(graph.nodes)
-    report.memory = dict(graph.memory.stats) if graph.memory is not None else {}
     return graph, report

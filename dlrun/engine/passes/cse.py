@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dlrun.engine.graph import SINKS, Graph, renumber_inputs
 from dlrun.engine.prims.registry import REGISTRY
 
@@ -17,7 +19,8 @@ def _mergeable(op: str) -> bool:
     return prim is not None and prim.pure
 
 
-def cse(graph: Graph) -> Graph:
+def cse(graph: Graph) -> tuple[Graph, dict[str, Any]]:
+    """Merge each pure node into the first equal one (large constants are never compared)."""
     seen: dict[tuple, int] = {}
     mapping: dict[int, int] = {}
     kept = []
@@ -30,6 +33,4 @@ def cse(graph: Graph) -> Graph:
                 continue
             seen[key] = n.id
         kept.append(n)
-    out = graph.replace(kept)
-    out.detail = {"merged": len(mapping)}
-    return out
+    return graph.replace(kept), {"merged": len(mapping)}

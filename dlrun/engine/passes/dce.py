@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dlrun.engine.graph import SINKS, Graph
 from dlrun.engine.prims.registry import REGISTRY
 
@@ -11,7 +13,7 @@ def _impure(op: str) -> bool:
     return prim is not None and not prim.pure
 
 
-def dce(graph: Graph) -> Graph:
+def dce(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     """Keep sinks, impure nodes (random draws keep their order) and what they use."""
     live: set[int] = set()
     for n in reversed(graph.nodes):
@@ -19,6 +21,4 @@ def dce(graph: Graph) -> Graph:
             live.add(n.id)
             live.update(n.inputs)
     kept = [n for n in graph.nodes if n.id in live or n.op == "input"]
-    out = graph.replace(kept)
-    out.detail = {"removed": len(graph.nodes) - len(kept)}
-    return out
+    return graph.replace(kept), {"removed": len(graph.nodes) - len(kept)}

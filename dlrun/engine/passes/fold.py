@@ -7,7 +7,9 @@ view is as fast to use and costs no memory.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+from dlrun.backend import array_module
 from dlrun.engine.graph import Graph
 from dlrun.engine.prims.registry import REGISTRY
 
@@ -21,8 +23,9 @@ def _size(shape: tuple[int, ...]) -> int:
     return count
 
 
-def fold(graph: Graph) -> Graph:
-    xp = graph.xp
+def fold(graph: Graph) -> tuple[Graph, dict[str, Any]]:
+    """Replace pure nodes of constant inputs by their value, computed with the constants' own
+    array module (NumPy or CuPy)."""
     consts = {n.id: n.attrs["value"] for n in graph.nodes if n.op == "const"}
     out, folded = [], 0
     for n in graph.nodes:
@@ -30,12 +33,11 @@ def fold(graph: Graph) -> Graph:
         if (prim is not None and prim.pure and n.inputs
                 and all(i in consts for i in n.inputs)
                 and _size(n.shape) <= max(SMALL, max(consts[i].size for i in n.inputs))):
+            xp = array_module(consts[n.inputs[0]])
             value = xp.asarray(prim.forward(xp, *[consts[i] for i in n.inputs], **n.attrs))
             value = value.astype(n.dtype, order="C", copy=True)
             consts[n.id] = value
             n = replace(n, op="const", inputs=(), attrs={"value": value})
             folded += 1
         out.append(n)
-    g = graph.replace(out)
-    g.detail = {"folded": folded}
-    return g
+    return graph.replace(out), {"folded": folded}

@@ -9,6 +9,7 @@ buffer on the CPU, one generated kernel on CUDA — is the `fused` primitive's b
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from dlrun.engine.graph import Graph, Node
 from dlrun.engine.prims.registry import REGISTRY
@@ -20,7 +21,7 @@ def fusable(op: str) -> bool:
     return prim is not None and prim.fusable
 
 
-def fuse(graph: Graph) -> Graph:
+def fuse(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     """Replace each chain of two or more fusable nodes by one `fused` node."""
     users = graph.users()
     by_id = graph.by_id()
@@ -50,10 +51,8 @@ def fuse(graph: Graph) -> Graph:
             continue
         out.append(_fused_node(chain))
         fused_count += 1
-    g = graph.replace(out)
-    g.detail = {"fused_nodes": fused_count,
-                             "ops_fused": sum(len(c) for c in chain_of.values() if len(c) > 1)}
-    return g
+    ops_fused = sum(len(c) for c in chain_of.values() if len(c) > 1)
+    return graph.replace(out), {"fused_nodes": fused_count, "ops_fused": ops_fused}
 
 
 def _fused_node(chain: list[Node]) -> Node:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from dlrun.engine.graph import Graph, Node
 
@@ -239,12 +240,10 @@ def _splice(graph: Graph, replacements: dict[int, list[Node]], moved: set[int]) 
             nodes.extend(replacements[n.id])
         elif n.id not in moved:
             nodes.append(n)
-    out = graph.replace(nodes)
-    out.detail = {"rewritten": len(replacements)}
-    return out
+    return graph.replace(nodes)
 
 
-def matmul_sum(graph: Graph) -> Graph:
+def matmul_sum(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     """Rewrite each add tree with MIN_TERMS or more stackable terms to sum their stacks."""
     scan = _Scan(graph.by_id(), graph.users(), {n.id: k for k, n in enumerate(graph.nodes)},
                  graph.next_id())
@@ -253,4 +252,4 @@ def matmul_sum(graph: Graph) -> Graph:
         new = _rewrite_tree(root, scan)
         if new is not None:
             replacements[root.id] = new
-    return _splice(graph, replacements, scan.moved)
+    return _splice(graph, replacements, scan.moved), {"rewritten": len(replacements)}

@@ -230,7 +230,7 @@ def _count_users(graph: Graph) -> dict[int, int]:
     return users
 
 
-def simplify(graph: Graph) -> Graph:
+def simplify(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     """Apply the first matching rule to each node, in order; record the rewrite count."""
     cx = RuleContext({}, _count_users(graph), graph.next_id())
     mapping: dict[int, int] = {}
@@ -245,6 +245,4 @@ def simplify(graph: Graph) -> Graph:
         n = n if result is None else result
         cx.by_id[n.id] = n
         cx.out.append(n)
-    g = graph.replace(cx.out)
-    g.detail = {"rewrites": rewrites}
-    return g
+    return graph.replace(cx.out), {"rewrites": rewrites}

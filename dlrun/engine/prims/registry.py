@@ -6,7 +6,7 @@ A primitive's `forward(xp, *arrays, **attrs)` runs on backend arrays; its
 dlrun ops, so eager backward runs it and the static tracer records it. The facts the passes,
 the memory plan, the lowering and the exporters ask about — is it a view, how is its result laid
 out, may it write over an input, its CUDA expression, its ONNX lowering — live here too, so
-adding an op touches one file. Calling a primitive applies it through `dispatch.apply`.
+adding an op touches one file. Calling a primitive applies it through `mode.apply`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.mode import apply
 from dlrun.engine.prims.strides import LayoutRule, like_elementwise
 
 
@@ -145,8 +146,6 @@ class Primitive:
         return fn
 
     def __call__(self, *args: Any, **attrs: Any) -> Any:
-        from dlrun.engine.dispatch import apply
-
         return apply(self, args, attrs)
 
     def __repr__(self) -> str:

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from dlrun.backend import get_xp
-from dlrun.engine import autograd, dispatch, passes
+from dlrun.engine import autograd, mode, passes
 from dlrun.engine.graph import Graph
 from dlrun.engine.static import cpu_kernels
 from dlrun.engine.static.grads import GradTracker
 from dlrun.engine.static.lower import Plan, lower
+from dlrun.engine.static.memory import MemoryPlan, plan_memory
 from dlrun.engine.static.trace import TraceResult, _Leaf, trace, unflatten
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import TraceError
@@ -52,6 +53,7 @@ class _Entry:
     result: TraceResult
     plan: Plan
     graph: Graph
+    memory: MemoryPlan | None  # where the plan keeps the graph's values (None: not planned)
     device: str = "cpu"
     xp: Any = np
     inplace: list[Tensor] = field(default_factory=list)  # state tensors written in place
@@ -172,7 +174,7 @@ class CompiledFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the plan cached for this signature, tracing fn first on a miss."""
-        if dispatch.MODE.get().tracing:
+        if mode.current().tracing:
             return self.fn(*args, **kwargs)  # called while tracing another function: inline
         sig = self._signature(args, kwargs)
         entry = self._cache.get(sig)
@@ -211,10 +213,11 @@ class CompiledFunction:
                 self._grad_guards.append(t)
         sig = self._signature(args, kwargs)  # the modules and grads guarded may have grown
         graph, report = passes.run(result.graph, self.passes_enabled)
-        plan = lower(graph, xp)
+        memory = _plan_memory(graph, report, self.passes_enabled)
+        plan = lower(graph, memory, xp)
         out_ref = ref if ref is not None else _first_tensor((), result.state)
         out_device, out_xp = (out_ref.device, out_ref._xp) if out_ref is not None else ("cpu", np)
-        entry = self._cache[sig] = _Entry(result, plan, graph, out_device, out_xp)
+        entry = self._cache[sig] = _Entry(result, plan, graph, memory, out_device, out_xp)
         reason = _reason(self._last_sig, sig, self._grad_guards)
         kernels = cpu_kernels.STATS.since(kernels_before) if xp is np else {}
         record = TraceRecord(sig, reason, time.perf_counter() - start, report, kernels)
@@ -293,6 +296,22 @@ def _first_tensor(args: tuple[Any, ...], state: list[Tensor]) -> Tensor | None:
         if isinstance(a, Tensor):
             return a
     return state[0] if state else None
+
+
+def _plan_memory(graph: Graph, report: passes.PassReport,
+                 which: bool | tuple[str, ...]) -> MemoryPlan | None:
+    """The optimized graph's memory plan, when enabled ("memory" among the passes named), its
+    figures added to the report as the step after the passes."""
+    if not passes.enabled("memory", which):
+        return None
+    counts = graph.counts()
+    start = time.perf_counter()
+    memory = plan_memory(graph)
+    report.stats.append(passes.PassStat("memory", counts["nodes"], counts["nodes"],
+                                        counts["compute"], counts["compute"],
+                                        time.perf_counter() - start, dict(memory.stats)))
+    report.memory = dict(memory.stats)
+    return memory
 
 
 def compile(fn: Callable[..., Any] | None = None, *, passes: bool | tuple[str, ...] = True,  # noqa: A001

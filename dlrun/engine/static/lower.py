@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlrun.engine.graph import SINKS, Graph, Node
-from dlrun.engine.layout import allocate, order_of
-from dlrun.engine.passes.memory import MemoryPlan
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.engine.static import cpu_kernels
+from dlrun.engine.static.layout import allocate, order_of
+from dlrun.engine.static.memory import MemoryPlan
 from dlrun.errors import ExecutionError
 
 _PLAN_IDS = itertools.count()
@@ -87,8 +87,8 @@ _SOURCE_LINES = {"input": "inputs[{index}]", "state": "state[{slot}]",
 class _Emitter:
     """Builds the plan's source line by line, and the environment its names refer to."""
 
-    def __init__(self, graph: Graph, xp: Any) -> None:
-        self.xp, self.memory = xp, graph.memory or _NO_MEMORY
+    def __init__(self, graph: Graph, memory: MemoryPlan | None, xp: Any) -> None:
+        self.xp, self.memory = xp, memory or _NO_MEMORY
         self.containers = self.memory.containers
         self.node_of = graph.by_id()
         self.last_use = {i: pos for pos, n in enumerate(graph.nodes) for i in n.inputs}
@@ -201,9 +201,10 @@ class _Emitter:
         return self.env[name]
 
 
-def lower(graph: Graph, xp: Any) -> Plan:
-    """Generate and compile the plan's Python function for a (verified, optimized) graph."""
-    em = _Emitter(graph, xp)
+def lower(graph: Graph, memory: MemoryPlan | None, xp: Any) -> Plan:
+    """Generate and compile the plan's Python function for a (verified, optimized) graph, with
+    values placed as `memory` says (None: every value in a fresh array)."""
+    em = _Emitter(graph, memory, xp)
     for pos, n in enumerate(graph.nodes):
         em.emit(pos, n)
     source = em.finish()

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.engine import autograd, dispatch
+from dlrun.engine import autograd
+from dlrun.engine import mode as _mode
 from dlrun.engine.graph import Graph, Node
 from dlrun.engine.prims.registry import Primitive
 from dlrun.engine.source import user_location
@@ -38,7 +39,7 @@ class _Leaf:
     index: int
 
 
-class TraceMode(dispatch.Mode):
+class TraceMode(_mode.Mode):
     """The mode active while tracing: apply() appends nodes; state is lifted on first use."""
 
     name = "trace"
@@ -190,20 +191,20 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             n_inputs += 1
         else:
             sym_kwargs[k] = v
-    token = dispatch.MODE.set(mode)
+    token = _mode.MODE.set(mode)
     try:
         result = fn(*sym_args, **sym_kwargs)
         leaves: list[Tensor] = []
         out_tree = _flatten(result, leaves)
         out_syms = [mode.lift(t) for t in leaves]
     finally:
-        dispatch.MODE.reset(token)
+        _mode.MODE.reset(token)
         mode.grads.restore()  # the plan applies the body's changes, this first call included
     for i, sym in enumerate(out_syms):
         mode.sink("output", sym, "index", i)
     for key in mode.written:
         mode.sink("state_write", mode.current[key], "slot", mode.slot_of[key])
     mode.grads.finish()
-    graph = Graph(mode.nodes, n_inputs=n_inputs, n_outputs=len(out_syms), xp=xp)
+    graph = Graph(mode.nodes, n_inputs=n_inputs, n_outputs=len(out_syms))
     graph.verify()
     return TraceResult(graph, mode.state, out_tree, mode.grads, list(mode.modules.values()))

@@ -12,7 +12,7 @@ import pytest
 import dlrun
 from dlrun import functional as F
 from dlrun import nn, optim
-from dlrun.engine import dispatch
+from dlrun.engine import mode as engine_mode
 from dlrun.engine.eager import EAGER, EagerMode
 from dlrun.engine.static.trace import TraceMode
 
@@ -177,7 +177,7 @@ def test_zero_grad_without_set_to_none_matches_eager() -> None:
 
 
 def _hooks() -> list[str]:
-    return [name for name, v in vars(dispatch.Mode).items()
+    return [name for name, v in vars(engine_mode.Mode).items()
             if inspect.isfunction(v) and not name.startswith("_")]
 
 
@@ -189,17 +189,17 @@ def test_both_modes_implement_every_hook_of_the_protocol() -> None:
         assert not missing, f"{cls.__name__} lacks {missing}"
         for h in hooks:
             assert inspect.signature(getattr(cls, h)).parameters.keys() == \
-                inspect.signature(getattr(dispatch.Mode, h)).parameters.keys()
+                inspect.signature(getattr(engine_mode.Mode, h)).parameters.keys()
     assert EAGER.tracing is False and TraceMode.tracing is True
-    assert dispatch.MODE.get() is EAGER
+    assert engine_mode.current() is EAGER and engine_mode.MODE.get(None) is None
 
 
 def test_callers_call_hooks_and_never_test_for_eager() -> None:
     engine = Path(dlrun.__file__).parent / "engine"
-    for name in ("tensor.py", "creation.py", "dispatch.py", "static/compile.py"):
+    for name in ("tensor.py", "creation.py", "mode.py", "static/compile.py"):
         source = (engine / name).read_text(encoding="utf-8")
         assert "is EAGER" not in source and "is not EAGER" not in source, name
-        assert "is dispatch.EAGER" not in source and "is not dispatch.EAGER" not in source, name
+        assert "is mode.EAGER" not in source and "is not mode.EAGER" not in source, name
 
 
 def test_eager_hooks_do_the_eager_thing() -> None:

@@ -18,7 +18,7 @@ from tests.engine.opcheck import (
     eager_value_and_grads,
     make_inputs,
 )
-from tests.engine.test_attention import ATTENTION_SPECS
+from tests.engine.prims.test_attention import ATTENTION_SPECS
 
 TIES = np.array([[1.0, 3.0, 3.0, -1.0], [2.0, 2.0, 0.5, 1.0]])  # two-way ties: FD sees 1/2
 TIES_B = np.array([[1.0, 0.0, 3.0, 4.0], [2.0, 1.0, 0.5, -2.0]])
@@ -241,7 +241,7 @@ SPECS = [
            nondiff=(1,)),
     OpSpec("bce_with_logits_pos_weight", lambda x, y, p: F.binary_cross_entropy_with_logits(
         x, y, pos_weight=p), [(3, 4), (3, 4), (4,)], nondiff=(1,), positive=True),
-    # attention (tests/engine/test_attention.py)
+    # attention (tests/engine/prims/test_attention.py)
     *ATTENTION_SPECS,
 ]
 

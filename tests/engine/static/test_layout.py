@@ -7,8 +7,9 @@ import pytest
 
 import dlrun
 from dlrun import functional as F
-from dlrun.engine.layout import allocate, dense, infer_layouts, order_of, reshaped
 from dlrun.engine.passes import run
+from dlrun.engine.static.layout import allocate, dense, infer_layouts, order_of, reshaped
+from dlrun.engine.static.memory import plan_memory
 from tests.engine.passes.helpers import traced
 
 
@@ -69,7 +70,8 @@ def test_conv_values_keep_the_channel_major_layout_of_the_gemm() -> None:
 
     r = traced(step, x)
     g, _ = run(r.graph)
-    specs, buffers, by_id = g.memory.specs, g.memory.buffers, g.by_id()
+    memory = plan_memory(g)
+    specs, buffers, by_id = memory.specs, memory.buffers, g.by_id()
     add = next(n for n in g.nodes if n.op == "add" and n.shape == (2, 4, 8, 8))
     pool = next(n for n in g.nodes if n.op == "max_pool2d")
     for n in (add, pool):  # channel-major in memory: no transposing bias add or pooling
@@ -89,13 +91,13 @@ def test_inferred_layouts_match_the_eager_values_of_a_whole_training_step(worklo
     from dlrun.engine.static.interpret import interpret
     from dlrun.runner.experiment import batch_tensors, build_experiment
 
-    configs = Path(__file__).resolve().parents[2] / "configs" / "bench"
+    configs = Path(__file__).resolve().parents[3] / "configs" / "bench"
     x, y, _ = fixed_batch(workload, configs)
     exp = build_experiment(load_config(configs / f"{workload}.yaml", ["mode=static"]))
     xt, yt = batch_tensors(exp, x[:8].copy(), y[:8].copy())  # a small batch: same graph shape
     exp.train_step(xt, yt)
     entry = exp.train_step.last
-    graph, layouts = entry.graph, entry.graph.memory.layouts
+    graph, layouts = entry.graph, entry.memory.layouts
     state = [t._value.copy() for t in entry.result.state]
     env = interpret(graph, np, [xt._value, yt._value], state, [])
     checked = 0

@@ -91,7 +91,7 @@ def test_toy_runs_eager_and_static_alike(toys: tuple, passes: bool | tuple) -> N
         assert any(step[0] == "toy_softsign" for n in fused for step in n.attrs["program"])
     elif passes is not False:
         assert "toy_softsign" in ops and "toy_flip_last" in ops
-        mem = graph.memory
+        mem = f.last.memory
         soft = [n.id for n in graph.nodes if n.op == "toy_softsign"]
         flips = [n.id for n in graph.nodes if n.op == "toy_flip_last"]
         assert all(i in mem.buffers for i in soft)  # a planned buffer: it takes out=

@@ -318,4 +318,4 @@ def test_a_reshape_of_a_transpose_copies_into_a_planned_buffer() -> None:
                 f(x).numpy(), x.numpy().transpose(axes).reshape(4, 6) * 2.0 + 1.0)
         g = f.last.graph
         reshape = next(n for n in g.nodes if n.op == "reshape")
-        assert (reshape.id in g.memory.buffers) is copies
+        assert (reshape.id in f.last.memory.buffers) is copies

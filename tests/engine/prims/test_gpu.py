@@ -8,7 +8,7 @@ import pytest
 
 import dlrun
 from tests.engine.opcheck import OpSpec, diff_indices, make_inputs
-from tests.engine.test_grads import SPECS
+from tests.engine.prims.test_grads import SPECS
 
 pytestmark = pytest.mark.gpu
 

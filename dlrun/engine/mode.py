@@ -4,16 +4,20 @@ Eager mode (eager.py) runs the forward now and links the result to its inputs fo
 trace mode (static/trace.py) appends a node to a graph instead. One contextvar holds the mode, and
 `Mode` lists every hook the engine calls on it: callers call the hook, they never ask which mode
 is current (eager's hooks that have nothing to record are no-ops).
+
+A leaf: it imports nothing of dlrun, so any module may import it at module level. The contextvar
+has no default; `EAGER`, the mode used when none is set, is installed by eager.py when it is
+imported (`import dlrun.engine` imports it).
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dlrun.engine.eager import EAGER
-from dlrun.engine.prims.registry import Primitive
-from dlrun.engine.tensor import Tensor
+if TYPE_CHECKING:
+    from dlrun.engine.prims.registry import Primitive
+    from dlrun.engine.tensor import Tensor
 
 
 class Mode(Protocol):
@@ -52,20 +56,27 @@ class Mode(Protocol):
         ...
 
 
-MODE: ContextVar[Mode] = ContextVar("dlrun_mode", default=EAGER)
-Tensor._MODE = MODE  # Tensor's `.grad` and `copy_` ask the mode (tensor.py cannot import this)
+MODE: ContextVar[Mode] = ContextVar("dlrun_mode")  # set while tracing; unset: EAGER
+EAGER: Mode = None  # type: ignore[assignment]  # the eager mode; eager.py installs it
+
+
+def install_eager(mode: Mode) -> None:
+    """Make `mode` the one used where no other is set (eager.py calls this once)."""
+    global EAGER
+    EAGER = mode
 
 
 def apply(prim: Primitive, args: tuple[Tensor, ...], attrs: dict[str, Any]) -> Tensor:
     """Apply a primitive to tensors in the current mode."""
-    return MODE.get().apply(prim, args, attrs)
+    return MODE.get(EAGER).apply(prim, args, attrs)
 
 
-def current_mode() -> Mode:
-    return MODE.get()
+def current() -> Mode:
+    """The mode in effect: the one set on MODE, else EAGER."""
+    return MODE.get(EAGER)
 
 
 def note_module(module: Any) -> None:
     """Modules call this from __call__: a trace records them, so their train/eval flags join the
     compiled function's signature."""
-    MODE.get().note_module(module)
+    MODE.get(EAGER).note_module(module)

@@ -1,6 +1,6 @@
 """The attention primitives and F.scaled_dot_product_attention.
 
-ATTENTION_SPECS are rows of tests/engine/test_grads.py's table: there each is checked against
+ATTENTION_SPECS are rows of tests/engine/prims/test_grads.py's table: there each is checked against
 `np_attention` and by central differences (float64), static against eager, and on CUDA (test_gpu).
 Here: PyTorch's forward and gradients (eager and static), masked rows, argument errors, the
 default scale and dropout."""

@@ -6,6 +6,7 @@ import dlrun
 from dlrun import functional as F
 from dlrun.engine.passes import run
 from dlrun.engine.prims import REGISTRY
+from dlrun.engine.static.memory import plan_memory
 
 
 def _mlp_step():
@@ -32,11 +33,11 @@ def test_buffers_are_reused_and_escaping_values_are_not_planned() -> None:
     f = dlrun.compile(step)
     f(x, y)
     g = f.last.graph
-    mem = g.memory.stats
+    mem = f.last.memory.stats
     assert 0 < mem["buffers"] < mem["planned_values"]
     assert mem["planned_bytes"] < mem["unplanned_bytes"]
     sinks = {n.inputs[0] for n in g.nodes if n.op in ("output", "state_write", "grad_write")}
-    assert not sinks & set(g.memory.buffers)
+    assert not sinks & set(f.last.memory.buffers)
 
 
 def test_results_survive_the_next_call() -> None:
@@ -64,8 +65,8 @@ def test_in_place_elementwise_reuses_its_input_buffer() -> None:
     from tests.engine.passes.helpers import traced
 
     r = traced(lambda x: ((x @ x) * 2.0).exp() @ x, dlrun.ones(4, 4, dtype="float64"))
-    g, _ = run(r.graph, ("dce", "cse", "fold", "memory"))
-    buffers = g.memory.buffers
+    g, _ = run(r.graph, ("dce", "cse", "fold"))
+    buffers = plan_memory(g).buffers
     first = {}
     for n in g.nodes:
         first.setdefault(n.op, n.id)
@@ -102,7 +103,7 @@ def test_parts_are_computed_into_their_container_and_results_match_eager() -> No
         for a, b in zip(got, eager, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12)
     g = f.last.graph
-    placed = g.memory.placed
+    placed = f.last.memory.placed
     containers = {c for c, _, _ in placed.values()}
     by_id = g.by_id()
     assert {by_id[c].op for c in containers} == {"concat", "assemble_slices"}
@@ -112,7 +113,7 @@ def test_parts_are_computed_into_their_container_and_results_match_eager() -> No
     source = f.last.plan.source
     for c in containers:
         assert f"v{c} = f{c}(" not in source
-    assert g.memory.stats["written_into_place"] == len(placed)
+    assert f.last.memory.stats["written_into_place"] == len(placed)
 
 
 def test_an_escaping_container_is_not_placed() -> None:
@@ -122,8 +123,8 @@ def test_an_escaping_container_is_not_placed() -> None:
         return F.cat([a.exp(), b.exp()], 0)  # the concat is the result: never a planned buffer
 
     r = traced(fn, dlrun.ones(2, 3, dtype="float64"), dlrun.ones(2, 3, dtype="float64"))
-    g, _ = run(r.graph, ("dce", "memory"))
-    assert g.memory.placed == {}
+    g, _ = run(r.graph, ("dce",))
+    assert plan_memory(g).placed == {}
 
 
 def test_a_part_used_after_its_container_keeps_the_buffer_alive() -> None:
@@ -139,5 +140,4 @@ def test_a_part_used_after_its_container_keeps_the_buffer_alive() -> None:
     want = fn(a, b).item()
     f = dlrun.compile(fn)
     assert f(a, b).item() == want and f(a, b).item() == want
-    g = f.last.graph
-    assert len(g.memory.placed) == 2
+    assert len(f.last.memory.placed) == 2

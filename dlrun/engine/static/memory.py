@@ -4,8 +4,9 @@ Nodes whose primitive takes `out=` get a buffer slot. Buffers are reused once th
 is dead (its last use, views of it included, is over); primitives that may run in place write
 over an input that dies at that node. Values that escape the call (outputs, state and grad
 writes, and what they view) are never planned, so nothing a caller holds is overwritten by the
-next call. Buffers are laid out as their values would be when computed eagerly (engine/layout.py).
-The result is a `MemoryPlan` on the graph, which lowering reads.
+next call. Buffers are laid out as their values would be when computed eagerly (layout.py).
+The result is a `MemoryPlan`, which lowering reads; the static executor plans once the passes
+have run (it is not a pass: it describes where the graph's values live, it does not rewrite it).
 """
 
 from __future__ import annotations
@@ -14,14 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from dlrun.engine.graph import SINKS, Graph, Node
-from dlrun.engine.layout import Strides, dense, infer_layouts, order_of, stand_in, view_nodes
 from dlrun.engine.prims.registry import REGISTRY
+from dlrun.engine.static.layout import (
+    Strides,
+    dense,
+    infer_layouts,
+    order_of,
+    stand_in,
+    view_nodes,
+)
 
 
 class BufferSpec(NamedTuple):
     shape: tuple[int, ...]
     dtype: Any
-    order: tuple[int, ...]  # axes outermost first (engine/layout.py)
+    order: tuple[int, ...]  # axes outermost first (layout.py)
 
     @property
     def nbytes(self) -> int:
@@ -94,8 +102,8 @@ def _liveness(graph: Graph, views: set[int]) -> _Liveness:
     return _Liveness(pos, root, end, escapes, views)
 
 
-def plan_memory(graph: Graph) -> Graph:
-    """Attach a MemoryPlan: buffers for computed values, in-place state updates, placements."""
+def plan_memory(graph: Graph) -> MemoryPlan:
+    """The graph's MemoryPlan: buffers for computed values, in-place state updates, placements."""
     layouts = infer_layouts(graph)
     live = _liveness(graph, view_nodes(graph, layouts))
     state_out = _in_place_state_writes(graph, live)
@@ -112,10 +120,7 @@ def plan_memory(graph: Graph) -> Graph:
         "in_place_state_writes": len(state_out),
         "written_into_place": len(placed),
     }
-    g = graph.replace(graph.nodes)
-    g.memory = MemoryPlan(buffers, specs, state_out, placed, layouts, stats)
-    g.detail = dict(stats)
-    return g
+    return MemoryPlan(buffers, specs, state_out, placed, layouts, stats)
 
 
 def _container_spans(live: _Liveness, placed: dict[int, Placement]) -> dict[int, list[int]]:
