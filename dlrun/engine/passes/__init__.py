@@ -19,6 +19,7 @@ from dlrun.engine.passes.cse import cse
 from dlrun.engine.passes.dce import dce
 from dlrun.engine.passes.fold import fold
 from dlrun.engine.passes.fuse import fuse
+from dlrun.engine.passes.fuse_rows import fuse_rows
 from dlrun.engine.passes.matmul_sum import matmul_sum
 from dlrun.engine.passes.simplify import simplify
 
@@ -32,9 +33,12 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("matmul_sum", matmul_sum),
     ("cse2", cse),  # merges the concatenations matmul_sum made of the same values
     ("dce2", dce),
+    ("fuse_rows", fuse_rows),  # only where row kernels run (see CPU_KERNEL_PASSES)
     ("fuse", fuse),
 )
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
+# Passes whose nodes only a native CPU kernel runs well: skipped on CuPy and without Numba.
+CPU_KERNEL_PASSES = frozenset({"fuse_rows"})
 
 
 @dataclass
@@ -78,11 +82,13 @@ def enabled(name: str, which: bool | tuple[str, ...]) -> bool:
     return name in which or _base(name) in which
 
 
-def run(graph: Graph, which: bool | tuple[str, ...] = True) -> tuple[Graph, PassReport]:
-    """Apply the enabled passes of PIPELINE in order."""
+def run(graph: Graph, which: bool | tuple[str, ...] = True,
+        cpu_kernels: bool = False) -> tuple[Graph, PassReport]:
+    """Apply the enabled passes of PIPELINE in order (`cpu_kernels`: the plan runs on NumPy
+    with native kernels, so CPU_KERNEL_PASSES run too)."""
     report = PassReport(traced_nodes=len(graph.nodes))
     for name, fn in PIPELINE:
-        if not enabled(name, which):
+        if not enabled(name, which) or (name in CPU_KERNEL_PASSES and not cpu_kernels):
             continue
         before = graph.counts()
         start = time.perf_counter()

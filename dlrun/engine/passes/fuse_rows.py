@@ -9,7 +9,8 @@ in a row kernel (a `cpu_expr`, a `row_reduce` over the last axis, or a `same_ord
 only adds or drops the trailing 1 of a row scalar), it lives on the group's rows (shape
 lead + (N,) or lead + (1,), lead + () for a reduction without keepdims), and all its users are
 already members. A group needs a reduction and two members; the rest is left to `fuse`. The pass
-runs only where row kernels do (`enabled`), so NumPy-only and GPU graphs are unchanged.
+runs only where row kernels do (passes.CPU_KERNEL_PASSES), so NumPy-only and GPU graphs are
+unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from dlrun.engine.prims.registry import REGISTRY
 
 
 def _lead_of(n: Node, by_id: dict[int, Node]) -> tuple[tuple[int, ...], int] | None:
-    """(lead shape, row width or None-as-0 for a row scalar) of a node a row kernel can run."""
+    """The rows a row kernel would run node n on, as (lead shape, width): width 0 for a row
+    scalar (it fits rows of any width); None when no row kernel can run it."""
     prim = REGISTRY.get(n.op)
     if prim is None or n.op in SOURCES or not n.shape:
         return None
@@ -43,56 +45,54 @@ def _lead_of(n: Node, by_id: dict[int, Node]) -> tuple[tuple[int, ...], int] | N
     return None
 
 
-def _rows(n: Node, by_id: dict[int, Node]) -> tuple[tuple[int, ...], int] | None:
-    """The node's rows as (lead, width): width 0 for row scalars (any row width)."""
-    return _lead_of(n, by_id)
+def _reads_rows(user: Node, p: Node) -> bool:
+    """The user reads p row for row: an elementwise user broadcasts a full-rank p (NumPy aligns
+    shapes from the right, so a lead-shaped p would be read as something else)."""
+    prim = REGISTRY[user.op]
+    if prim.row_reduce is not None or prim.same_order:
+        return True
+    return len(p.shape) == len(user.shape) and p.shape[:-1] == user.shape[:-1]
 
 
 def _fits(rows: tuple[tuple[int, ...], int], group: tuple[tuple[int, ...], int]) -> bool:
     return rows[0] == group[0] and (rows[1] == 0 or group[1] == 0 or rows[1] == group[1])
 
 
-def _grow(out: Node, by_id: dict[int, Node], users: dict[int, list[int]],
-          taken: set[int]) -> tuple[list[int], tuple[tuple[int, ...], int]]:
+def _grow(out: Node, by_id: dict[int, Node], users: dict[int, list[int]], taken: set[int],
+          position: dict[int, int]) -> tuple[list[int], tuple[tuple[int, ...], int]]:
     """The members of the group ending at `out` (ids) and the group's (lead, width)."""
-    rows = _rows(out, by_id)
+    rows = _lead_of(out, by_id)
     members = {out.id}
     work = [out.id]
     while work:
         n = by_id[work.pop()]
         for i in set(n.inputs):
             p = by_id[i]
-            if i in members or i in taken or p.dtype != out.dtype and p.dtype.kind != "f":
+            if i in members or i in taken or p.dtype.kind not in "fb":
                 continue
-            prow = _rows(p, by_id)
+            prow = _lead_of(p, by_id)
             if prow is None or not _fits(prow, rows) or not set(users[i]) <= members:
+                continue
+            if not all(_reads_rows(by_id[u], p) for u in users[i]):
                 continue
             rows = (rows[0], rows[1] or prow[1])
             members.add(i)
             work.append(i)
-    return sorted(members, key=lambda i: _position[i]), rows
+    return sorted(members, key=position.__getitem__), rows
 
 
-_position: dict[int, int] = {}
-
-
-def fuse_rows(graph: Graph, enabled: bool = True) -> Graph:
+def fuse_rows(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     """Replace each row group (a reduction and at least two members) by one `fused_rows` node."""
-    if not enabled:
-        g = graph.replace(graph.nodes)
-        g.detail = {"row_groups": 0, "ops_fused": 0}
-        return g
     by_id, users = graph.by_id(), graph.users()
-    _position.clear()
-    _position.update({n.id: k for k, n in enumerate(graph.nodes)})
+    position = {n.id: k for k, n in enumerate(graph.nodes)}
     taken: set[int] = set()
     groups: dict[int, tuple[list[int], int]] = {}  # output id -> (members, width)
     for n in reversed(graph.nodes):
-        if n.id in taken or _rows(n, by_id) is None:
+        if n.id in taken or n.dtype.kind != "f" or _lead_of(n, by_id) is None:
             continue
-        members, (_, width) = _grow(n, by_id, users, taken)
+        members, (_, width) = _grow(n, by_id, users, taken, position)
         reductions = sum(REGISTRY[by_id[m].op].row_reduce is not None for m in members)
-        if len(members) >= 2 and reductions and width:
+        if len(members) >= 2 and reductions and width >= 2:
             taken.update(members)
             groups[n.id] = (members, width)
     out: list[Node] = []
@@ -101,10 +101,8 @@ def fuse_rows(graph: Graph, enabled: bool = True) -> Graph:
             out.append(_fused_rows_node([by_id[m] for m in groups[n.id][0]], groups[n.id][1]))
         elif n.id not in taken:
             out.append(n)
-    g = graph.replace(out)
-    g.detail = {"row_groups": len(groups),
-                "ops_fused": sum(len(m) for m, _ in groups.values())}
-    return g
+    return graph.replace(out), {"row_groups": len(groups),
+                                "ops_fused": sum(len(m) for m, _ in groups.values())}
 
 
 def _fused_rows_node(members: list[Node], width: int) -> Node:

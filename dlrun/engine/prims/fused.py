@@ -19,7 +19,7 @@ import numpy as np
 
 from dlrun.engine.prims.registry import REGISTRY, Kind, primitive
 from dlrun.engine.prims.strides import like_elementwise
-from dlrun.engine.static import cpu_kernels
+from dlrun.engine.static import cpu_kernels, row_kernels
 
 Program = tuple[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]], ...]
 
@@ -140,3 +140,44 @@ def cuda_chain(cupy: Any, program: Program, n_inputs: int) -> Callable[..., Any]
         return kernel(*ext, out)
 
     return run
+
+
+# ----- fused_rows: elementwise steps and last-axis reductions over rows (passes/fuse_rows.py) --
+
+
+def _run_rows(xp: Any, ext: tuple[Any, ...], program: Program) -> Any:
+    """The group step by step, each with its primitive's forward (refs -1 - j: step j)."""
+    values: list[Any] = []
+    for op, refs, attrs in program:
+        ins = [ext[r] if r >= 0 else values[-1 - r] for r in refs]
+        values.append(REGISTRY[op].forward(xp, *ins, **dict(attrs)))
+    return values[-1]
+
+
+def _rows_rule(*xs: Any, program: Program, width: int) -> tuple[tuple[int, ...], np.dtype]:
+    avals: list[_Aval] = []
+    for op, refs, attrs in program:
+        ins = [xs[r] if r >= 0 else avals[-1 - r] for r in refs]
+        avals.append(_Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs))))
+    return avals[-1].shape, avals[-1].dtype
+
+
+@primitive("fused_rows", Kind.FUSED, _rows_rule, differentiable=False, in_place=False)
+def fused_rows(xp, *ext, program, width, out=None):
+    """Row groups on fresh arrays, one step at a time (interpreters; NumPy plans with Numba
+    call the specialized row kernel, static/row_kernels.py)."""
+    result = _run_rows(xp, ext, program)
+    if out is None:
+        return result
+    xp.copyto(out, result)
+    return out
+
+
+@fused_rows.defspecialize
+def _rows_specialize(xp: Any, avals: Any, *, program: Program, width: int) -> Callable[..., Any]:
+    def plain(*ext: Any, out: Any = None) -> Any:
+        return fused_rows.forward(xp, *ext, program=program, width=width, out=out)
+
+    if xp.__name__ != "numpy":
+        return plain
+    return row_kernels.rows_kernel(program, avals, width, plain) or plain

@@ -212,7 +212,8 @@ class CompiledFunction:
             if all(t is not k for k in self._grad_guards):
                 self._grad_guards.append(t)
         sig = self._signature(args, kwargs)  # the modules and grads guarded may have grown
-        graph, report = passes.run(result.graph, self.passes_enabled)
+        kernels_on = xp is np and cpu_kernels.available()
+        graph, report = passes.run(result.graph, self.passes_enabled, kernels_on)
         memory = _plan_memory(graph, report, self.passes_enabled)
         plan = lower(graph, memory, xp)
         out_ref = ref if ref is not None else _first_tensor((), result.state)

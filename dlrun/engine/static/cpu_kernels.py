@@ -117,7 +117,7 @@ def describe() -> str:
 # ----- rendering -------------------------------------------------------------------------------
 
 
-class _Aval:
+class Aval:
     __slots__ = ("shape", "dtype")
 
     def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
@@ -149,34 +149,36 @@ def _step_expr(op: str, args: list[str], attrs: dict[str, Any], dtype: np.dtype)
     return template.format(*args, **{k: _literal(v, dtype) for k, v in attrs.items()})
 
 
-def _index(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> str:
-    """The subscript reading a value of `shape` broadcast to `out_shape` at i0, i1, ..."""
+def _index(shape: tuple[int, ...], out_shape: tuple[int, ...],
+           names: list[str] | None = None) -> str:
+    """The subscript reading a value of `shape` broadcast to `out_shape` at the loop variables
+    `names` (i0, i1, ... by default), one per dimension of out_shape."""
     if not shape:
         return "()"
+    names = names or [f"i{d}" for d in range(len(out_shape))]
     lead = len(out_shape) - len(shape)
-    parts = ["0" if n == 1 and out_shape[lead + k] != 1 else f"i{lead + k}"
-             for k, n in enumerate(shape)]
+    parts = ["0" if n == 1 else names[lead + k] for k, n in enumerate(shape)]
     return ", ".join(parts)
 
 
-def _computing_dtype(ins: list[_Aval], out: _Aval) -> np.dtype:
+def _computing_dtype(ins: list[Aval], out: Aval) -> np.dtype:
     """The dtype a step's float literals take: its result's, else its first float input's."""
     if out.dtype.kind == "f":
         return out.dtype
     return next((a.dtype for a in ins if a.dtype.kind == "f"), out.dtype)
 
 
-def render(program: tuple[Any, ...], avals: tuple[Any, ...]) -> tuple[str, _Aval]:
+def render(program: tuple[Any, ...], avals: tuple[Any, ...]) -> tuple[str, Aval]:
     """The kernel's source (`def kernel(e0, ..., out)`) and its result's aval."""
-    ext = [_Aval(a.shape, a.dtype) for a in avals]
+    ext = [Aval(a.shape, a.dtype) for a in avals]
     for a in ext:
         if a.dtype.name not in _DTYPES:
             raise KernelUnsupported(f"dtype {a.dtype.name}")
-    acc: _Aval | None = None
+    acc: Aval | None = None
     body: list[str] = []
     for k, (op, refs, attrs) in enumerate(program):
         ins = [acc if r < 0 else ext[r] for r in refs]
-        out = _Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
+        out = Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
         if out.dtype.name not in _DTYPES:
             raise KernelUnsupported(f"dtype {out.dtype.name}")
         args = [f"s{k - 1}" if r < 0 else f"x{r}" for r in refs]
@@ -186,7 +188,7 @@ def render(program: tuple[Any, ...], avals: tuple[Any, ...]) -> tuple[str, _Aval
     return _loop_nest(ext, acc, body), acc
 
 
-def _loop_nest(ext: list[_Aval], out: _Aval, body: list[str]) -> str:
+def _loop_nest(ext: list[Aval], out: Aval, body: list[str]) -> str:
     """`body` inside one loop per output dimension, inputs loaded at the innermost level."""
     nd = len(out.shape)
     args = ", ".join([f"e{r}" for r in range(len(ext))] + ["out"])
@@ -204,16 +206,18 @@ def _loop_nest(ext: list[_Aval], out: _Aval, body: list[str]) -> str:
 
 # ----- compiling and the disk cache ------------------------------------------------------------
 
+_CHAIN_JIT = '@njit(cache=True, nogil=True, error_model="numpy")\n'
+# Row kernels reassociate their sums (float64 accumulators, summed in SIMD lanes).
+_ROWS_JIT = '@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})\n'
 _HEADER = ('"""A dlrun kernel generated from a fused chain (dlrun/engine/static/cpu_kernels.py)."""'
            "\nimport math\n\nimport numpy as np\nfrom numba import njit\n\n"
-           "from dlrun.engine.static.vecmath import erf, exp, log, sqrt, tanh  # noqa: F401\n\n\n"
-           '@njit(cache=True, nogil=True, error_model="numpy")\n')
+           "from dlrun.engine.static.vecmath import erf, exp, log, sqrt, tanh  # noqa: F401\n\n\n")
 
 
-def module_source(kernel_source: str) -> tuple[str, str]:
+def module_source(kernel_source: str, jit: str = _CHAIN_JIT) -> tuple[str, str]:
     """(module text, its name): the kernel with its imports; named by the hash of the text."""
     numba = numba_module()
-    text = _HEADER + kernel_source
+    text = _HEADER + jit + kernel_source
     key = f"{FORMAT}\n{getattr(numba, '__version__', '')}\n{text}"
     return text, "k" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
@@ -249,7 +253,7 @@ def _import(path: Path, name: str) -> Any:
     return module.kernel
 
 
-def _signature(avals: list[Any], out: _Aval) -> tuple[Any, ...]:
+def _signature(avals: list[Any], out: Aval) -> tuple[Any, ...]:
     """Numba argument types for C-contiguous inputs and output (what plans pass)."""
     from numba import from_dtype, types
 
@@ -257,9 +261,10 @@ def _signature(avals: list[Any], out: _Aval) -> tuple[Any, ...]:
                  for a in [*avals, out])
 
 
-def _compile(kernel_source: str, avals: list[Any], out: _Aval) -> Callable[..., Any]:
+def _compile(kernel_source: str, avals: list[Any], out: Aval,
+             jit: str = _CHAIN_JIT) -> Callable[..., Any]:
     """The compiled dispatcher: loaded from the disk cache when it holds this kernel."""
-    text, name = module_source(kernel_source)
+    text, name = module_source(kernel_source, jit)
     path = kernel_cache_dir() / f"{name}.py"
     _write_source(path, text)
     sig = _signature(avals, out)
@@ -286,15 +291,23 @@ def chain_kernel(program: tuple[Any, ...], avals: tuple[Any, ...] | None,
     """`fn(*inputs, out=None)` running the chain as one native kernel, or None to keep NumPy
     (no Numba, unknown input avals, or a chain that does not render or compile). `fallback`
     (the NumPy chain) takes over for good if the kernel ever fails on its arguments."""
+    return make_kernel(lambda: render(program, avals), program, avals, fallback, _CHAIN_JIT)
+
+
+def make_kernel(render_fn: Callable[[], tuple[str, Aval]], program: tuple[Any, ...],
+                avals: tuple[Any, ...] | None, fallback: Callable[..., Any],
+                jit: str = _CHAIN_JIT) -> Callable[..., Any] | None:
+    """The kernel `render_fn` writes, compiled (or found) and wrapped as fn(*inputs, out=None);
+    None when there is no Numba or it fails (see chain_kernel)."""
     if avals is None or not available():
         return None
     start = time.perf_counter()
     try:
-        source, out = render(program, avals)
-        key = (source, tuple((len(a.shape), np.dtype(a.dtype).str) for a in avals))
+        source, out = render_fn()
+        key = (source, jit, tuple((len(a.shape), np.dtype(a.dtype).str) for a in avals))
         kernel = _MADE.get(key)
         if kernel is None:
-            kernel = _MADE[key] = _compile(source, list(avals), out)
+            kernel = _MADE[key] = _compile(source, list(avals), out, jit)
         else:
             STATS.reused += 1
     except Exception as e:  # never crash a run over a kernel: the NumPy chain computes the same
@@ -309,13 +322,13 @@ def _fall_back(program: tuple[Any, ...], error: Exception) -> None:
     ops = "·".join(step[0] for step in program)
     where = ORIGIN.get()
     culprit = str(error).splitlines()[0] if str(error) else type(error).__name__
-    message = (f"fused chain {ops}{f' (created at {where})' if where else ''} runs as NumPy "
+    message = (f"fused {ops}{f' (created at {where})' if where else ''} runs as NumPy "
                f"calls: no CPU kernel ({culprit})")
     STATS.fallbacks.append(message)
     log.warning(message)
 
 
-def _runner(kernel: Callable[..., Any], out_aval: _Aval, program: tuple[Any, ...],
+def _runner(kernel: Callable[..., Any], out_aval: Aval, program: tuple[Any, ...],
             fallback: Callable[..., Any]) -> Callable[..., Any]:
     """fn(*inputs, out=None) calling the kernel; on arguments it cannot take (an input laid out
     as no compiled kernel expects and Numba cannot compile for) the NumPy chain, for good."""

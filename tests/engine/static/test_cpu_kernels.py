@@ -103,7 +103,7 @@ def test_a_kernel_failing_on_its_arguments_hands_over_to_numpy_for_good(caplog) 
         calls.append(1)
         raise TypeError("No matching definition for argument type(s)")
 
-    run = cpu_kernels._runner(broken, cpu_kernels._Aval(x.shape, x.dtype), program,
+    run = cpu_kernels._runner(broken, cpu_kernels.Aval(x.shape, x.dtype), program,
                               _chain(np, program, 1, persistent=False))
     with caplog.at_level(logging.WARNING, logger="dlrun.kernels"):
         np.testing.assert_allclose(run(x), _numpy(program, x))

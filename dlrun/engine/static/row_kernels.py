@@ -1,0 +1,163 @@
+"""Row kernels: a `fused_rows` group (passes/fuse_rows.py) rendered as one Numba loop nest.
+
+For every row (a loop per lead dimension) the kernel runs a few passes over the row's N
+elements while they sit in cache: one pass per level of reductions (a sum or max whose input
+needs an earlier reduction's result waits for the next pass), then one pass writing the output.
+Row values are recomputed in each pass that needs them rather than stored; row scalars (the
+reductions' results and the elementwise work on them) are computed once per row between passes.
+Sums of float32 rows accumulate in float64. Compiling, the disk cache and the fallback to the
+group's NumPy forward are cpu_kernels.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dlrun.engine.prims.registry import REGISTRY
+from dlrun.engine.static.cpu_kernels import (
+    _DTYPES,
+    _ROWS_JIT,
+    Aval,
+    KernelUnsupported,
+    _computing_dtype,
+    _index,
+    _step_expr,
+    make_kernel,
+)
+
+
+class _Rows:
+    """The group's steps with their avals, kinds (row value or row scalar) and pass levels."""
+
+    def __init__(self, program: tuple[Any, ...], avals: tuple[Any, ...], width: int) -> None:
+        self.program, self.width = program, width
+        self.ext = [Aval(a.shape, a.dtype) for a in avals]
+        self.avals: list[Aval] = []
+        self.level: list[int] = []
+        for op, refs, attrs in program:
+            ins = [self.value(r) for r in refs]
+            out = Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
+            for a in (*ins, out):
+                if a.dtype.name not in _DTYPES:
+                    raise KernelUnsupported(f"dtype {a.dtype.name}")
+            deps = [self.level[-1 - r] for r in refs if r < 0]
+            bump = REGISTRY[op].row_reduce is not None
+            self.level.append(max(deps, default=0) + bump)
+            self.avals.append(out)
+        self.lead = self.avals[-1].shape[:len(self.avals[-1].shape) - self._tail(-1)]
+
+    def value(self, ref: int) -> Aval:
+        return self.ext[ref] if ref >= 0 else self.avals[-1 - ref]
+
+    def _tail(self, j: int) -> int:
+        """1 when step j's shape ends with the row axis (width or a kept 1), else 0."""
+        op = self.program[j][0]
+        prim = REGISTRY[op]
+        if prim.row_reduce is not None:
+            return 1 if dict(self.program[j][2]).get("keepdims") else 0
+        if prim.same_order:
+            return 1 if len(self.avals[j].shape) > len(self.value(self.program[j][1][0]).shape) \
+                else 0
+        return 1
+
+    def is_row(self, j: int) -> bool:
+        prim = REGISTRY[self.program[j][0]]
+        return (prim.row_reduce is None and not prim.same_order
+                and self.avals[j].shape[-1] == self.width)
+
+    def needed(self, j: int, seen: set[int]) -> None:
+        """Add the row-value steps that step j's value needs inside a pass."""
+        if not self.is_row(j) or j in seen:
+            return
+        seen.add(j)
+        for r in self.program[j][1]:
+            if r < 0:
+                self.needed(-1 - r, seen)
+
+
+def _expr(rows: _Rows, j: int, names: list[str]) -> str:
+    """Step j's expression, externals read at the loop variables `names`."""
+    op, refs, attrs = rows.program[j]
+    out = rows.avals[j]
+    shape = out.shape if rows.is_row(j) else (*rows.lead, 1)
+    args = []
+    for r in refs:
+        if r < 0:
+            args.append(f"t{-1 - r}")
+            continue
+        ext = rows.ext[r]
+        ext_shape = ext.shape if len(ext.shape) != len(rows.lead) or op not in _ALIASES else (
+            *ext.shape, 1)
+        args.append(f"e{r}[{_index(ext_shape, shape, names)}]")
+    if REGISTRY[op].same_order:
+        return args[0]
+    ins = [rows.value(r) for r in refs]
+    return _step_expr(op, args, dict(attrs), _computing_dtype(ins, out))
+
+
+_ALIASES = frozenset(n for n, p in REGISTRY.items() if p.same_order)
+
+
+def render_rows(program: tuple[Any, ...], avals: tuple[Any, ...],
+                width: int) -> tuple[str, Aval]:
+    """The kernel's source (`def kernel(e0, ..., out)`) and its result's aval."""
+    rows = _Rows(program, avals, width)
+    nl = len(rows.lead)
+    lead_names = [f"i{d}" for d in range(nl)]
+    names = [*lead_names, "j"]
+    args = ", ".join([f"e{r}" for r in range(len(rows.ext))] + ["out"])
+    lines = [f"def kernel({args}):"]
+    lines += [f"{'    ' * (d + 1)}for i{d} in range(out.shape[{d}]):" for d in range(nl)]
+    pad = "    " * (nl + 1)
+    last = len(program) - 1
+    for level in range(max(rows.level) + 1):
+        lines += _pass_lines(rows, level, names, pad)
+        lines += [f"{pad}t{j} = {_scalar_expr(rows, j, names)}" for j in range(len(program))
+                  if rows.level[j] == level and not rows.is_row(j)]
+    if rows.is_row(last):
+        seen: set[int] = set()
+        rows.needed(last, seen)
+        lines.append(f"{pad}for j in range({width}):")
+        lines += [f"{pad}    t{k} = {_expr(rows, k, names)}" for k in sorted(seen)]
+        lines.append(f"{pad}    out[{', '.join(names)}] = t{last}")
+    else:
+        index = lead_names + (["0"] if len(rows.avals[last].shape) > nl else [])
+        lines.append(f"{pad}out[{', '.join(index) or '()'}] = t{last}")
+    return "\n".join(lines) + "\n", rows.avals[last]
+
+
+def _scalar_expr(rows: _Rows, j: int, names: list[str]) -> str:
+    """A row scalar: a reduction's accumulator in the step's dtype, or an elementwise step."""
+    if REGISTRY[rows.program[j][0]].row_reduce is not None:
+        return f"np.{rows.avals[j].dtype.name}(a{j})"
+    return _expr(rows, j, names)
+
+
+def _pass_lines(rows: _Rows, level: int, names: list[str], pad: str) -> list[str]:
+    """The pass over a row that accumulates the reductions of `level` (none at level 0)."""
+    reductions = [j for j, (op, _, _) in enumerate(rows.program)
+                  if REGISTRY[op].row_reduce is not None and rows.level[j] == level]
+    if not reductions:
+        return []
+    seen: set[int] = set()
+    for j in reductions:
+        src = rows.program[j][1][0]
+        if src < 0:
+            rows.needed(-1 - src, seen)
+    lines = [f"{pad}a{j} = {REGISTRY[rows.program[j][0]].row_reduce[0]}" for j in reductions]
+    lines.append(f"{pad}for j in range({rows.width}):")
+    lines += [f"{pad}    t{k} = {_expr(rows, k, names)}" for k in sorted(seen)]
+    for j in reductions:
+        src = rows.program[j][1][0]
+        elem = f"t{-1 - src}" if src < 0 else f"e{src}[{', '.join(names)}]"
+        update = REGISTRY[rows.program[j][0]].row_reduce[1].format(elem, acc=f"a{j}")
+        lines.append(f"{pad}    a{j} = {update}")
+    return lines
+
+
+def rows_kernel(program: tuple[Any, ...], avals: tuple[Any, ...] | None, width: int,
+                fallback: Callable[..., Any]) -> Callable[..., Any] | None:
+    """fn(*inputs, out=None) running the group as one row kernel, or None to keep NumPy."""
+    return make_kernel(lambda: render_rows(program, avals, width), program, avals, fallback,
+                       _ROWS_JIT)
