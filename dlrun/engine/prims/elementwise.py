@@ -1,5 +1,8 @@
 """Elementwise primitives: NumPy/CuPy ufunc calls with `out=` support, vjps in dlrun ops.
 
+With Numba, the transcendental ops (exp, log, tanh, erf, sigmoid) run engine/native.py's ufuncs
+on NumPy float arrays: the math CPU kernels use, so both modes compute the same bits.
+
 `cuda_expr` is the op as a C expression over its inputs `{0}`, `{1}`, ...; the GPU fusion pass
 composes these into one generated kernel.
 """
@@ -12,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine import native
 from dlrun.engine.dtypes import is_floating
 from dlrun.engine.prims.registry import Kind, predicate_rule, primitive
 
@@ -90,9 +94,9 @@ def _copy_vjp(g, y, x):
     return (g,)
 
 
-@primitive("pow", E, cpu_expr="({0} ** {1})", cuda_expr="pow({0}, {1})", ufunc="power")
+@primitive("pow", E, cpu_expr="pow({0}, {1})", cuda_expr="pow({0}, {1})")
 def pow(xp, x, p, out=None):  # noqa: A001
-    return xp.power(x, p, out=out)
+    return (native.ufunc("pow", x, p) or xp.power)(x, p, out=out)
 
 
 @pow.defvjp
@@ -132,9 +136,9 @@ def _minimum_vjp(g, y, a, b):
     return _minmax_vjp(g, a, b, lt(a, b))
 
 
-@primitive("exp", E, cpu_expr="exp({0})", cuda_expr="exp({0})", ufunc="exp")
+@primitive("exp", E, cpu_expr="exp({0})", cuda_expr="exp({0})")
 def exp(xp, x, out=None):
-    return xp.exp(x, out=out)
+    return (native.ufunc("exp", x) or xp.exp)(x, out=out)
 
 
 @exp.defvjp
@@ -142,9 +146,9 @@ def _exp_vjp(g, y, x):
     return (g * y,)
 
 
-@primitive("log", E, cpu_expr="log({0})", cuda_expr="log({0})", ufunc="log")
+@primitive("log", E, cpu_expr="log({0})", cuda_expr="log({0})")
 def log(xp, x, out=None):
-    return xp.log(x, out=out)
+    return (native.ufunc("log", x) or xp.log)(x, out=out)
 
 
 @log.defvjp
@@ -179,9 +183,9 @@ def sign(xp, x, out=None):
     return xp.sign(x, out=out)
 
 
-@primitive("tanh", E, cpu_expr="tanh({0})", cuda_expr="tanh({0})", ufunc="tanh")
+@primitive("tanh", E, cpu_expr="tanh({0})", cuda_expr="tanh({0})")
 def tanh(xp, x, out=None):
-    return xp.tanh(x, out=out)
+    return (native.ufunc("tanh", x) or xp.tanh)(x, out=out)
 
 
 @tanh.defvjp
@@ -194,6 +198,9 @@ def _tanh_vjp(g, y, x):
            cuda_expr="(0.5 * tanh(0.5 * {0}) + 0.5)")
 def sigmoid(xp, x, out=None):
     # 0.5 * (1 + tanh(x / 2)): no overflow for large |x|, one transcendental.
+    fn = native.ufunc("sigmoid", x)
+    if fn is not None:
+        return fn(x, out=out)
     out = xp.multiply(x, x.dtype.type(0.5), out=out)
     xp.tanh(out, out=out)
     xp.multiply(out, x.dtype.type(0.5), out=out)
@@ -289,6 +296,9 @@ def _erf_float32(xp, x, out):
 
 @primitive("erf", E, cpu_expr="erf({0})", cuda_expr="erf({0})")
 def erf(xp, x, out=None):
+    fn = native.ufunc("erf", x)
+    if fn is not None:
+        return fn(x, out=out)
     if xp is np and x.dtype == np.float32:
         return _erf_float32(xp, x, out)
     ufunc = _erf_ufunc(xp)

@@ -78,7 +78,7 @@ class Primitive:
     # The same op as a Python expression over `{0}`, `{1}`, ... and attributes `{name}`, for the
     # generated CPU kernels (static/cpu_kernels.py). Float literals take the computing dtype, as
     # NumPy gives Python scalars the array's dtype; `exp`, `tanh`, `erf`, `log`, `sqrt` are the
-    # kernel math of static/vecmath.py (tests/engine/prims/test_cpu_expr.py checks it).
+    # kernel math of engine/vecmath.py (tests/engine/prims/test_cpu_expr.py checks it).
     cpu_expr: str | None = None
     # A reduction a generated row kernel can run over the last axis: (initial value, update
     # expression over the accumulator `{acc}` and the element `{0}`), literals typed as cpu_expr.

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.native import available, numba_module
 from dlrun.engine.prims.registry import REGISTRY
 
 log = logging.getLogger("dlrun.kernels")
@@ -70,29 +71,10 @@ STATS = KernelStats()
 # The user source line of the node being lowered (static/lower.py sets it), for warnings.
 ORIGIN: ContextVar[str] = ContextVar("dlrun_kernel_origin", default="")
 _MADE: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
-_numba_state: list[Any] = []  # [numba module or None], filled on first use
 
 
 class KernelUnsupported(ValueError):
     """A chain that cannot become a CPU kernel (a step without cpu_expr, an unsupported dtype)."""
-
-
-def numba_module() -> Any:
-    """The numba module, or None when it is missing or kernels are turned off."""
-    if not _numba_state:
-        numba = None
-        if os.environ.get("DLRUN_CPU_KERNELS", "1") != "0":
-            try:
-                import numba
-            except ImportError:
-                numba = None
-        _numba_state.append(numba)
-    return _numba_state[0]
-
-
-def available() -> bool:
-    """True when fused chains on the CPU run as compiled kernels."""
-    return numba_module() is not None
 
 
 def kernel_cache_dir() -> Path:
@@ -193,7 +175,7 @@ def _loop_nest(ext: list[Aval], out: Aval, body: list[str]) -> str:
     nd = len(out.shape)
     args = ", ".join([f"e{r}" for r in range(len(ext))] + ["out"])
     lines = [f"def kernel({args}):"]
-    lines += [f"    x{r} = e{r}[()]" for r, a in enumerate(ext) if not a.shape]
+    lines += [f"    x{r} = item(e{r})" for r, a in enumerate(ext) if not a.shape]
     for d in range(nd):
         lines.append(f"{'    ' * (d + 1)}for i{d} in range(out.shape[{d}]):")
     pad = "    " * (nd + 1)
@@ -207,11 +189,9 @@ def _loop_nest(ext: list[Aval], out: Aval, body: list[str]) -> str:
 # ----- compiling and the disk cache ------------------------------------------------------------
 
 _CHAIN_JIT = '@njit(cache=True, nogil=True, error_model="numpy")\n'
-# Row kernels reassociate their sums (float64 accumulators, summed in SIMD lanes).
-_ROWS_JIT = '@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})\n'
 _HEADER = ('"""A dlrun kernel generated from a fused chain (dlrun/engine/static/cpu_kernels.py)."""'
            "\nimport math\n\nimport numpy as np\nfrom numba import njit\n\n"
-           "from dlrun.engine.static.vecmath import erf, exp, log, sqrt, tanh  # noqa: F401\n\n\n")
+           "from dlrun.engine.vecmath import erf, exp, item, log, pow, sqrt, tanh  # noqa: F401\n\n\n")
 
 
 def module_source(kernel_source: str, jit: str = _CHAIN_JIT) -> tuple[str, str]:

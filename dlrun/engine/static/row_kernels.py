@@ -5,8 +5,9 @@ elements while they sit in cache: one pass per level of reductions (a sum or max
 needs an earlier reduction's result waits for the next pass), then one pass writing the output.
 Row values are recomputed in each pass that needs them rather than stored; row scalars (the
 reductions' results and the elementwise work on them) are computed once per row between passes.
-Sums of float32 rows accumulate in float64. Compiling, the disk cache and the fallback to the
-group's NumPy forward are cpu_kernels.py's.
+Sums accumulate in float64 lanes in the one fixed order the `sum` primitive also uses
+(engine/native.py), so a group computes what its ops compute one by one. Compiling, the disk
+cache and the fallback to the group's NumPy forward are cpu_kernels.py's.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dlrun.engine.native import LANES
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.engine.static.cpu_kernels import (
+    _CHAIN_JIT,
     _DTYPES,
-    _ROWS_JIT,
     Aval,
     KernelUnsupported,
     _computing_dtype,
@@ -89,7 +91,7 @@ def _expr(rows: _Rows, j: int, names: list[str]) -> str:
         ext = rows.ext[r]
         ext_shape = ext.shape if len(ext.shape) != len(rows.lead) or op not in _ALIASES else (
             *ext.shape, 1)
-        args.append(f"e{r}[{_index(ext_shape, shape, names)}]")
+        args.append(f"e{r}[{_index(ext_shape, shape, names)}]" if ext_shape else f"item(e{r})")
     if REGISTRY[op].same_order:
         return args[0]
     ins = [rows.value(r) for r in refs]
@@ -135,7 +137,9 @@ def _scalar_expr(rows: _Rows, j: int, names: list[str]) -> str:
 
 
 def _pass_lines(rows: _Rows, level: int, names: list[str], pad: str) -> list[str]:
-    """The pass over a row that accumulates the reductions of `level` (none at level 0)."""
+    """The pass over a row that accumulates the reductions of `level` (none at level 0): the
+    element j goes to lane j % 8, the lanes are combined pairwise, then the tail in order (the
+    order of vecmath.row_sum, so a sum here equals the same sum run alone, in either mode)."""
     reductions = [j for j, (op, _, _) in enumerate(rows.program)
                   if REGISTRY[op].row_reduce is not None and rows.level[j] == level]
     if not reductions:
@@ -145,19 +149,45 @@ def _pass_lines(rows: _Rows, level: int, names: list[str], pad: str) -> list[str
         src = rows.program[j][1][0]
         if src < 0:
             rows.needed(-1 - src, seen)
-    lines = [f"{pad}a{j} = {REGISTRY[rows.program[j][0]].row_reduce[0]}" for j in reductions]
-    lines.append(f"{pad}for j in range({rows.width}):")
-    lines += [f"{pad}    t{k} = {_expr(rows, k, names)}" for k in sorted(seen)]
+    body = [f"t{k} = {_expr(rows, k, names)}" for k in sorted(seen)]
+    lanes = LANES if rows.width >= LANES else 1
+    full = rows.width - rows.width % lanes
+    lines = [f"{pad}a{j}_{u} = {_reduce(rows, j)[0]}" for j in reductions for u in range(lanes)]
+    lines.append(f"{pad}for jb in range(0, {full}, {lanes}):")
+    for u in range(lanes):
+        lines.append(f"{pad}    j = jb + {u}")
+        lines += [f"{pad}    {b}" for b in body]
+        lines += [f"{pad}    a{j}_{u} = {_update(rows, j, f'a{j}_{u}', names)}" for j in reductions]
     for j in reductions:
-        src = rows.program[j][1][0]
-        elem = f"t{-1 - src}" if src < 0 else f"e{src}[{', '.join(names)}]"
-        update = REGISTRY[rows.program[j][0]].row_reduce[1].format(elem, acc=f"a{j}")
-        lines.append(f"{pad}    a{j} = {update}")
+        lines.append(f"{pad}a{j} = {_combine(rows, j, [f'a{j}_{u}' for u in range(lanes)])}")
+    if full < rows.width:
+        lines.append(f"{pad}for j in range({full}, {rows.width}):")
+        lines += [f"{pad}    {b}" for b in body]
+        lines += [f"{pad}    a{j} = {_update(rows, j, f'a{j}', names)}" for j in reductions]
     return lines
+
+
+def _reduce(rows: _Rows, j: int) -> tuple[str, str]:
+    return REGISTRY[rows.program[j][0]].row_reduce
+
+
+def _update(rows: _Rows, j: int, acc: str, names: list[str]) -> str:
+    """The reduction's update of `acc` with the element at j."""
+    src = rows.program[j][1][0]
+    elem = f"t{-1 - src}" if src < 0 else f"e{src}[{', '.join(names)}]"
+    return _reduce(rows, j)[1].format(elem, acc=acc)
+
+
+def _combine(rows: _Rows, j: int, parts: list[str]) -> str:
+    """The lanes combined pairwise: ((0+1)+(2+3))+((4+5)+(6+7))."""
+    while len(parts) > 1:
+        parts = [_reduce(rows, j)[1].format(b, acc=a) for a, b in zip(parts[::2], parts[1::2],
+                                                                      strict=True)]
+    return parts[0]
 
 
 def rows_kernel(program: tuple[Any, ...], avals: tuple[Any, ...] | None, width: int,
                 fallback: Callable[..., Any]) -> Callable[..., Any] | None:
     """fn(*inputs, out=None) running the group as one row kernel, or None to keep NumPy."""
     return make_kernel(lambda: render_rows(program, avals, width), program, avals, fallback,
-                       _ROWS_JIT)
+                       _CHAIN_JIT)

@@ -3,7 +3,7 @@
 The cases are test_cuda_expr.py's (every sample value, NaN and infinities included, every dtype
 combination, and the composed chains), rendered by static/cpu_kernels.py and compiled by Numba.
 float64 runs `math`'s exact functions (rtol 1e-12); float32 runs the vectorizable polynomials of
-static/vecmath.py, within 1e-6 relative or absolute of NumPy (a few float32 ulp).
+engine/vecmath.py, within 1e-6 relative or absolute of NumPy (a few float32 ulp).
 """
 
 from __future__ import annotations

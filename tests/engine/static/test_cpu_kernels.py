@@ -44,7 +44,7 @@ def test_render_indexes_each_input_by_its_broadcast_pattern() -> None:
                                       ("sub", (-1, 3), ())), (x, row, col, s))
     assert out.shape == (4, 3, 5) and out.dtype == np.float32
     assert "x0 = e0[i0, i1, i2]" in source and "x1 = e1[i0, i1, 0]" in source
-    assert "x2 = e2[i2]" in source and "x3 = e3[()]" in source
+    assert "x2 = e2[i2]" in source and "x3 = item(e3)" in source
 
 
 def test_float_literals_take_the_data_dtype() -> None:

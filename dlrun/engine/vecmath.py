@@ -5,7 +5,7 @@ carry no vector math library), so float32 kernels use these branch-free polynomi
 instead: Cephes' expf (1 ulp), Eigen's rational tanh and erf (a few ulp, the same erf the NumPy
 float32 path computes). Other dtypes use `math`'s exact functions. Each name dispatches on its
 argument's type when a kernel is compiled (`numba.extending.overload`). Imported only when Numba
-is installed (static/cpu_kernels.py imports it lazily).
+is installed (engine/native.py imports it lazily).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def exp_f32(x):
     """exp(x) in float32: Cody-Waite reduction, Cephes' degree-6 polynomial, 2^n by bits."""
     xc = _EXP_LO if x < _EXP_LO else x
     xc = _EXP_HI if xc > _EXP_HI else xc
-    n = math.floor(xc * F(1.44269504088896341) + F(0.5))
+    n = np.floor(xc * F(1.44269504088896341) + F(0.5))  # float32 (math.floor gives an int)
     r = xc - n * F(0.693359375)
     r = r - n * F(-2.12194440e-4)
     p = F(1.9875691500e-4) * r + F(1.3981999507e-3)
@@ -112,4 +112,113 @@ erf = _generic("erf", erf_f32, math.erf)
 log = _generic("log", None, math.log)
 sqrt = _generic("sqrt", None, math.sqrt)
 
-NAMES = {"exp": exp, "tanh": tanh, "erf": erf, "log": log, "sqrt": sqrt, "math": math, "np": np}
+
+
+# Scalar bodies of the elementwise ufuncs engine/native.py builds (module-level, so Numba can
+# cache them): eager calls, NumPy plans and kernels then compute these ops alike.
+def exp_scalar(x):
+    return exp(x)
+
+
+def log_scalar(x):
+    return log(x)
+
+
+def tanh_scalar(x):
+    return tanh(x)
+
+
+def erf_scalar(x):
+    return erf(x)
+
+
+def pow_scalar(x, y):
+    return x**y
+
+
+def sigmoid_scalar(x):
+    return _half(x) * tanh(_half(x) * x) + _half(x)
+
+
+def _half(x):
+    raise NotImplementedError("inside generated kernels only")
+
+
+@overload(_half, inline="always")
+def _half_impl(x):
+    kind = np.float32 if x == types.float32 else np.float64
+    return lambda x: kind(0.5)
+
+
+
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def row_sum(x, out):
+    """out[r] = sum of row r of the 2-D x in the engine's fixed order: float64 lanes over
+    blocks of 8, combined as ((0+1)+(2+3))+((4+5)+(6+7)), then the tail in order (what row
+    kernels compute for a sum inside a group, so both agree to the bit)."""
+    n = x.shape[1]
+    n8 = n - n % 8
+    for r in range(x.shape[0]):
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        for jb in range(0, n8, 8):
+            a0 += x[r, jb]
+            a1 += x[r, jb + 1]
+            a2 += x[r, jb + 2]
+            a3 += x[r, jb + 3]
+            a4 += x[r, jb + 4]
+            a5 += x[r, jb + 5]
+            a6 += x[r, jb + 6]
+            a7 += x[r, jb + 7]
+        s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        for j in range(n8, n):
+            s += x[r, j]
+        out[r] = s
+
+
+def _pow_stub(x, y):
+    raise NotImplementedError("pow runs inside generated kernels only")
+
+
+@overload(_pow_stub, inline="always")
+def _pow_impl(x, y):
+    return lambda x, y: x**y
+
+
+pow = _pow_stub  # noqa: A001  (the kernels' name for it)
+
+
+def _item_stub(e):
+    raise NotImplementedError("item runs inside generated kernels only")
+
+
+@overload(_item_stub, inline="always")
+def _item_impl(e):
+    """A 0-d input's value: plans pass 0-d arrays, but a reduction may hand a NumPy scalar."""
+    if isinstance(e, types.Array):
+        return lambda e: e[()]
+    return lambda e: e
+
+
+item = _item_stub
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def col_sum(x, out):
+    """out[k] = sum of column k of the 2-D x, each in row_sum's order over its elements (lane
+    r % 8, lanes combined pairwise, then the tail rows): a sum over leading axes, read row by
+    row without a transposed copy."""
+    rows, cols = x.shape
+    r8 = rows - rows % 8
+    acc = np.zeros((8, cols))
+    for rb in range(0, r8, 8):
+        for lane in range(8):
+            for k in range(cols):
+                acc[lane, k] += x[rb + lane, k]
+    for k in range(cols):
+        s = ((acc[0, k] + acc[1, k]) + (acc[2, k] + acc[3, k])) + \
+            ((acc[4, k] + acc[5, k]) + (acc[6, k] + acc[7, k]))
+        for r in range(r8, rows):
+            s += x[r, k]
+        out[k] = s
