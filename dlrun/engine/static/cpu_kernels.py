@@ -191,7 +191,8 @@ def _loop_nest(ext: list[Aval], out: Aval, body: list[str]) -> str:
 _CHAIN_JIT = '@njit(cache=True, nogil=True, error_model="numpy")\n'
 _HEADER = ('"""A dlrun kernel generated from a fused chain (dlrun/engine/static/cpu_kernels.py)."""'
            "\nimport math\n\nimport numpy as np\nfrom numba import njit\n\n"
-           "from dlrun.engine.vecmath import erf, exp, item, log, pow, sqrt, tanh  # noqa: F401\n\n\n")
+           "from dlrun.engine.vecmath import (  # noqa: F401\n"
+           "    erf, exp, item, log, pow, sqrt, tanh)\n\n\n")
 
 
 def module_source(kernel_source: str, jit: str = _CHAIN_JIT) -> tuple[str, str]:
