@@ -20,6 +20,7 @@ from dlrun.engine.passes.dce import dce
 from dlrun.engine.passes.fold import fold
 from dlrun.engine.passes.fuse import fuse
 from dlrun.engine.passes.fuse_rows import fuse_rows
+from dlrun.engine.passes.hoist import hoist
 from dlrun.engine.passes.matmul_sum import matmul_sum
 from dlrun.engine.passes.simplify import simplify
 
@@ -30,6 +31,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("cse", cse),
     ("fold", fold),
     ("simplify", simplify),
+    ("hoist", hoist),  # the per-step input projections of an unrolled RNN as one GEMM
     ("matmul_sum", matmul_sum),
     ("cse2", cse),  # merges the concatenations matmul_sum made of the same values
     ("dce2", dce),

@@ -109,7 +109,9 @@ def render_rows(program: tuple[Any, ...], avals: tuple[Any, ...],
     lead_names = [f"i{d}" for d in range(nl)]
     names = [*lead_names, "j"]
     args = ", ".join([f"e{r}" for r in range(len(rows.ext))] + ["out"])
-    lines = [f"def kernel({args}):"]
+    wide = next(r for r, a in enumerate(rows.ext) if a.shape and a.shape[-1] == width)
+    lines = [f"def kernel({args}):", f"    n = e{wide}.shape[-1]  # the row width",
+             f"    full = n - n % {LANES}"]
     lines += [f"{'    ' * (d + 1)}for i{d} in range(out.shape[{d}]):" for d in range(nl)]
     pad = "    " * (nl + 1)
     last = len(program) - 1
@@ -120,7 +122,7 @@ def render_rows(program: tuple[Any, ...], avals: tuple[Any, ...],
     if rows.is_row(last):
         seen: set[int] = set()
         rows.needed(last, seen)
-        lines.append(f"{pad}for j in range({width}):")
+        lines.append(f"{pad}for j in range(n):")
         lines += [f"{pad}    t{k} = {_expr(rows, k, names)}" for k in sorted(seen)]
         lines.append(f"{pad}    out[{', '.join(names)}] = t{last}")
     else:
@@ -150,20 +152,18 @@ def _pass_lines(rows: _Rows, level: int, names: list[str], pad: str) -> list[str
         if src < 0:
             rows.needed(-1 - src, seen)
     body = [f"t{k} = {_expr(rows, k, names)}" for k in sorted(seen)]
-    lanes = LANES if rows.width >= LANES else 1
-    full = rows.width - rows.width % lanes
+    lanes = LANES
     lines = [f"{pad}a{j}_{u} = {_reduce(rows, j)[0]}" for j in reductions for u in range(lanes)]
-    lines.append(f"{pad}for jb in range(0, {full}, {lanes}):")
+    lines.append(f"{pad}for jb in range(0, full, {lanes}):")
     for u in range(lanes):
         lines.append(f"{pad}    j = jb + {u}")
         lines += [f"{pad}    {b}" for b in body]
         lines += [f"{pad}    a{j}_{u} = {_update(rows, j, f'a{j}_{u}', names)}" for j in reductions]
     for j in reductions:
         lines.append(f"{pad}a{j} = {_combine(rows, j, [f'a{j}_{u}' for u in range(lanes)])}")
-    if full < rows.width:
-        lines.append(f"{pad}for j in range({full}, {rows.width}):")
-        lines += [f"{pad}    {b}" for b in body]
-        lines += [f"{pad}    a{j} = {_update(rows, j, f'a{j}', names)}" for j in reductions]
+    lines.append(f"{pad}for j in range(full, n):")
+    lines += [f"{pad}    {b}" for b in body]
+    lines += [f"{pad}    a{j} = {_update(rows, j, f'a{j}', names)}" for j in reductions]
     return lines
 
 
