@@ -34,7 +34,7 @@ def _f32_from_bits(typingctx, i):
     return sig, codegen
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def exp_f32(x):
     """exp(x) in float32: Cody-Waite reduction, Cephes' degree-6 polynomial, 2^n by bits."""
     xc = _EXP_LO if x < _EXP_LO else x
@@ -54,7 +54,7 @@ def exp_f32(x):
     return x if x != x else y
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def tanh_f32(x):
     """tanh(x) in float32: Eigen's rational approximation on x clipped to +-7.9."""
     lim = F(7.90531110763549805)
@@ -75,7 +75,7 @@ def tanh_f32(x):
     return x if x != x else y
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def erf_f32(x):
     """erf(x) in float32: x * P(x^2) / Q(x^2) on x clipped to +-4 (prims/elementwise.py)."""
     xc = F(-4.0) if x < F(-4.0) else x
