@@ -357,8 +357,11 @@ def info() -> None:
     from dlrun.backend import cuda_available
     from dlrun.engine.prims import REGISTRY
 
+    from dlrun.engine.static.cpu_kernels import describe
+
     console.print(f"dlrun {__version__}: {len(REGISTRY)} primitives")
     console.print(f"CUDA available: {cuda_available()}")
+    console.print(f"Static CPU plans run fused chains as: {describe()}")
 
 
 @app.command()

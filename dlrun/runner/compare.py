@@ -118,6 +118,7 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
             record = step.traces[0]
             info["traces"] = step.trace_count
             info["compile_ms"] = record.seconds * 1e3
+            info["kernels"] = dict(record.kernels)
             info["nodes_before"] = record.report.traced_nodes
             info["nodes_after"] = record.report.final_nodes
             info["passes"] = record.report.as_dict()
@@ -224,6 +225,17 @@ def _graph_line(g: dict[str, Any]) -> str:
             f"{counts}; losses within {g['max_rel_loss_diff_vs_static']:.1e} of plain static.")
 
 
+def kernels_line(kernels: dict[str, Any]) -> str:
+    """How the static plan's fused chains run: native kernels made cold or loaded warm."""
+    if kernels.get("backend") != "numba":
+        return "NumPy calls"
+    made = [f"{kernels[k]} {k}" for k in ("compiled", "loaded", "reused") if kernels.get(k)]
+    text = f"Numba: {', '.join(made) or 'none needed'} ({kernels.get('seconds', 0):.2f} s)"
+    if kernels.get("fallbacks"):
+        text += f", {kernels['fallbacks']} left to NumPy"
+    return text
+
+
 def markdown(report: dict[str, Any]) -> str:
     e, s = report["eager"], report["static"]
     rows = [
@@ -237,6 +249,7 @@ def markdown(report: dict[str, Any]) -> str:
          f"{s['minor_faults_per_step']:.1f}"),
         ("array operations / step", str(e["ops_per_step"]), str(s["ops_per_step"])),
         ("trace + compile (ms)", "-", f"{s['compile_ms']:.1f}"),
+        ("CPU kernels", "-", kernels_line(s.get("kernels") or {})),
         ("traces", "-", str(s["traces"])),
         ("graph nodes before → after passes", "-", f"{s['nodes_before']} → {s['nodes_after']}"),
         ("final loss", f"{e['final_loss']:.6g}", f"{s['final_loss']:.6g}"),

@@ -52,3 +52,23 @@ def test_compare_on_a_gpu_counts_launches_and_replays_a_cuda_graph(tiny_config) 
     if "launches_per_step" in graph:  # counted by torch.profiler when PyTorch is installed
         assert graph["launches_per_step"] < report["static"]["launches_per_step"]
         assert report["static"]["launches_per_step"] < report["eager"]["launches_per_step"]
+
+
+def test_compare_says_how_the_fused_chains_ran(tiny_config, monkeypatch, tmp_path) -> None:
+    """With Numba the report counts the kernels (cold and warm loads are tested in
+    tests/engine/static/test_cpu_kernels.py); without it, NumPy calls."""
+    pytest.importorskip("numba")
+    from dlrun.engine.static import cpu_kernels
+    from dlrun.runner.compare import markdown
+
+    monkeypatch.setenv("DLRUN_KERNEL_CACHE", str(tmp_path / "kernels"))
+    cpu_kernels._MADE.clear()
+    report = compare(load_config(tiny_config()), steps=3, warmup=1, timed=3)
+    kernels = report["static"]["kernels"]
+    assert kernels["backend"] == "numba" and not kernels["fallbacks"]
+    assert kernels["compiled"] + kernels["loaded"] + kernels["reused"] >= 1
+    assert "| CPU kernels | - | Numba: " in markdown(report)
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    report = compare(load_config(tiny_config()), steps=3, warmup=1, timed=3)
+    assert report["static"]["kernels"]["backend"] == "numpy"
+    assert "| CPU kernels | - | NumPy calls |" in markdown(report)

@@ -252,6 +252,9 @@ def _compile(kernel_source: str, avals: list[Any], out: Aval,
     for attempt in (0, 1):
         try:
             dispatcher = _import(path, name)
+            if tuple(sig) in dispatcher.overloads:  # made earlier in this process
+                STATS.reused += 1
+                return dispatcher
             dispatcher.compile(sig)
         except Exception:
             if attempt:
