@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 
 import numpy as np
@@ -180,6 +181,47 @@ def log_softmax(xp, x, *, axis, out=None):
 @log_softmax.defvjp
 def _log_softmax_vjp(g, y, x, *, axis):
     return (g - exp(y) * sum(g, axis=(axis,), keepdims=True),)
+
+
+NORM_LANES = 1024  # lanes of sum_squares: its summation order depends on this number only
+
+
+def _sum_squares_rule(*xs):
+    if not xs:
+        raise ValueError("sum_squares needs at least one array")
+    return (), xs[0].dtype
+
+
+@primitive("sum_squares", R, _sum_squares_rule)
+def sum_squares(xp, *xs):
+    """The sum of the squares of all elements of xs, as if concatenated flat, in a fixed order.
+
+    Element i of the concatenation (in xs[0]'s dtype) goes to lane i % NORM_LANES; each lane is
+    summed in index order, then the lane sums in a fixed halving tree (lanes[:h] + lanes[h:]).
+    The order depends only on the total size, never on how the arrays are split, strided or
+    aligned, so any kernel that keeps it (NumPy, a CPU kernel, CUDA) gives the same bits: the
+    global gradient norm of clipping, in eager and static mode alike.
+    """
+    n = builtins.sum(int(x.size) for x in xs)
+    rows = max(1, -(-n // NORM_LANES))
+    buf = xp.zeros(rows * NORM_LANES, dtype=xs[0].dtype)  # our own contiguous layout
+    start = 0
+    for x in xs:
+        xp.copyto(buf[start:start + x.size].reshape(x.shape), x, casting="unsafe")
+        start += x.size
+    xp.multiply(buf, buf, out=buf)
+    # a reduction over the outer axis adds whole rows elementwise, one after another
+    lanes = buf.reshape(rows, NORM_LANES).sum(axis=0)
+    h = NORM_LANES // 2
+    while h:
+        lanes = lanes[:h] + lanes[h:]
+        h //= 2
+    return lanes.reshape(())
+
+
+@sum_squares.defvjp
+def _sum_squares_vjp(g, y, *xs):
+    return tuple(cast(g * 2.0, dtype=x.dtype) * x for x in xs)
 
 
 # ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
