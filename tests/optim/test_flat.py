@@ -156,15 +156,20 @@ def test_parameters_without_grad_keep_their_own_step_counts_and_round_trip(mode:
                                rtol=1e-15)
 
 
-def _reference_sum_squares(flat: np.ndarray, lanes: int = 1024) -> np.floating:
-    """The documented order: lane i % lanes, each lane in index order, then a halving tree."""
-    rows = -(-flat.size // lanes)
-    buf = np.zeros(rows * lanes, flat.dtype)
-    buf[:flat.size] = flat
-    buf *= buf
-    acc = buf[:lanes].copy()
-    for r in range(1, rows):
-        acc += buf[r * lanes:(r + 1) * lanes]
+def _reference_sum_squares(flat: np.ndarray, lanes: int = 1024, block: int = 64) -> np.floating:
+    """The documented order, one addition at a time: lane i % lanes of row i // lanes; each
+    lane sums its squares row by row within blocks of `block` rows, then the block sums in
+    order, then the partial last row; then the lanes in a halving tree."""
+    rows = flat.size // lanes
+    sq = (flat * flat)[:rows * lanes].reshape(rows, lanes)
+    acc = np.zeros(lanes, flat.dtype)
+    for b0 in range(0, rows, block):
+        part = sq[b0].copy()
+        for r in range(b0 + 1, min(b0 + block, rows)):
+            part += sq[r]
+        acc += part
+    tail = flat[rows * lanes:]
+    acc[:tail.size] += tail * tail
     h = lanes // 2
     while h:
         acc = acc[:h] + acc[h:]
@@ -172,7 +177,7 @@ def _reference_sum_squares(flat: np.ndarray, lanes: int = 1024) -> np.floating:
     return acc[0]
 
 
-@pytest.mark.parametrize("n", [1, 1000, 1024, 4099, 100_003])
+@pytest.mark.parametrize("n", [1, 1000, 1024, 4099, 100_003, 200_000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sum_squares_is_independent_of_layout_and_alignment(n: int, dtype: type) -> None:
     rng = np.random.default_rng(n)
