@@ -38,15 +38,13 @@ class Adam(Optimizer):
                                       weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize))
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        state = {"step": self._scalar(p), "exp_avg": self._zeros(p),
-                 "exp_avg_sq": self._zeros(p)}
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = self._zeros(p)
-        return state
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        amsgrad = ("max_exp_avg_sq",) if group["amsgrad"] else ()
+        return ("step", "exp_avg", "exp_avg_sq", *amsgrad)
 
-    def _update(self, p: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
-        g = self._grad(p, group["maximize"])
+    def _flat_update(self, p: Tensor, g: Tensor, group: dict[str, Any],
+                     state: dict[str, Tensor], step: Tensor | None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
         beta1, beta2 = group["betas"]
         wd, lr = group["weight_decay"], self._lr(group, p)
         base = p
@@ -55,19 +53,15 @@ class Adam(Optimizer):
                 base = p * (1.0 - lr * wd)
             else:
                 g = g + p * wd
-        step = state["step"] + 1.0
-        state["step"].copy_(step)
         m = state["exp_avg"] * beta1 + g * (1.0 - beta1)
         v = state["exp_avg_sq"] * beta2 + g * g * (1.0 - beta2)
-        state["exp_avg"].copy_(m)
-        state["exp_avg_sq"].copy_(v)
+        new = {"exp_avg": m, "exp_avg_sq": v}
         if group["amsgrad"]:
-            v = F.maximum(state["max_exp_avg_sq"], v)
-            state["max_exp_avg_sq"].copy_(v)
+            v = new["max_exp_avg_sq"] = F.maximum(state["max_exp_avg_sq"], v)
         bias1 = 1.0 - F.pow(beta1, step)
         bias2 = 1.0 - F.pow(beta2, step)
         denom = F.sqrt(v) / F.sqrt(bias2) + group["eps"]
-        p.copy_(base - (m / denom) * (lr / bias1))
+        return base - (m / denom) * (lr / bias1), new
 
 
 class AdamW(Adam):

@@ -7,9 +7,9 @@ ops so a compiled step traces all of it).
   (a differentiable `cast`, so its gradient arrives in float32 on the master), casts float inputs
   the same way and returns float32 outputs, so losses are computed in float32 as autocast does.
 - `GradScaler` (fp16 only: bf16 has float32's range) multiplies the loss by `scale` before
-  backward, divides the gradients by it after, and in `step` skips the update when a gradient is
-  inf/nan: the parameters and optimizer state are put back with `where`, not with a Python `if`,
-  so there is no host-device synchronisation and the step stays one static graph.
+  backward; the optimizer's flat step divides the gradients by it and skips the update when a
+  gradient is inf/nan: the parameters and optimizer state keep their values through `where`, not
+  a Python `if`, so there is no host-device synchronisation and the step stays one static graph.
 """
 
 from __future__ import annotations
@@ -67,24 +67,20 @@ class GradScaler:
                 if p.grad is not None:
                     p.grad = p.grad * inv.to_dtype(p.grad.dtype)
 
-    @staticmethod
-    def found_inf(params: list[Tensor]) -> Tensor:
-        """A 0-d bool tensor: some gradient holds an inf or a nan (sum of g*0 is nan then)."""
-        with no_grad():
-            probes = [F.sum(p.grad.to_dtype(np.float32) * 0.0) for p in params
-                      if p.grad is not None]
-            total = F.stack(probes).sum() if probes else full((), 0.0, dtype=np.float32)
-            return total != total
+    def step(self, optimizer: Any, *, scaled: bool = False,
+             max_norm: float | None = None) -> Tensor:
+        """optimizer.step(), left undone (parameters and optimizer state keep their values) when
+        a gradient is not finite; then the scale is updated. Returns the found-inf flag.
 
-    def step(self, optimizer: Any, params: list[Tensor]) -> Tensor:
-        """optimizer.step(), undone (parameters and optimizer state restored) when a gradient
-        is not finite; then the scale is updated. Returns the found-inf flag."""
-        bad = self.found_inf(params)
+        With `scaled`, the gradients still carry the loss scale (no unscale_ since backward):
+        the optimizer divides them by it in its flat pass, before clipping to `max_norm`.
+        """
         with no_grad():
-            kept = [(t, t.detach()) for t in _updated_tensors(optimizer)]  # this step's values
-            optimizer.step()
-            for t, old in kept:
-                t.copy_(F.where(bad, old, t))
+            stats = optimizer.apply_gradients(grad_scale=1.0 / self.scale if scaled else None,
+                                              max_norm=max_norm, skip_nonfinite=True)
+            bad = stats.found_inf
+            if bad is None:  # no gradient at all: nothing stepped, nothing went wrong
+                bad = full((), False, dtype=np.bool_, device=self.scale.device)
             self.update(bad)
         return bad
 
@@ -108,18 +104,6 @@ class GradScaler:
             self.growth_tracker.copy_(float(np.asarray(state["growth_tracker"])))
 
 
-def _updated_tensors(optimizer: Any) -> list[Tensor]:
-    """Everything optimizer.step() may write: the parameters and their state tensors."""
-    out: dict[int, Tensor] = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            out.setdefault(id(p), p)
-            for t in optimizer.state.get(p, {}).values():
-                if isinstance(t, Tensor):
-                    out.setdefault(id(t), t)
-    return list(out.values())
-
-
 class MixedPrecision:
     """One run's precision policy: `run` the model in the compute dtype, `backward` with loss
     scaling (fp16) and `step` the optimizer (skipping non-finite steps). With fp32 every method
@@ -132,6 +116,7 @@ class MixedPrecision:
         self.params = list(model.parameters())
         self.scaler = GradScaler(device) if precision == "fp16" else None
         self.enabled = precision != "fp32"
+        self._scaled = False  # the gradients still carry the loss scale
 
     def run(self, model: Any, x: Tensor) -> Any:
         """model(x) in the compute dtype; float outputs come back as float32."""
@@ -144,12 +129,21 @@ class MixedPrecision:
         return _to_float32(out)
 
     def backward(self, loss: Tensor) -> None:
-        """loss.backward(); with a scaler, of the scaled loss, and the gradients unscaled."""
+        """loss.backward(); with a scaler, of the scaled loss: the gradients keep the scale
+        until `step` (or `unscale_`) divides it out."""
         if self.scaler is None:
             loss.backward()
             return
         self.scaler.scale_loss(loss).backward()
-        self.scaler.unscale_(self.params)
+        self._scaled = True
+
+    def unscale_(self) -> list[Tensor]:
+        """Divide the loss scale out of the gradients now, for code that reads them before
+        `step` (clipping by value); returns the parameters."""
+        if self._scaled:
+            self.scaler.unscale_(self.params)
+            self._scaled = False
+        return self.params
 
     def state_dict(self) -> dict[str, float]:
         """The loss scaler's state for a checkpoint (empty without one)."""
@@ -161,12 +155,15 @@ class MixedPrecision:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
 
-    def step(self) -> None:
-        """optimizer.step(); with a scaler, skipped (in-graph) on a non-finite gradient."""
+    def step(self, max_norm: float | None = None) -> None:
+        """optimizer.step(), clipping by global norm to `max_norm`; with a scaler, also the
+        gradients unscaled and the step skipped (in-graph) on an inf/nan, all in one flat
+        pass over the gradients."""
         if self.scaler is None:
-            self.optimizer.step()
+            self.optimizer.step(max_norm=max_norm)
         else:
-            self.scaler.step(self.optimizer, self.params)
+            self.scaler.step(self.optimizer, scaled=self._scaled, max_norm=max_norm)
+            self._scaled = False
 
 
 def _to_float32(out: Any) -> Any:

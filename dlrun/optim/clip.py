@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dlrun import functional as F
 from dlrun.engine.autograd import no_grad
 from dlrun.engine.creation import zeros
+from dlrun.engine.prims.reduce import sum_squares
 from dlrun.engine.tensor import Tensor
 
 
@@ -21,7 +22,9 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
     """Scale all gradients by min(1, max_norm / (total_norm + 1e-6)); return total_norm.
 
     total_norm is the norm of all gradients together (as if concatenated), a 0-d tensor in the
-    first gradient's dtype. Gradients are replaced by scaled copies (`p.grad = p.grad * c`).
+    first gradient's dtype; the 2-norm sums in a fixed order, the one `optimizer.step(max_norm=)`
+    uses over its flat gradients, so both give the same bits. Gradients are replaced by scaled
+    copies (`p.grad = p.grad * c`).
     """
     params = _with_grads(parameters)
     if not params:
@@ -33,7 +36,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
         if math.isinf(norm_type):
             total = F.amax(F.stack([F.amax(F.abs(g)) for g in grads]))
         elif norm_type == 2.0:
-            total = F.sqrt(F.stack([F.sum(g * g) for g in grads]).sum())
+            total = F.sqrt(sum_squares(*grads))  # a fixed order: see sum_squares
         else:
             total = F.pow(F.stack([F.sum(F.pow(F.abs(g), norm_type)) for g in grads]).sum(),
                           1.0 / norm_type)

@@ -1,4 +1,4 @@
-"""Optimizer base: parameter groups, per-parameter state and a pickle-free state_dict.
+"""Optimizer base: parameter groups, flat state and a pickle-free state_dict.
 
 Rules that keep `step()` compilable into a static graph (dlrun.compile):
 
@@ -9,19 +9,27 @@ Rules that keep `step()` compilable into a static graph (dlrun.compile):
   `group['lr'] = x` (what schedulers do) copies x into it, so a new learning rate never retraces;
 - `step()` never reads tensor values in Python (no `.item()`), it only branches on `grad is None`,
   shapes and Python hyper-parameters.
+
+The update is flat (see flat.py): per bucket (the parameters of a group with one dtype and
+device) the gradients are concatenated into one vector, unscaled, clipped by the global norm and
+checked for inf/nan there, the optimizer's formula runs once over the whole vector and its
+state, and each parameter takes back its slice. Eager and static mode run this same code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from dlrun import functional as F
 from dlrun.engine.autograd import enable_grad, no_grad
 from dlrun.engine.creation import full, zeros_like
+from dlrun.engine.prims.reduce import sum_squares
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import CheckpointError
+from dlrun.optim.flat import Bucket, StateView
 
 
 class ParamGroup(dict):
@@ -46,13 +54,34 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _as(t: Tensor, like: Tensor) -> Tensor:
+    """0-d tensor t in like's dtype."""
+    return t if t.dtype == like.dtype else t.to_dtype(like.dtype)
+
+
+class GradStats(NamedTuple):
+    """What a step saw of the gradients: the global norm (when clipping) and the inf/nan flag
+    (when asked to skip non-finite steps), as 0-d tensors (no host synchronisation)."""
+
+    norm: Tensor | None
+    found_inf: Tensor | None
+
+
 class Optimizer:
-    """Base class: holds `param_groups` (list of ParamGroup) and `state` (param -> dict)."""
+    """Base class: holds `param_groups` (list of ParamGroup) and `state` (param -> its state).
+
+    A subclass names its state (`_state_names`; names in `_count_names` are per-parameter
+    counts, the others have the parameter's shape) and writes its formula once, over flat
+    vectors (`_flat_update`).
+    """
+
+    _count_names: frozenset[str] = frozenset({"step"})
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = dict(defaults)
-        self.state: dict[Tensor, dict[str, Tensor]] = {}
+        self.state = StateView()
         self.param_groups: list[ParamGroup] = []
+        self._buckets: list[list[Bucket]] = []  # per group, in order
         groups = list(params) if not isinstance(params, Tensor) else [params]
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -87,25 +116,28 @@ class Optimizer:
         dict.__setitem__(group, "lr_t", full((), float(group["lr"]), dtype=first.dtype,
                                              device=first.device))
         self.param_groups.append(group)
+        alike: dict[tuple[Any, str], list[Tensor]] = {}
         for p in params:
-            self.state[p] = self._init_state(p, group)
+            alike.setdefault((p.dtype, p.device), []).append(p)
+        names = self._state_names(group)
+        buckets = [Bucket.make(ps, names, self._count_names) for ps in alike.values()]
+        self._buckets.append(buckets)
+        for b in buckets:
+            self.state.add(b)
 
     def _validate(self, group: dict[str, Any]) -> None:
         lr = group.get("lr")
         if not isinstance(lr, int | float) or isinstance(lr, bool) or lr < 0.0:
             raise ValueError(f"invalid learning rate: {lr!r}")
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        """The state tensors of one parameter (override; created eagerly, never in step)."""
-        return {}
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The names of a parameter's state in PyTorch's order (override)."""
+        return ()
 
-    @staticmethod
-    def _zeros(p: Tensor) -> Tensor:
-        return zeros_like(p)
-
-    @staticmethod
-    def _scalar(p: Tensor, value: float = 0.0) -> Tensor:
-        return full((), value, dtype=p.dtype, device=p.device)
+    def state_tensors(self) -> list[Tensor]:
+        """Every tensor a step writes: the parameters and the flat state."""
+        out = [p for g in self.param_groups for p in g["params"]]
+        return out + [t for bs in self._buckets for b in bs for t in b.tensors()]
 
     @staticmethod
     def _lr(group: dict[str, Any], p: Tensor) -> Tensor:
@@ -113,28 +145,99 @@ class Optimizer:
         lr = group["lr_t"]
         return lr if lr.dtype == p.dtype else lr.to_dtype(p.dtype)
 
-    @staticmethod
-    def _grad(p: Tensor, maximize: bool = False) -> Tensor:
-        g = p.grad
-        if g.dtype != p.dtype:
-            g = g.to_dtype(p.dtype)
-        return -g if maximize else g
-
     # ----- the update ----------------------------------------------------------------------------
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Update every parameter that has a gradient; returns closure() if given."""
+    def step(self, closure: Callable[[], Any] | None = None, *,
+             grad_scale: Tensor | float | None = None, max_norm: float | None = None,
+             skip_nonfinite: bool = False) -> Any:
+        """Update every parameter that has a gradient; returns closure() if given.
+
+        The keywords act on the flat gradients, in this order: multiply by `grad_scale` (the
+        inverse loss scale of fp16 training), clip by global norm to `max_norm` (as
+        clip_grad_norm_), and with `skip_nonfinite` leave parameters and state unchanged when
+        some gradient is inf or nan (see `apply_gradients` for the norm and the flag).
+        """
         loss = None
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, group, self.state[p])
+        self.apply_gradients(grad_scale=grad_scale, max_norm=max_norm,
+                             skip_nonfinite=skip_nonfinite)
         return loss
 
-    def _update(self, p: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
+    def apply_gradients(self, *, grad_scale: Tensor | float | None = None,
+                        max_norm: float | None = None, skip_nonfinite: bool = False
+                        ) -> GradStats:
+        """step() without the closure; returns the global norm and the inf/nan flag."""
+        with no_grad():
+            work = []
+            for group, buckets in zip(self.param_groups, self._buckets, strict=True):
+                for b in buckets:
+                    active = [i for i, p in enumerate(b.params) if p.grad is not None]
+                    if active:
+                        work.append((group, b, active, self._flat_grad(b, active, grad_scale)))
+            if not work:
+                return GradStats(None, None)
+            norm = bad = None
+            if max_norm is not None:
+                norm = F.sqrt(sum_squares(*(g for *_, g in work)))
+                coef = F.minimum(float(max_norm) / (norm + 1e-6), 1.0)
+                work = [(*w[:3], w[3] * _as(coef, w[3])) for w in work]
+            if skip_nonfinite:
+                probes = [F.sum(g * 0.0).to_dtype(np.float32) for *_, g in work]
+                total = probes[0] if len(probes) == 1 else F.stack(probes).sum()
+                bad = total != total  # a sum of g * 0 is nan when some g is inf or nan
+            for group, b, active, g in work:
+                self._update_bucket(group, b, active, g, bad)
+        return GradStats(norm, bad)
+
+    @staticmethod
+    def _flat_grad(b: Bucket, active: list[int], grad_scale: Tensor | float | None) -> Tensor:
+        parts = []
+        for i in active:
+            p = b.params[i]
+            g = p.grad if p.grad.dtype == p.dtype else p.grad.to_dtype(p.dtype)
+            parts.append(g.reshape(-1))
+        g = parts[0] if len(parts) == 1 else F.cat(parts)
+        if grad_scale is not None:
+            g = g * (_as(grad_scale, g) if isinstance(grad_scale, Tensor) else grad_scale)
+        return g
+
+    def _update_bucket(self, group: dict[str, Any], b: Bucket, active: list[int], g: Tensor,
+                       bad: Tensor | None) -> None:
+        """One flat update of the active parameters of bucket b (gradient g, flat)."""
+        ps = [b.params[i] for i in active]
+        p = ps[0].reshape(-1) if len(ps) == 1 else F.cat([q.reshape(-1) for q in ps])
+        if group.get("maximize"):
+            g = -g
+        old = {k: b.gather(t, active) for k, t in b.buffers.items()}
+        old_counts = {k: b.gather(t, active, counts=True) for k, t in b.counts.items()}
+        counts = {k: c + 1.0 for k, c in old_counts.items()}
+        everyone = len(active) == len(b.params)
+        step = None
+        if "step" in counts:
+            step = counts["step"][0] if b.lockstep and everyone else b.spread(counts["step"],
+                                                                               active)
+        new_p, new = self._flat_update(p, g, group, old, step)
+        if bad is not None:  # a skipped step keeps every old value (no host decision)
+            new_p = F.where(bad, p, new_p)
+            new = {k: F.where(bad, old[k], v) for k, v in new.items()}
+            counts = {k: F.where(bad, old_counts[k], v) for k, v in counts.items()}
+        for k, v in new.items():
+            b.buffers[k].copy_(b.scatter(b.buffers[k], v, active))
+        for k, v in counts.items():
+            b.counts[k].copy_(b.scatter(b.counts[k], v, active, counts=True))
+        at = 0
+        for q in ps:
+            q.copy_(new_p[at:at + q.numel()].reshape(q.shape))
+            at += q.numel()
+        if not everyone:
+            b.lockstep = False
+
+    def _flat_update(self, p: Tensor, g: Tensor, group: dict[str, Any],
+                     state: dict[str, Tensor], step: Tensor | None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The formula over flat vectors: parameters p, gradient g, the state buffers and the
+        new step count (0-d, or one per element); returns p's new values and the buffers'."""
         raise NotImplementedError
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -181,7 +284,7 @@ class Optimizer:
                 f"{len(self.param_groups)}"
             )
         saved_state = {int(k): v for k, v in saved_state.items()}
-        plan: list[tuple[Tensor, Any]] = []
+        found: dict[int, dict[str, Any]] = {}  # id(parameter) -> its saved state
         index = 0
         for gi, (group, saved) in enumerate(zip(self.param_groups, groups, strict=True)):
             if len(saved["params"]) != len(group["params"]):
@@ -203,13 +306,12 @@ class Optimizer:
                             f"optimizer state_dict: state {name!r} of parameter {index} has "
                             f"shape {shape}, the optimizer has {target.shape}"
                         )
-                    plan.append((target, st[name]))
+                found[id(p)] = {k: v.numpy() if isinstance(v, Tensor) else v
+                                for k, v in st.items()}
                 index += 1
-        with no_grad():
-            for target, value in plan:
-                if isinstance(value, Tensor):
-                    value = value.numpy()
-                target.copy_(np.asarray(value))
+        for b in (b for bs in self._buckets for b in bs):
+            if b.names:
+                b.load([found[id(p)] for p in b.params])
         for group, saved in zip(self.param_groups, groups, strict=True):
             for k, v in saved.items():
                 if k in ("params", "lr_t"):

@@ -32,31 +32,25 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        state = {"step": self._scalar(p), "square_avg": self._zeros(p)}
-        if group["momentum"] > 0.0:
-            state["momentum_buffer"] = self._zeros(p)
-        if group["centered"]:
-            state["grad_avg"] = self._zeros(p)
-        return state
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        momentum = ("momentum_buffer",) if group["momentum"] > 0.0 else ()
+        centered = ("grad_avg",) if group["centered"] else ()
+        return ("step", "square_avg", *momentum, *centered)
 
-    def _update(self, p: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
-        g = self._grad(p, group["maximize"])
+    def _flat_update(self, p: Tensor, g: Tensor, group: dict[str, Any],
+                     state: dict[str, Tensor], step: Tensor | None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
         alpha, wd, lr = group["alpha"], group["weight_decay"], self._lr(group, p)
         if wd != 0.0:
             g = g + p * wd
-        state["step"].copy_(state["step"] + 1.0)
         sq = state["square_avg"] * alpha + g * g * (1.0 - alpha)
-        state["square_avg"].copy_(sq)
+        new = {"square_avg": sq}
         if group["centered"]:
-            ga = state["grad_avg"] * alpha + g * (1.0 - alpha)
-            state["grad_avg"].copy_(ga)
+            ga = new["grad_avg"] = state["grad_avg"] * alpha + g * (1.0 - alpha)
             avg = F.sqrt(sq - ga * ga) + group["eps"]
         else:
             avg = F.sqrt(sq) + group["eps"]
         if group["momentum"] > 0.0:
-            buf = state["momentum_buffer"] * group["momentum"] + g / avg
-            state["momentum_buffer"].copy_(buf)
-            p.copy_(p - lr * buf)
-        else:
-            p.copy_(p - lr * g / avg)
+            buf = new["momentum_buffer"] = state["momentum_buffer"] * group["momentum"] + g / avg
+            return p - lr * buf, new
+        return p - lr * g / avg, new

@@ -33,28 +33,26 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize))
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        state: dict[str, Tensor] = {}
-        if group["momentum"] != 0.0:
-            state["momentum_buffer"] = self._zeros(p)
-            if group["dampening"] != 0.0:
-                state["step"] = self._scalar(p)
-        return state
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        if group["momentum"] == 0.0:
+            return ()
+        return ("momentum_buffer", "step") if group["dampening"] != 0.0 else ("momentum_buffer",)
 
-    def _update(self, p: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
-        g = self._grad(p, group["maximize"])
+    def _flat_update(self, p: Tensor, g: Tensor, group: dict[str, Any],
+                     state: dict[str, Tensor], step: Tensor | None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
         wd, momentum, dampening = group["weight_decay"], group["momentum"], group["dampening"]
         if wd != 0.0:
             g = g + p * wd
+        new = {}
         if momentum != 0.0:
             buf = state["momentum_buffer"]
             if dampening != 0.0:
-                step = state["step"]
-                # 1 - dampening from the second step on, 1 on the first (PyTorch: buf = grad).
-                new_buf = buf * momentum + g * (1.0 - F.minimum(step, 1.0) * dampening)
-                step.copy_(step + 1.0)
+                # 1 - dampening from the second step on, 1 on the first (PyTorch: buf = grad);
+                # step is the count after this step
+                new_buf = buf * momentum + g * (1.0 - F.minimum(step - 1.0, 1.0) * dampening)
             else:
                 new_buf = buf * momentum + g
-            buf.copy_(new_buf)
+            new["momentum_buffer"] = new_buf
             g = g + new_buf * momentum if group["nesterov"] else new_buf
-        p.copy_(p - self._lr(group, p) * g)
+        return p - self._lr(group, p) * g, new

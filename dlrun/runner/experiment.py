@@ -227,14 +227,12 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
 
     def train_step(x: Tensor, y: Tensor) -> Tensor:
         loss = loss_fn(amp.run(model, x), y)
-        amp.backward(loss)  # loss.backward(); fp16: scaled, then the gradients unscaled
+        amp.backward(loss)  # loss.backward(); fp16: of the scaled loss
         if dp is not None:  # one all-reduce: gradients (and the loss) summed over ranks
             loss = dp.reduce_gradients(params, loss)
         if clip_value is not None:
-            optim.clip_grad_value_(params, clip_value)
-        if clip_norm is not None:
-            optim.clip_grad_norm_(params, clip_norm)
-        amp.step()  # opt.step(); fp16: undone in-graph on an inf/nan gradient
+            optim.clip_grad_value_(amp.unscale_(), clip_value)
+        amp.step(clip_norm)  # one flat pass: fp16 unscale, clip by norm, step (undone on inf/nan)
         opt.zero_grad()
         return loss
 

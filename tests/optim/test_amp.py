@@ -20,7 +20,7 @@ from dlrun.runner.train import train
 def _scaler_step(scaler: GradScaler, opt: optim.Optimizer, params, grads) -> None:
     for p, g in zip(params, grads, strict=True):
         p.grad = dlrun.tensor(g)
-    scaler.step(opt, params)
+    scaler.step(opt)
     opt.zero_grad()
 
 
@@ -38,7 +38,7 @@ def test_scaler_skips_bad_steps_and_adapts_the_scale(static: bool) -> None:
     def step(*gs):
         for p, g in zip(params, gs, strict=True):
             p.grad = g
-        scaler.step(opt, params)
+        scaler.step(opt)
         opt.zero_grad()
 
     run = dlrun.compile(step) if static else step
@@ -104,7 +104,8 @@ def test_gradients_reach_the_float32_masters(precision: str) -> None:
     x = dlrun.tensor(np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32))
     out = amp.run(model, x)
     assert out.dtype == np.float32
-    amp.backward((out * out).mean())
+    amp.backward((out * out).mean())  # fp16: the gradients keep the loss scale until step
+    amp.unscale_()  # ... or until unscale_ (PyTorch's scaler.unscale_ before reading them)
     ref = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
     ref.load_state_dict(model.state_dict())
     y = ref(x)

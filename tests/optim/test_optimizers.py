@@ -129,11 +129,11 @@ def test_state_is_created_eagerly_and_updated_in_place() -> None:
     opt = optim.Adam([p], lr=0.1, amsgrad=True)
     state = opt.state[p]
     assert set(state) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
-    objects = {k: v for k, v in state.items()}
+    objects = opt.state_tensors()  # the parameter and the flat state
     lr_t = opt.param_groups[0]["lr_t"]
     p.grad = dlrun.ones(3)
     opt.step()
-    assert all(opt.state[p][k] is objects[k] for k in objects)
+    assert all(a is b for a, b in zip(opt.state_tensors(), objects, strict=True))
     assert opt.param_groups[0]["lr_t"] is lr_t
     assert float(state["step"].item()) == 1.0 and state["step"].shape == ()
     sgd = optim.SGD([nn.Parameter(dlrun.zeros(2))], lr=0.1, momentum=0.9)

@@ -188,6 +188,58 @@ def _log_softmax_vjp(g, y, x, *, axis):
     return (g - exp(y) * sum(g, axis=(axis,), keepdims=True),)
 
 
+NORM_LANES = 1024  # sum_squares' order depends on these two numbers and the size only
+NORM_BLOCK_ROWS = 64  # rows of lanes squared and summed at a time (256 KiB of float32)
+
+
+def _sum_squares_rule(*xs):
+    if not xs:
+        raise ValueError("sum_squares needs at least one array")
+    return (), xs[0].dtype
+
+
+@primitive("sum_squares", R, _sum_squares_rule)
+def sum_squares(xp, *xs):
+    """The sum of the squares of all elements of xs, as if concatenated flat, in a fixed order.
+
+    Element i of the concatenation (in xs[0]'s dtype) is row i // L, lane i % L (L =
+    NORM_LANES). Each lane sums its squares row by row within blocks of NORM_BLOCK_ROWS whole
+    rows, the block sums in order, then the last, partial row; the L lane sums are added in a
+    halving tree (lanes[:h] + lanes[h:]). The order depends only on the total size, never on
+    how the arrays are split, strided or aligned, so any kernel that keeps it (NumPy, a CPU
+    kernel, CUDA) gives the same bits: clipping's global gradient norm, eager and static alike.
+    """
+    dtype, lanes_n = xs[0].dtype, NORM_LANES
+    if len(xs) == 1 and xs[0].flags.c_contiguous:
+        flat = xs[0].reshape(-1)
+    else:  # one contiguous copy; the values and their order are all that count
+        flat = xp.concatenate([x.reshape(-1).astype(dtype, copy=False) for x in xs])
+    rows = flat.size // lanes_n
+    lanes = xp.zeros(lanes_n, dtype=dtype)
+    if rows:
+        part = xp.empty(lanes_n, dtype=dtype)
+        sq = xp.empty((min(rows, NORM_BLOCK_ROWS), lanes_n), dtype=dtype)  # stays in cache
+        for r in range(0, rows, NORM_BLOCK_ROWS):
+            block = flat[r * lanes_n:min(r + NORM_BLOCK_ROWS, rows) * lanes_n]
+            s = sq[:block.size // lanes_n]
+            xp.multiply(block.reshape(s.shape), block.reshape(s.shape), out=s)
+            s.sum(axis=0, out=part)  # over the outer axis: whole rows added one after another
+            lanes += part
+    tail = flat[rows * lanes_n:]
+    if tail.size:
+        lanes[:tail.size] += tail * tail
+    h = lanes_n // 2
+    while h:
+        lanes = lanes[:h] + lanes[h:]
+        h //= 2
+    return lanes.reshape(())
+
+
+@sum_squares.defvjp
+def _sum_squares_vjp(g, y, *xs):
+    return tuple(cast(g * 2.0, dtype=x.dtype) * x for x in xs)
+
+
 # ----- ONNX lowerings (dlrun export): onnx(g, *input names, **attrs) -> output name ----------
 
 

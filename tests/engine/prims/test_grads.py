@@ -11,6 +11,7 @@ from dlrun.engine.prims import REGISTRY
 from dlrun.engine.prims import conv as C
 from dlrun.engine.prims import elementwise as E
 from dlrun.engine.prims import movement as M
+from dlrun.engine.prims import reduce as R
 from tests.engine.opcheck import (
     Int,
     OpSpec,
@@ -100,6 +101,8 @@ SPECS = [
     # reductions
     OpSpec("sum_all", lambda a: a.sum(), [(3, 4)], np.sum),
     OpSpec("sum_dim", lambda a: a.sum(1), [(3, 4)], lambda a: a.sum(1)),
+    OpSpec("sum_squares", lambda a, b: R.sum_squares(a, b), [(3, 4), (5,)],
+           lambda a, b: (a * a).sum() + (b * b).sum()),
     OpSpec("sum_dims_keepdim", lambda a: a.sum((0, 2), keepdim=True), [(2, 3, 4)],
            lambda a: a.sum((0, 2), keepdims=True)),
     OpSpec("mean_dim", lambda a: a.mean(-1), [(3, 4)], lambda a: a.mean(-1)),
