@@ -150,8 +150,10 @@ def _computing_dtype(ins: list[Aval], out: Aval) -> np.dtype:
     return next((a.dtype for a in ins if a.dtype.kind == "f"), out.dtype)
 
 
-def render(program: tuple[Any, ...], avals: tuple[Any, ...]) -> tuple[str, Aval]:
-    """The kernel's source (`def kernel(e0, ..., out)`) and its result's aval."""
+def render(program: tuple[Any, ...], avals: tuple[Any, ...],
+           alias: int | None = None) -> tuple[str, Aval]:
+    """The kernel's source (`def kernel(e0, ..., out)`) and its result's aval (`alias`: the
+    input that is `out` itself, see _loop_nest)."""
     ext = [Aval(a.shape, a.dtype) for a in avals]
     for a in ext:
         if a.dtype.name not in _DTYPES:
@@ -167,11 +169,15 @@ def render(program: tuple[Any, ...], avals: tuple[Any, ...]) -> tuple[str, Aval]
         body.append(f"s{k} = {_step_expr(op, args, dict(attrs), _computing_dtype(ins, out))}")
         acc = out
     assert acc is not None
-    return _loop_nest(ext, acc, body), acc
+    return _loop_nest(ext, acc, body, alias), acc
 
 
-def _loop_nest(ext: list[Aval], out: Aval, body: list[str]) -> str:
-    """`body` inside one loop per output dimension, inputs loaded at the innermost level."""
+def _loop_nest(ext: list[Aval], out: Aval, body: list[str], alias: int | None = None) -> str:
+    """`body` inside one loop per output dimension, inputs loaded at the innermost level.
+
+    `alias`: the input that is `out` itself (the memory plan computes a chain in place); it is
+    read through `out`, so LLVM sees one array read and written at the same index and still
+    vectorizes (two names for one array fail its runtime overlap check: measured 6x slower)."""
     nd = len(out.shape)
     args = ", ".join([f"e{r}" for r in range(len(ext))] + ["out"])
     lines = [f"def kernel({args}):"]
@@ -179,7 +185,7 @@ def _loop_nest(ext: list[Aval], out: Aval, body: list[str]) -> str:
     for d in range(nd):
         lines.append(f"{'    ' * (d + 1)}for i{d} in range(out.shape[{d}]):")
     pad = "    " * (nd + 1)
-    lines += [f"{pad}x{r} = e{r}[{_index(a.shape, out.shape)}]"
+    lines += [f"{pad}x{r} = {'out' if r == alias else f'e{r}'}[{_index(a.shape, out.shape)}]"
               for r, a in enumerate(ext) if a.shape]
     lines += [pad + b for b in body]
     lines.append(f"{pad}out[{', '.join(f'i{d}' for d in range(nd)) or '()'}] = s{len(body) - 1}")
@@ -274,32 +280,49 @@ def chain_kernel(program: tuple[Any, ...], avals: tuple[Any, ...] | None,
                  fallback: Callable[..., Any]) -> Callable[..., Any] | None:
     """`fn(*inputs, out=None)` running the chain as one native kernel, or None to keep NumPy
     (no Numba, unknown input avals, or a chain that does not render or compile). `fallback`
-    (the NumPy chain) takes over for good if the kernel ever fails on its arguments."""
-    return make_kernel(lambda: render(program, avals), program, avals, fallback, _CHAIN_JIT)
+    (the NumPy chain) takes over for good if the kernel ever fails on its arguments. A call
+    whose `out` is one of its inputs runs a variant reading that input through `out`."""
+
+    def variant(k: int) -> Callable[..., Any] | None:
+        try:
+            return _made(*render(program, avals, alias=k), avals, _CHAIN_JIT)
+        except Exception:  # the plain kernel computes the same, only slower
+            return None
+
+    return make_kernel(lambda: render(program, avals), program, avals, fallback, _CHAIN_JIT,
+                       variant)
 
 
 def make_kernel(render_fn: Callable[[], tuple[str, Aval]], program: tuple[Any, ...],
                 avals: tuple[Any, ...] | None, fallback: Callable[..., Any],
-                jit: str = _CHAIN_JIT) -> Callable[..., Any] | None:
+                jit: str = _CHAIN_JIT,
+                variant: Callable[[int], Any] | None = None) -> Callable[..., Any] | None:
     """The kernel `render_fn` writes, compiled (or found) and wrapped as fn(*inputs, out=None);
     None when there is no Numba or it fails (see chain_kernel)."""
     if avals is None or not available():
         return None
-    start = time.perf_counter()
     try:
         source, out = render_fn()
+        kernel = _made(source, out, avals, jit)
+    except Exception as e:  # never crash a run over a kernel: the NumPy chain computes the same
+        _fall_back(program, e)
+        return None
+    return _runner(kernel, out, program, fallback, variant)
+
+
+def _made(source: str, out: Aval, avals: tuple[Any, ...], jit: str) -> Callable[..., Any]:
+    """The compiled kernel for `source`: made once per process (STATS counts the time)."""
+    start = time.perf_counter()
+    try:
         key = (source, jit, tuple((len(a.shape), np.dtype(a.dtype).str) for a in avals))
         kernel = _MADE.get(key)
         if kernel is None:
             kernel = _MADE[key] = _compile(source, list(avals), out, jit)
         else:
             STATS.reused += 1
-    except Exception as e:  # never crash a run over a kernel: the NumPy chain computes the same
-        _fall_back(program, e)
-        return None
+        return kernel
     finally:
         STATS.seconds += time.perf_counter() - start
-    return _runner(kernel, out, program, fallback)
 
 
 def _fall_back(program: tuple[Any, ...], error: Exception) -> None:
@@ -313,12 +336,22 @@ def _fall_back(program: tuple[Any, ...], error: Exception) -> None:
 
 
 def _runner(kernel: Callable[..., Any], out_aval: Aval, program: tuple[Any, ...],
-            fallback: Callable[..., Any]) -> Callable[..., Any]:
+            fallback: Callable[..., Any],
+            variant: Callable[[int], Any] | None = None) -> Callable[..., Any]:
     """fn(*inputs, out=None) calling the kernel; on arguments it cannot take (an input laid out
     as no compiled kernel expects and Numba cannot compile for) the NumPy chain, for good."""
     shape, dtype = out_aval.shape, out_aval.dtype
     empty = np.empty
     box = [kernel]
+    in_place: dict[int, Any] = {}  # input k -> the variant that reads it through out
+
+    def pick(ext: tuple[Any, ...], out: Any) -> Any:
+        for k, e in enumerate(ext):
+            if e is out and variant is not None:
+                if k not in in_place:
+                    in_place[k] = variant(k) or box[0]
+                return in_place[k]
+        return box[0]
 
     def run(*ext: Any, out: Any = None) -> Any:
         if out is None:
@@ -326,7 +359,7 @@ def _runner(kernel: Callable[..., Any], out_aval: Aval, program: tuple[Any, ...]
         if box[0] is None:
             return fallback(*ext, out=out)
         try:
-            box[0](*ext, out)  # a type mismatch raises before anything is written
+            pick(ext, out)(*ext, out)  # a type mismatch raises before anything is written
         except Exception as e:
             box[0] = None
             _fall_back(program, e)
@@ -334,5 +367,3 @@ def _runner(kernel: Callable[..., Any], out_aval: Aval, program: tuple[Any, ...]
         return out
 
     return run
-
-
