@@ -173,7 +173,7 @@ def _train_config(config: Path | None, resume: Path | None,
     from dlrun.config import load_config
 
     if resume is not None:
-        from dlrun.runner.rundir import find_run_config
+        from dlrun.runner.io.rundir import find_run_config
 
         source = find_run_config(resume)[1]
         return load_config(source), str(source)
@@ -219,8 +219,8 @@ def evaluate(
 ) -> None:
     """Evaluate a saved checkpoint on a data split (metrics also go to eval.json beside it)."""
     from dlrun import render
-    from dlrun.runner.evaluate import check_sampling, sample_text
-    from dlrun.runner.evaluate import evaluate as run_eval
+    from dlrun.runner.commands.evaluate import check_sampling, sample_text
+    from dlrun.runner.commands.evaluate import evaluate as run_eval
 
     overrides = _overrides(set_, mode, device, None)
     if data_root is not None:
@@ -256,7 +256,7 @@ def export_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export a trained model (verified against dlrun's own outputs before it is written)."""
-    from dlrun.runner.export import export as run_export
+    from dlrun.runner.commands.export_run import export as run_export
 
     with error_boundary():
         result = run_export(run, fmt=fmt, out=out, opset=opset, tag=tag)
@@ -294,8 +294,8 @@ def compare(
     """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?"""
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.runner.compare import compare as run_compare
-    from dlrun.runner.compare import write_report
+    from dlrun.runner.commands.compare import compare as run_compare
+    from dlrun.runner.commands.compare import write_report
 
     with error_boundary():
         overrides = _overrides(set_, None, device, seed)
@@ -335,7 +335,7 @@ def graph(
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.errors import ConfigError
-    from dlrun.runner.graph import graph_report
+    from dlrun.runner.commands.graph_report import graph_report
 
     with error_boundary():
         if fmt not in ("text", "dot"):
@@ -373,7 +373,7 @@ def gradcheck(
     """Check every parameter's gradient (float64, eager and static) against finite differences."""
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.runner.gradcheck import gradcheck as run_gradcheck
+    from dlrun.runner.commands.gradcheck import gradcheck as run_gradcheck
 
     with error_boundary():
         cfg = load_config(config, list(set_ or []))
@@ -410,7 +410,7 @@ def sweep_cmd(
 
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.runner.sweep import sweep as run_sweep
+    from dlrun.runner.sweep.driver import sweep as run_sweep
 
     with error_boundary():
         cfg = load_config(config, list(set_ or []))
@@ -437,7 +437,7 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from dlrun import render
-    from dlrun.runner.runs import list_runs_table
+    from dlrun.runner.commands.runs import list_runs_table
 
     root = runs_dir or Path("runs")
     with error_boundary():
@@ -454,7 +454,7 @@ def runs_show(
 ) -> None:
     """One run: summary, config, the last metrics, checkpoints and plots."""
     from dlrun import render
-    from dlrun.runner.runs import show_run
+    from dlrun.runner.commands.runs import show_run
 
     with error_boundary():
         info = show_run(run, runs_dir or ctx.obj or Path("runs"))

@@ -307,7 +307,7 @@ SECTIONS = ("data", "model", "loss", "optimizer", "schedule", "train", "logging"
 
 # --------------------------------------------------------------------------- sweep (dlrun sweep)
 # The `sweep:` section: what `dlrun sweep` searches. Checked here: its own keys and ranges.
-# Checked by dlrun.runner.sweep_space before any trial: that each parameter names a real config
+# Checked by dlrun.runner.sweep.space before any trial: that each parameter names a real config
 # key and that the task logs the metric (both need the rest of the config and the dataset).
 
 

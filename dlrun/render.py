@@ -29,6 +29,8 @@ from dlrun.runner.events import (
     RunFinished,
     RunStarted,
     StepEnd,
+    SweepProgress,
+    SweepStarted,
 )
 
 
@@ -195,7 +197,7 @@ def print_eval(console: Console, result: dict[str, Any]) -> None:
 def print_compare(console: Console, report: dict[str, Any]) -> None:
     from rich.markdown import Markdown
 
-    from dlrun.runner.compare import markdown
+    from dlrun.runner.commands.compare import markdown
 
     console.print(Markdown(markdown(report)))
 
@@ -360,8 +362,6 @@ class SweepView:
         self.live: Any = None
 
     def __call__(self, event: Event) -> None:
-        from dlrun.runner.sweep import SweepProgress, SweepStarted
-
         if self.quiet:
             return
         if isinstance(event, SweepStarted):
@@ -393,7 +393,7 @@ class SweepView:
 
 def print_sweep_summary(console: Console, summary: dict[str, Any]) -> None:
     """After a sweep: the ranked trials, the best one and where best.yaml is."""
-    from dlrun.runner.sweep_report import ranked
+    from dlrun.runner.sweep.report import ranked
 
     rows = summary.get("ranked") or []
     if "metric" not in summary:

@@ -1,4 +1,4 @@
-"""What a run reports while it goes: events sent to callbacks (the CLI draws them; tests record
+"""What a command reports while it goes: events sent to callbacks (the CLI draws them; tests record
 them). The runner never prints."""
 
 from __future__ import annotations
@@ -75,6 +75,29 @@ class RunFinished:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SweepStarted:
+    folder: Path
+    note: str  # continuing / fresh, and why
+    study: str
+    storage: str
+    trials: int
+    workers: int
+    metric: str
+    goal: str
+    parameters: list[str]
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """The trials as the storage has them now (rows of sweep.report.trial_rows)."""
+
+    rows: list[dict[str, Any]]
+    metric: str
+    goal: str
+    trials: int
+
+
 class StopRun(Exception):
     """Raised by a callback to end the run early and cleanly (a sweep prunes a trial): the run
     saves its last checkpoint and writes its summary with this `status`."""
@@ -86,7 +109,7 @@ class StopRun(Exception):
 
 
 Event = (RunStarted | StepEnd | EvalEnd | EpochEnd | Checkpointed | DownloadProgress | Message
-         | RunFinished)
+         | RunFinished | SweepStarted | SweepProgress)
 Callback = Callable[[Event], None]
 
 

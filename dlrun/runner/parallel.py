@@ -53,7 +53,7 @@ def attach(exp: Any, world: World) -> DataParallel:
 def broadcast_state(exp: Any, world: World, progress: dict[str, Any]) -> dict[str, Any]:
     """Rank 0's weights, optimizer, schedule, loader position and counters on every rank;
     then each rank r > 0 draws dropout from its own stream, seeded by (seed, rank)."""
-    from dlrun.runner.state import capture, restore
+    from dlrun.runner.io.state import capture, restore
 
     arrays, meta = capture(exp, progress) if world.is_main else ({}, None)
     meta = world.bcast_json(meta)

@@ -27,8 +27,8 @@ from dlrun.distributed.launch import announce_run_dir
 from dlrun.distributed.world import World
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError, NumericalError
-from dlrun.runner import checkpoint as ckpt
-from dlrun.runner import parallel, tensorboard
+from dlrun.runner import parallel
+from dlrun.runner.evaluation import evaluate_split, metric_names
 from dlrun.runner.events import (
     Callback,
     Checkpointed,
@@ -41,18 +41,14 @@ from dlrun.runner.events import (
     StopRun,
     emit,
 )
-from dlrun.runner.experiment import (
-    Experiment,
-    batch_tensors,
-    build_experiment,
-    evaluate_split,
-    metric_names,
-)
+from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment
 from dlrun.runner.interrupt import StopRequest
-from dlrun.runner.losses import PendingLosses, StepRecord, read_every
-from dlrun.runner.metrics import MetricsLogger, write_summary
-from dlrun.runner.rundir import create_run_dir, find_run_config
-from dlrun.runner.state import capture, restore
+from dlrun.runner.io import checkpoint as ckpt
+from dlrun.runner.io import tensorboard
+from dlrun.runner.io.metrics_log import MetricsLogger, write_summary
+from dlrun.runner.io.pending_losses import PendingLosses, StepRecord, read_every
+from dlrun.runner.io.rundir import create_run_dir, find_run_config
+from dlrun.runner.io.state import capture, restore
 
 WARMUP_STEPS = 5  # step times before this are left out of the medians (tracing, caches)
 
@@ -379,7 +375,7 @@ class Trainer:
             if self.tensorboard is not None:
                 self.tensorboard.finish(self.cfg, summary)
             if self.cfg.logging.plots:
-                from dlrun.runner.plots import plot_metrics
+                from dlrun.runner.io.plots import plot_metrics
 
                 plot_metrics(self.run_dir)
 

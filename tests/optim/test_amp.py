@@ -142,7 +142,7 @@ def test_fp16_run_checkpoints_float32_masters_and_the_scale(tiny_config, tmp_pat
     cfg = load_config(tiny_config(), ["precision=fp16"])
     summary = train(cfg, runs_dir=tmp_path)
     assert summary["status"] == "completed"
-    from dlrun.runner.checkpoint import load_checkpoint
+    from dlrun.runner.io.checkpoint import load_checkpoint
 
     arrays, meta = load_checkpoint(Path(summary["run_dir"]))
     assert all(a.dtype == np.float32 for a in arrays.values() if a.dtype.kind == "f")
