@@ -23,6 +23,7 @@ from dlrun.errors import ConfigError, DistributedError, DlrunError
 if TYPE_CHECKING:
     from dlrun.config import ExperimentConfig
     from dlrun.distributed.world import World
+    from dlrun.runner.records import RunSummary
 
 T = TypeVar("T")
 
@@ -123,7 +124,7 @@ def train(
         main = ranks is None or ranks.is_main
         view = render.make_view(console, quiet=quiet or not main, json_lines=json_lines)
 
-        def body() -> dict:
+        def body() -> RunSummary:
             if resume is not None:
                 return runner.resume(resume, callbacks=[view], world=ranks)
             cfg, _ = _train_config(config, None, overrides)
@@ -134,7 +135,7 @@ def train(
     if json_lines or not main:
         return
     render.print_summary(console, summary)
-    if summary.get("status") == "interrupted" and ranks is None:
+    if summary.status == "interrupted" and ranks is None:
         raise typer.Exit(130)
 
 

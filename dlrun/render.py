@@ -32,6 +32,7 @@ from dlrun.runner.events import (
     SweepProgress,
     SweepStarted,
 )
+from dlrun.runner.records import RunSummary, TrialRecord
 
 
 def _fmt(v: Any) -> str:
@@ -140,34 +141,33 @@ def make_view(console: Console, quiet: bool = False, json_lines: bool = False) -
     return RichView(console, quiet=quiet)
 
 
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary.get('name')} — {summary.get('status')}", show_header=False)
+def print_summary(console: Console, summary: RunSummary) -> None:
+    table = Table(title=f"{summary.name} — {summary.status}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for k, v in (summary.get("final") or {}).items():
+    for k, v in summary.final.items():
         if v is not None:
             table.add_row(k, _fmt(v))
-    best = summary.get("best") or {}
-    if best.get("value") is not None:
-        table.add_row(f"best {best['metric']}", f"{_fmt(best['value'])} (step {best['step']})")
-    st = summary.get("step_time_ms") or {}
-    if st.get("median") is not None:
-        table.add_row("step time (median)", f"{st['median']:.3f} ms")
-    if summary.get("samples_per_second"):
-        table.add_row("throughput", f"{summary['samples_per_second']:,.0f} samples/s")
-    table.add_row("steps", str(summary.get("steps")))
-    table.add_row("mode / device", f"{summary.get('mode')} / {summary.get('device')}")
-    dist = summary.get("distributed")
+    best = summary.best
+    if best.value is not None:
+        table.add_row(f"best {best.metric}", f"{_fmt(best.value)} (step {best.step})")
+    if summary.step_time_ms.median is not None:
+        table.add_row("step time (median)", f"{summary.step_time_ms.median:.3f} ms")
+    if summary.samples_per_second:
+        table.add_row("throughput", f"{summary.samples_per_second:,.0f} samples/s")
+    table.add_row("steps", str(summary.steps))
+    table.add_row("mode / device", f"{summary.mode} / {summary.device}")
+    dist = summary.distributed
     if dist:
-        reduce = dist.get("all_reduce_ms")
-        table.add_row("workers", f"{dist['workers']} ({dist['backend']}); all-reduce "
+        reduce = dist.all_reduce_ms
+        table.add_row("workers", f"{dist.workers} ({dist.backend}); all-reduce "
                       + (f"{reduce:.3f} ms / step, " if reduce is not None else "")
-                      + f"{dist['all_reduce_bytes'] / 1e6:.2f} MB")
-    if summary.get("trace_counts"):
-        table.add_row("traces", ", ".join(f"{k} {v}" for k, v in summary["trace_counts"].items()))
-    table.add_row("wall time", f"{summary.get('wall_seconds', 0):.1f} s")
-    if summary.get("run_dir"):
-        table.add_row("run", summary["run_dir"])
+                      + f"{dist.all_reduce_bytes / 1e6:.2f} MB")
+    if summary.trace_counts:
+        table.add_row("traces", ", ".join(f"{k} {v}" for k, v in summary.trace_counts.items()))
+    table.add_row("wall time", f"{summary.wall_seconds or 0:.1f} s")
+    if summary.run_dir:
+        table.add_row("run", summary.run_dir)
     console.print(table)
 
 
@@ -289,11 +289,12 @@ def print_run(console: Console, info: dict[str, Any]) -> None:
     table.add_row("mode / device", f"{info['mode'] or '-'} / {info['device'] or '-'}")
     table.add_row("steps", "-" if info["steps"] is None else str(info["steps"]))
     table.add_row("best", _metric(info["best_metric"], info["best_value"]))
-    for k, v in ((info["summary"] or {}).get("final") or {}).items():
+    summary = RunSummary.from_json(info["summary"] or {})
+    for k, v in summary.final.items():
         if v is not None:
             table.add_row(f"final {k}", _fmt(v))
-    if (info["summary"] or {}).get("error"):
-        table.add_row("error", str(info["summary"]["error"]))
+    if summary.error:
+        table.add_row("error", summary.error)
     files = [f"{f['name']} ({f['bytes'] / 1e3:.1f} kB)" for f in info["checkpoints"]]
     table.add_row("checkpoints", "\n".join(files) or "-")
     table.add_row("plots", ", ".join(f"plots/{f['name']}" for f in info["plots"]) or "-")
@@ -325,32 +326,32 @@ def _param(v: Any) -> str:
     return json.dumps(v) if isinstance(v, list | dict) else _fmt(v)
 
 
-def sweep_table(rows: list[dict[str, Any]], metric: str, goal: str, title: str = "",
+def sweep_table(rows: list[TrialRecord], metric: str, goal: str, title: str = "",
                 limit: int | None = None, best_so_far: bool = True) -> Table:
     """Trials: number, state, parameters, the metric and the best so far (in trial order)."""
-    names = list(dict.fromkeys(k for r in rows for k in r["params"]))
+    names = list(dict.fromkeys(k for r in rows for k in r.params))
     table = Table(title=title or None)
     extra = ("best so far",) if best_so_far else ()
     for col in ("trial", "state", *names, metric, *extra, "seconds"):
         table.add_column(col, justify="right" if col not in ("state",) else "left")
     best: float | None = None
     so_far = []
-    for r in sorted(rows, key=lambda r: r["number"]):
-        v = r["value"]
-        if r["state"] == "complete" and v is not None and (
+    for r in sorted(rows, key=lambda r: r.number):
+        v = r.value
+        if r.state == "complete" and v is not None and (
                 best is None or (v < best if goal == "minimize" else v > best)):
             best = v
-        so_far.append((r["number"], best))
+        so_far.append((r.number, best))
     best_at = dict(so_far)
     shown = rows if limit is None else rows[-limit:]
     for r in shown:
-        color = _STATE_COLORS.get(r["state"], "white")
-        table.add_row(str(r["number"]), f"[{color}]{r['state']}[/]",
-                      *(_param(r["params"].get(n)) if n in r["params"] else "-" for n in names),
-                      "-" if r["value"] is None else _fmt(r["value"]),
-                      *(("-" if best_at[r["number"]] is None else _fmt(best_at[r["number"]]),)
+        color = _STATE_COLORS.get(r.state, "white")
+        table.add_row(str(r.number), f"[{color}]{r.state}[/]",
+                      *(_param(r.params.get(n)) if n in r.params else "-" for n in names),
+                      "-" if r.value is None else _fmt(r.value),
+                      *(("-" if best_at[r.number] is None else _fmt(best_at[r.number]),)
                         if best_so_far else ()),
-                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}")
+                      "-" if r.seconds is None else f"{r.seconds:.1f}")
     return table
 
 
@@ -372,7 +373,7 @@ class SweepView:
                                f"{', '.join(event.parameters)}; storage: {event.storage}",
                                highlight=False, soft_wrap=True)
         elif isinstance(event, SweepProgress):
-            done = sum(r["state"] in ("complete", "pruned", "failed") for r in event.rows)
+            done = sum(r.state in ("complete", "pruned", "failed") for r in event.rows)
             table = sweep_table(event.rows, event.metric, event.goal, limit=20,
                                 title=f"{done}/{event.trials} trials finished")
             if self.live is None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlrun.runner.records import RunSummary, TrialRecord
+
 
 @dataclass(frozen=True)
 class RunStarted:
@@ -72,7 +74,7 @@ class Message:
 @dataclass(frozen=True)
 class RunFinished:
     status: str  # "completed" | "early_stopped" | "interrupted" | a StopRun's status
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,18 @@ class SweepStarted:
 class SweepProgress:
     """The trials as the storage has them now (rows of sweep.report.trial_rows)."""
 
-    rows: list[dict[str, Any]]
+    rows: list[TrialRecord]
     metric: str
     goal: str
     trials: int
+
+
+@dataclass(frozen=True)
+class SweepFinished:
+    """The sweep's summary (summary.json of the sweep folder) and its trials, best first."""
+
+    summary: dict[str, Any]
+    rows: list[TrialRecord] = field(default_factory=list)
 
 
 class StopRun(Exception):
@@ -109,7 +119,7 @@ class StopRun(Exception):
 
 
 Event = (RunStarted | StepEnd | EvalEnd | EpochEnd | Checkpointed | DownloadProgress | Message
-         | RunFinished | SweepStarted | SweepProgress)
+         | RunFinished | SweepStarted | SweepProgress | SweepFinished)
 Callback = Callable[[Event], None]
 
 

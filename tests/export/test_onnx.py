@@ -55,7 +55,7 @@ def _train(root: Path, family: str) -> Path:
            "train": {"max_steps": 3, "batch_size": 8}, "logging": {"log_every": 5}}
     path = root / f"{family}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return Path(runner.train(load_config(path), runs_dir=root / "runs")["run_dir"])
+    return Path(runner.train(load_config(path), runs_dir=root / "runs").run_dir)
 
 
 @pytest.fixture(scope="module")

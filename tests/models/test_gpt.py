@@ -155,11 +155,11 @@ def test_through_load_config_and_the_runner(tmp_path: Path) -> None:
             raise KeyboardInterrupt
 
     full = runner.train(cfg, runs_dir=tmp_path / "full")
-    assert full["status"] == "completed" and full["trace_counts"]["train_step"] == 1
+    assert full.status == "completed" and full.trace_counts["train_step"] == 1
     part = runner.train(cfg, callbacks=[interrupt], runs_dir=tmp_path / "part")
-    assert part["status"] == "interrupted"
-    resumed = runner.resume(part["run_dir"])  # the tied weight survives the checkpoint
-    assert resumed["parameters_sha256"] == full["parameters_sha256"]
+    assert part.status == "interrupted"
+    resumed = runner.resume(part.run_dir)  # the tied weight survives the checkpoint
+    assert resumed.parameters_sha256 == full.parameters_sha256
 
 
 # ----- parameters, init, tied weights ------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from dlrun.errors import CheckpointError
-from dlrun.runner.io.metrics_log import read_metrics, read_summary
+from dlrun.runner.io.metrics_log import read_metrics, read_run_summary, read_summary
 from dlrun.runner.io.rundir import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -61,21 +61,20 @@ def _main_metric(final: dict[str, Any]) -> tuple[str | None, Any]:
 
 def run_row(run_dir: Path) -> dict[str, Any]:
     """One run as a table row: name, date, mode, device, status, steps, best and main metric."""
-    summary = read_summary(run_dir)
+    summary = read_run_summary(run_dir)
     config = _read_config(run_dir)
     m = _STAMP.match(run_dir.name)
     row: dict[str, Any] = {
         "run": run_dir.name, "path": str(run_dir),
-        "name": (summary or {}).get("name") or config.get("name") or (m.group(2) if m else ""),
+        "name": ((summary.name if summary else "") or config.get("name")
+                 or (m.group(2) if m else "")),
         "date": run_date(run_dir).isoformat(sep=" "),
     }
     if summary is not None:
-        best = summary.get("best") or {}
-        metric, value = _main_metric(summary.get("final") or {})
-        row.update(mode=summary.get("mode"), device=summary.get("device"),
-                   status=summary.get("status"), steps=summary.get("steps"),
-                   best_metric=best.get("metric"), best_value=best.get("value"),
-                   main_metric=metric, main_value=value)
+        metric, value = _main_metric(summary.final)
+        row.update(mode=summary.mode, device=summary.device, status=summary.status,
+                   steps=summary.steps, best_metric=summary.best.metric,
+                   best_value=summary.best.value, main_metric=metric, main_value=value)
     else:
         records = read_metrics(run_dir)
         steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
@@ -141,7 +140,7 @@ def show_run(path_or_name: Path | str, root: Path | str = "runs",
     return {
         **run_row(run_dir),
         "config": _read_config(run_dir),
-        "summary": read_summary(run_dir),
+        "summary": summary.to_json() if (summary := read_run_summary(run_dir)) else None,
         "metrics": records[-last_metrics:] if last_metrics > 0 else [],
         "metrics_records": len(records),
         "checkpoints": _files(run_dir / CHECKPOINTS_DIR),

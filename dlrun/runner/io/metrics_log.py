@@ -25,6 +25,7 @@ from dlrun.runner.io.rundir import (
     from_jsonable,
     to_jsonable,
 )
+from dlrun.runner.records import RunSummary
 
 
 class MetricsLogger:
@@ -112,9 +113,11 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     return [from_jsonable(r) for r in _read_jsonl(path, drop_partial=True)]
 
 
-def write_summary(run_dir: Path | str, summary: Mapping[str, Any]) -> Path:
-    """Write `<run_dir>/summary.json` atomically (non-finite floats as "nan"/"inf" strings)."""
-    return atomic_write_json(Path(run_dir) / SUMMARY_FILE, dict(summary))
+def write_summary(run_dir: Path | str, summary: RunSummary | Mapping[str, Any]) -> Path:
+    """Write `<run_dir>/summary.json` atomically (non-finite floats as "nan"/"inf" strings): a
+    run's RunSummary, or a sweep's summary."""
+    data = summary.to_json() if isinstance(summary, RunSummary) else dict(summary)
+    return atomic_write_json(Path(run_dir) / SUMMARY_FILE, data)
 
 
 def read_summary(run_dir: Path | str) -> dict[str, Any] | None:
@@ -125,6 +128,12 @@ def read_summary(run_dir: Path | str) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return from_jsonable(data) if isinstance(data, dict) else None
+
+
+def read_run_summary(run_dir: Path | str) -> RunSummary | None:
+    """A run's summary.json as a RunSummary (any version's), or None if it has none or it is bad."""
+    data = read_summary(run_dir)
+    return None if data is None else RunSummary.from_json(data)
 
 
 def _read_jsonl(path: Path, drop_partial: bool) -> list[dict[str, Any]]:

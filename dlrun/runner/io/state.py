@@ -14,13 +14,14 @@ from dlrun.engine import rng
 from dlrun.errors import CheckpointError
 from dlrun.runner.experiment.record import Experiment
 from dlrun.runner.io.checkpoint import pack_state, unpack_state
+from dlrun.runner.records import Progress
 
 
-def capture(exp: Experiment, progress: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict]:
+def capture(exp: Experiment, progress: Progress) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, meta) describing the run at this point; `progress` is the trainer's counters."""
     arrays, opt_json = pack_state(exp.model.state_dict(), exp.optimizer.state_dict())
     meta = {
-        "progress": progress,
+        "progress": progress.to_json(),
         "optimizer": opt_json,
         "scheduler": exp.scheduler.state_dict() if exp.scheduler is not None else None,
         "loader": exp.train_loader.state_dict(),
@@ -40,7 +41,7 @@ def load_model(exp: Experiment, arrays: dict[str, np.ndarray], source: str) -> N
 
 
 def restore(exp: Experiment, arrays: dict[str, np.ndarray], meta: dict[str, Any],
-            source: str) -> dict:
+            source: str) -> Progress:
     """Load a checkpoint into the experiment; returns the trainer's saved counters."""
     load_model(exp, arrays, source)
     _, opt_state = unpack_state(arrays, meta.get("optimizer") or {})
@@ -52,4 +53,4 @@ def restore(exp: Experiment, arrays: dict[str, np.ndarray], meta: dict[str, Any]
         rng.set_state(meta["rng"], "cpu")
     if exp.amp is not None:
         exp.amp.load_state_dict(meta.get("amp") or {})
-    return dict(meta["progress"])
+    return Progress.from_json(meta["progress"])

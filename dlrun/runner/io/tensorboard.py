@@ -19,6 +19,7 @@ from typing import Any
 from dlrun.config import ExperimentConfig, config_to_dict
 from dlrun.errors import ConfigError
 from dlrun.runner.io.rundir import TENSORBOARD_DIR
+from dlrun.runner.records import RunSummary
 
 COORDINATES = ("step", "epoch")  # record keys that place a metric, never logged as scalars
 HPARAM_PREFIX = "hparam/"  # final metrics get their own tags, apart from the logged series
@@ -86,16 +87,16 @@ class TensorBoardLogger:
             if tag not in COORDINATES and (v := _number(value)) is not None:
                 self.writer.add_scalar(tag, v, step)
 
-    def finish(self, cfg: ExperimentConfig, summary: Mapping[str, Any]) -> None:
+    def finish(self, cfg: ExperimentConfig, summary: RunSummary) -> None:
         """The resolved config as hparams, the final metrics as `hparam/*`; then close."""
         if self.closed:
             return
-        final = {f"{HPARAM_PREFIX}{k}": v for k, value in (summary.get("final") or {}).items()
+        final = {f"{HPARAM_PREFIX}{k}": v for k, value in summary.final.items()
                  if (v := _number(value)) is not None and math.isfinite(v)}
         file_writer = self.writer._get_file_writer()
         for part in self._hparams(flatten(config_to_dict(cfg)), final):
             file_writer.add_summary(part)
-        step = int(summary.get("steps") or 0)
+        step = int(summary.steps or 0)
         for tag, value in final.items():
             self.writer.add_scalar(tag, value, step)
         self.close()

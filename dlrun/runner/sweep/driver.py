@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,11 @@ from typing import Any
 from dlrun.atomic import atomic_write_json
 from dlrun.config import ExperimentConfig, config_to_dict, dump_config, validate_config
 from dlrun.errors import ConfigError, SweepError
-from dlrun.runner.events import Callback, Message, SweepProgress, SweepStarted, emit
+from dlrun.runner.events import Callback, Message, SweepFinished, SweepProgress, SweepStarted, emit
 from dlrun.runner.io import tensorboard
 from dlrun.runner.io.metrics_log import read_summary
 from dlrun.runner.io.rundir import sanitize_name, stamped_dir
+from dlrun.runner.records import TrialRecord
 from dlrun.runner.sweep.report import SWEEP_JSON, ranked, trial_rows, write_reports
 from dlrun.runner.sweep.space import base_config, check_space, fingerprint
 from dlrun.runner.sweep.study import (
@@ -55,12 +55,6 @@ from dlrun.runner.sweep.trial import run_trial
 SWEEP_YAML = "sweep.yaml"
 FOLDER_LOCK = ".sweep.lock"
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@dataclass(frozen=True)
-class SweepFinished:
-    summary: dict[str, Any]
-    rows: list[dict[str, Any]] = field(default_factory=list)  # ranked
 
 
 def sweep(cfg: ExperimentConfig, source: str = "config", callbacks: list[Callback] | None = None,
@@ -220,7 +214,7 @@ class _Monitor:
     def __init__(self, study: Any, cfg: ExperimentConfig, trials: int,
                  callbacks: list[Callback]) -> None:
         self.study, self.sweep, self.trials, self.callbacks = study, cfg.sweep, trials, callbacks
-        self.last: list[dict[str, Any]] | None = None
+        self.last: list[TrialRecord] | None = None
 
     def __call__(self, *_: Any) -> None:
         rows = trial_rows(self.study.get_trials(deepcopy=False), self.sweep)

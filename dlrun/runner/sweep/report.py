@@ -16,6 +16,7 @@ from typing import Any
 from dlrun.atomic import atomic_write_text
 from dlrun.config import SweepConfig, dump_config
 from dlrun.runner.io.metrics_log import write_summary
+from dlrun.runner.records import TrialRecord
 from dlrun.runner.sweep.space import decoded_params, trial_config
 from dlrun.runner.sweep.study import finished, is_interrupted
 
@@ -27,9 +28,8 @@ _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNIN
            "WAITING": "waiting"}
 
 
-def trial_rows(trials: list[Any], sweep: SweepConfig) -> list[dict[str, Any]]:
-    """One plain row per trial, in trial order: number, state, params, value, seconds, run dir,
-    error."""
+def trial_rows(trials: list[Any], sweep: SweepConfig) -> list[TrialRecord]:
+    """One record per trial, in trial order."""
     rows = []
     for t in trials:
         state = "interrupted" if is_interrupted(t) else _STATES.get(t.state.name, t.state.name)
@@ -37,10 +37,8 @@ def trial_rows(trials: list[Any], sweep: SweepConfig) -> list[dict[str, Any]]:
             if t.datetime_complete and t.datetime_start else None
         value = t.value if t.state.name == "COMPLETE" else (
             _last_intermediate(t) if t.state.name == "PRUNED" else None)
-        rows.append({"number": t.number, "state": state,
-                     "params": decoded_params(sweep, t.params), "value": value,
-                     "seconds": seconds, "run_dir": t.user_attrs.get("run_dir"),
-                     "error": t.user_attrs.get("error")})
+        rows.append(TrialRecord(t.number, state, decoded_params(sweep, t.params), value, seconds,
+                                t.user_attrs.get("run_dir"), t.user_attrs.get("error")))
     return rows
 
 
@@ -50,33 +48,32 @@ def _last_intermediate(t: Any) -> float | None:
     return t.intermediate_values[max(t.intermediate_values)]
 
 
-def ranked(rows: list[dict[str, Any]], goal: str) -> list[dict[str, Any]]:
+def ranked(rows: list[TrialRecord], goal: str) -> list[TrialRecord]:
     """Complete trials best first, then pruned (by their last value), then the rest."""
     order = {"complete": 0, "pruned": 1, "running": 2, "failed": 3, "interrupted": 4}
     sign = 1.0 if goal == "minimize" else -1.0
 
-    def key(r: dict[str, Any]) -> tuple[int, float, int]:
-        v = r["value"]
+    def key(r: TrialRecord) -> tuple[int, float, int]:
+        v = r.value
         good = v is not None and math.isfinite(v)
-        return order.get(r["state"], 5), sign * v if good else math.inf, r["number"]
+        return order.get(r.state, 5), sign * v if good else math.inf, r.number
 
     return sorted(rows, key=key)
 
 
-def best_row(rows: list[dict[str, Any]], goal: str) -> dict[str, Any] | None:
-    complete = [r for r in ranked(rows, goal) if r["state"] == "complete"]
+def best_row(rows: list[TrialRecord], goal: str) -> TrialRecord | None:
+    complete = [r for r in ranked(rows, goal) if r.state == "complete"]
     return complete[0] if complete else None
 
 
-def write_trials_csv(folder: Path, rows: list[dict[str, Any]], sweep: SweepConfig) -> Path:
+def write_trials_csv(folder: Path, rows: list[TrialRecord], sweep: SweepConfig) -> Path:
     names = list(sweep.parameters)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["number", "state", *names, sweep.metric, "duration_s", "run_dir", "error"])
     for r in rows:
-        writer.writerow([r["number"], r["state"], *(_cell(r["params"].get(n)) for n in names),
-                         _cell(r["value"]), _cell(r["seconds"]), r["run_dir"] or "",
-                         r["error"] or ""])
+        writer.writerow([r.number, r.state, *(_cell(r.params.get(n)) for n in names),
+                         _cell(r.value), _cell(r.seconds), r.run_dir or "", r.error or ""])
     return atomic_write_text(folder / TRIALS_CSV, out.getvalue())
 
 
@@ -94,11 +91,11 @@ def write_reports(folder: Path, study: Any, sweep: SweepConfig, base: dict[str, 
     write_trials_csv(folder, rows, sweep)
     best = best_row(rows, sweep.goal)
     if best is not None:
-        cfg = trial_config(base, best["params"], source=f"trial {best['number']}")
+        cfg = trial_config(base, best.params, source=f"trial {best.number}")
         dump_config(cfg, folder / BEST_YAML)
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r["state"]] = counts.get(r["state"], 0) + 1
+        counts[r.state] = counts.get(r.state, 0) + 1
     done = finished(trials)
     summary = {
         **facts, "kind": "sweep", "metric": sweep.metric, "goal": sweep.goal,
@@ -106,8 +103,8 @@ def write_reports(folder: Path, study: Any, sweep: SweepConfig, base: dict[str, 
         "finished": done, "states": counts,
         "status": facts.get("status") or ("completed" if done >= facts["trials"] else "running"),
         "best": None if best is None else {
-            "number": best["number"], "value": best["value"], "params": best["params"],
-            "run_dir": best["run_dir"], "config": str(folder / BEST_YAML)},
+            "number": best.number, "value": best.value, "params": best.params,
+            "run_dir": best.run_dir, "config": str(folder / BEST_YAML)},
     }
     if plots:
         summary["plots"] = write_plots(folder, study)
@@ -153,7 +150,7 @@ def is_sweep_dir(path: Path) -> bool:
     return (Path(path) / SWEEP_JSON).is_file()
 
 
-def read_trials_csv(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+def read_trials_csv(folder: Path, summary: dict[str, Any]) -> list[TrialRecord]:
     """trials.csv as rows (parameters as written), ranked best first (no Optuna needed)."""
     try:
         text = (folder / TRIALS_CSV).read_text(encoding="utf-8")
@@ -163,11 +160,11 @@ def read_trials_csv(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any
     rows = []
     for rec in csv.DictReader(io.StringIO(text)):
         fixed = ("number", "state", metric, "duration_s", "run_dir", "error")
-        rows.append({"number": int(rec["number"]), "state": rec["state"],
-                     "params": {k: _float(v) if _float(v) is not None else v
-                                for k, v in rec.items() if k not in fixed},
-                     "value": _float(rec.get(metric)), "seconds": _float(rec.get("duration_s")),
-                     "run_dir": rec.get("run_dir") or None, "error": rec.get("error") or None})
+        rows.append(TrialRecord(
+            int(rec["number"]), rec["state"],
+            {k: v if _float(v) is None else _float(v) for k, v in rec.items() if k not in fixed},
+            _float(rec.get(metric)), _float(rec.get("duration_s")), rec.get("run_dir") or None,
+            rec.get("error") or None))
     return ranked(rows, summary.get("goal", "minimize"))
 
 

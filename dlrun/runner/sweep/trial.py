@@ -19,6 +19,7 @@ from dlrun.runner.events import Callback, EpochEnd, EvalEnd, Event, StopRun
 from dlrun.runner.io import tensorboard
 from dlrun.runner.io.metrics_log import read_summary, write_summary
 from dlrun.runner.io.rundir import CHECKPOINTS_DIR, CONFIG_FILE, PLOTS_DIR
+from dlrun.runner.records import RunSummary
 from dlrun.runner.sweep.space import suggest, trial_config
 from dlrun.runner.train import Trainer
 
@@ -30,7 +31,7 @@ def trial_dir(folder: Path, number: int) -> Path:
 
 
 def train_in(cfg: ExperimentConfig, run_dir: Path,
-             callbacks: list[Callback] | None = None) -> dict[str, Any]:
+             callbacks: list[Callback] | None = None) -> RunSummary:
     """`train` into a given (new) run directory instead of a time-stamped one."""
     tensorboard.require(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,13 +87,13 @@ def run_trial(study: Any, trial: Any, folder: Path, sweep: SweepConfig,
     except (DlrunError, ArithmeticError, MemoryError, ValueError) as e:
         return _failed(study, trial, run_dir, str(e) or type(e).__name__)
     trial.set_user_attr("seconds", time.perf_counter() - start)
-    if summary.get("status") == "pruned":
+    if summary.status == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
         return "PRUNED"
-    if summary.get("status") == "interrupted":
+    if summary.status == "interrupted":
         _interrupted(study, trial)
         raise KeyboardInterrupt
-    value = (summary.get("final") or {}).get(sweep.metric, reporter.last)
+    value = summary.final.get(sweep.metric, reporter.last)
     if value is None or not math.isfinite(value):
         return _failed(study, trial, run_dir, f"{sweep.metric} is {value} at the end of the run")
     study.tell(trial, float(value))
@@ -104,7 +105,7 @@ def _failed(study: Any, trial: Any, run_dir: Path, error: str) -> str:
 
     trial.set_user_attr("error", error.splitlines()[0][:500])
     if read_summary(run_dir) is None:  # failed before training: the run dir still says why
-        write_summary(run_dir, {"name": run_dir.name, "status": "failed", "error": error})
+        write_summary(run_dir, RunSummary(run_dir.name, "failed", error=error))
     study.tell(trial, state=TrialState.FAIL)
     return "FAIL"
 

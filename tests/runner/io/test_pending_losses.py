@@ -30,8 +30,8 @@ def test_reading_every_7_steps_gives_the_same_run_with_fewer_reads(tiny_config,
     cfg = load_config(tiny_config(), ["logging.log_every=5", "train.eval_every=9"])
     one, run1, ev1 = _train(cfg, tmp_path / "a", 1)
     seven, run7, ev7 = _train(cfg, tmp_path / "b", 7)
-    assert seven["parameters_sha256"] == one["parameters_sha256"]
-    assert seven["final"] == one["final"]
+    assert seven.parameters_sha256 == one.parameters_sha256
+    assert seven.final == one.final
     rows = [(json.loads(a), json.loads(b)) for a, b in zip(
         (run1 / "metrics.jsonl").read_text().splitlines(),
         (run7 / "metrics.jsonl").read_text().splitlines(), strict=True)]
@@ -40,8 +40,8 @@ def test_reading_every_7_steps_gives_the_same_run_with_fewer_reads(tiny_config,
         assert a == b
     steps = [(e.step, e.loss) for e in ev1 if type(e).__name__ == "StepEnd"]
     assert [(e.step, e.loss) for e in ev7 if type(e).__name__ == "StepEnd"] == steps
-    assert one["loss_reads_per_step"] == 1.0
-    assert seven["loss_reads_per_step"] < 0.5  # read at logs, evaluations, epoch ends, every 7
+    assert one.loss_reads_per_step == 1.0
+    assert seven.loss_reads_per_step < 0.5  # read at logs, evaluations, epoch ends, every 7
 
 
 def test_a_nan_found_in_a_batch_of_losses_names_its_step_and_is_never_saved(

@@ -69,14 +69,14 @@ def test_every_logged_metric_is_a_scalar_and_the_config_is_hparams(tiny_config,
                                                                     tmp_path: Path) -> None:
     cfg = load_config(tiny_config(), ON)
     summary = runner.train(cfg, runs_dir=tmp_path / "runs")
-    run = Path(summary["run_dir"])
+    run = Path(summary.run_dir)
     events = read_events(run / "tensorboard")
     logged = [s for s in scalars(events) if not s[0].startswith("hparam/")]
     assert logged == jsonl_scalars(run)
     assert {"train_loss", "lr", "step_ms", "val_loss", "val_accuracy"} <= {s[0] for s in logged}
     final = {s[0]: s[2] for s in scalars(events) if s[0].startswith("hparam/")}
     assert final == {f"hparam/{k}": pytest.approx(v, rel=1e-6)
-                     for k, v in summary["final"].items() if v is not None}
+                     for k, v in summary.final.items() if v is not None}
     hp = hparams(events)
     assert hp["optimizer.lr"] == pytest.approx(0.01) and hp["model.hidden"] == "[16]"
     assert hp["logging.tensorboard"] is True and hp["name"] == "tiny"
@@ -86,7 +86,7 @@ def test_every_logged_metric_is_a_scalar_and_the_config_is_hparams(tiny_config,
 def test_off_by_default_writes_no_folder(tiny_config, tmp_path: Path) -> None:
     cfg = load_config(tiny_config(), ["logging.plots=false", "train.epochs=1"])
     assert cfg.logging.tensorboard is False
-    run = Path(runner.train(cfg, runs_dir=tmp_path / "runs")["run_dir"])
+    run = Path(runner.train(cfg, runs_dir=tmp_path / "runs").run_dir)
     assert not (run / "tensorboard").exists()
 
 
@@ -113,16 +113,16 @@ def test_resume_appends_to_the_same_folder(tiny_config, tmp_path: Path) -> None:
             raise KeyboardInterrupt
 
     part = runner.train(cfg, callbacks=[interrupt], runs_dir=tmp_path / "runs")
-    assert part["status"] == "interrupted"
-    run = Path(part["run_dir"])
+    assert part.status == "interrupted"
+    run = Path(part.run_dir)
     resumed = runner.resume(run)
-    assert resumed["status"] == "completed" and resumed["steps"] > 20
+    assert resumed.status == "completed" and resumed.steps > 20
     files = sorted((run / "tensorboard").glob("events.out.tfevents.*"))
     assert len(files) == 2
     later = read_events(run / "tensorboard")
     logged = [s for s in scalars(later) if not s[0].startswith("hparam/")]
     assert logged == jsonl_scalars(run)  # steps continue: no gap, no repeat
-    assert max(s[1] for s in logged) == resumed["steps"]
+    assert max(s[1] for s in logged) == resumed.steps
 
 
 def test_flatten_makes_dotted_scalar_hparams() -> None:
@@ -137,7 +137,7 @@ def test_an_export_adds_the_onnx_graph_to_the_runs_tensorboard(tiny_config, tmp_
     from dlrun.runner.commands.export_run import export
 
     cfg = load_config(tiny_config(), ON)
-    run = Path(runner.train(cfg, runs_dir=tmp_path / "runs")["run_dir"])
+    run = Path(runner.train(cfg, runs_dir=tmp_path / "runs").run_dir)
     before = len(read_events(run / "tensorboard"))
     result = export(run)
     events = read_events(run / "tensorboard")
@@ -145,5 +145,5 @@ def test_an_export_adds_the_onnx_graph_to_the_runs_tensorboard(tiny_config, tmp_
     assert result["tensorboard"] is True and len(graphs) == 1
     assert scalars(events) == scalars(events[:before])  # the metrics are untouched
     cfg_off = load_config(tiny_config(), ["logging.plots=false", "train.epochs=1"])
-    plain = Path(runner.train(cfg_off, runs_dir=tmp_path / "plain")["run_dir"])
+    plain = Path(runner.train(cfg_off, runs_dir=tmp_path / "plain").run_dir)
     assert export(plain)["tensorboard"] is False and not (plain / "tensorboard").exists()

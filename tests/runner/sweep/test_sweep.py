@@ -64,7 +64,7 @@ def test_sweep_folder_trials_and_best_config(tmp_path: Path) -> None:
     assert isinstance(events[0], SweepStarted) and "new sweep" in events[0].note
     assert any(isinstance(e, SweepProgress) and len(e.rows) == 4 for e in events)
     again = train(best_cfg, runs_dir=tmp_path / "again")  # best.yaml trains as it is
-    assert again["status"] == "completed"
+    assert again.status == "completed"
 
 
 @pytest.mark.slow
@@ -77,7 +77,7 @@ def test_two_workers_six_trials_and_best_yaml_trains(tmp_path: Path) -> None:
     assert sorted(int(r["number"]) for r in rows) == list(range(6))
     assert {p.name for p in (folder / "trials").iterdir()} == {f"{i:04d}" for i in range(6)}
     assert len(list((folder / "logs").glob("worker-*.log"))) == 2
-    assert train(load_config(folder / "best.yaml"), runs_dir=tmp_path / "b")["status"] == \
+    assert train(load_config(folder / "best.yaml"), runs_dir=tmp_path / "b").status == \
         "completed"
 
 
