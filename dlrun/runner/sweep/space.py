@@ -10,7 +10,6 @@ through Optuna as their JSON text, since Optuna's categorical choices must be sc
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from dlrun.config import (
     SweepConfig,
     SweepParameter,
     config_to_dict,
+    did_you_mean,
     validate_config,
 )
 from dlrun.errors import ConfigError
@@ -75,9 +75,8 @@ def _key_problem(name: str) -> str | None:
             return f"{name}: {'.'.join(parts[:depth])} has no keys to search inside"
         fields = model.model_fields
         if part not in fields:
-            close = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {'.'.join([*parts[:depth], close[0]])!r}?" if close else ""
-            return f"{name}: not a config key{hint}"
+            prefix = "".join(f"{p}." for p in parts[:depth])
+            return f"{name}: not a config key{did_you_mean(part, fields, prefix)}"
         if where == "sweep":
             return f"{name}: the sweep section itself cannot be searched"
         model = _section_model(fields[part].annotation)
@@ -126,8 +125,7 @@ def _check_metric(metric: str, bundle: Any, source: str) -> None:
     task = bundle.meta.get("task", "classification")
     logged = (metric_names(task, "val") if bundle.val is not None else []) + ["train_loss"]
     if metric not in logged:
-        close = difflib.get_close_matches(metric, logged, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(metric, logged)
         why = "" if bundle.val is not None else " (data.val_fraction is 0: no validation split)"
         raise ConfigError(f"{source}: sweep.metric: {metric!r} is never logged by this "
                           f"{task} run{why}{hint}; logged: {', '.join(logged)}")

@@ -305,7 +305,8 @@ def test_dataset_taking_any_option(monkeypatch: pytest.MonkeyPatch) -> None:
     def flexible(val_fraction: float = 0.1, **kwargs: object) -> None:
         raise AssertionError("never built by the config")
 
-    monkeypatch.setitem(datasets.DATASETS, "flexible", flexible)
+    monkeypatch.setattr(datasets, "DATASETS", datasets.DATASETS.copy())
+    datasets.register_dataset("flexible", flexible)
     cfg = validate_config({"data": {"name": "flexible", "options": {"anything": 1}},
                            "model": {"type": "linear"}})
     assert cfg.data.options == {"anything": 1}
