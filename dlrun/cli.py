@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dlrun import __version__
-from dlrun.errors import ConfigError, DistributedError, DlrunError
+from dlrun.errors import ConfigError, DlrunError
 
 if TYPE_CHECKING:
     from dlrun.config import ExperimentConfig
@@ -141,21 +141,20 @@ def train(
 
 def _join_job(nproc: int | None,
               job_config: Callable[[], tuple[ExperimentConfig, str]]) -> World | None:
-    """With --nproc N > 1 outside an MPI job: check that the job's config (and the file it came
-    from) has a batch that splits over N ranks, start N workers running this same command, wait
-    for them and exit. Inside a job: this worker's World; else None."""
-    from dlrun.distributed import launch, world
+    """This command's place in a job (distributed.launch.join_or_launch): alone (None), one
+    worker of it (its World), or, with --nproc N > 1, the launcher of N workers running this
+    same command, which exits with their status once they end."""
+    from dlrun.distributed.launch import join_or_launch
     from dlrun.runner.parallel import check_batches
 
-    job = world.launched_size()
-    if nproc is not None and nproc > 1 and job == 1:
+    def check(n: int) -> None:
         cfg, source = job_config()
-        check_batches(cfg, nproc, source=source)
-        raise typer.Exit(launch.launch(_argv_without_nproc(), nproc))
-    if nproc not in (None, 1, job):
-        raise DistributedError(f"--nproc {nproc}: this process is one of {job} started by "
-                               "mpiexec; leave --nproc out under mpiexec")
-    return world.join()
+        check_batches(cfg, n, source=source)
+
+    place = join_or_launch(nproc, sys.argv[1:], check)
+    if place.exit_status is not None:
+        raise typer.Exit(place.exit_status)
+    return place.world
 
 
 def _run_as(ranks: World | None, body: Callable[[], T]) -> T:
@@ -181,19 +180,6 @@ def _train_config(config: Path | None, resume: Path | None,
     if config is None:
         raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
     return load_config(config, overrides), str(config)
-
-
-def _argv_without_nproc() -> list[str]:
-    """This command's arguments for the workers: the same, less --nproc."""
-    out, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
 
 
 @app.command("eval")
@@ -239,10 +225,6 @@ def evaluate(
         console.print_json(json.dumps(result))
         return
     render.print_eval(console, result)
-    if gen is not None:
-        console.print(f"generated {gen['tokens']} characters in {gen['seconds']:.2f} s: "
-                      f"{gen['tokens_per_second']:,.0f} tokens/s ({gen['method']}, "
-                      f"{gen['mode']})", highlight=False)
 
 
 @app.command("export")
@@ -257,6 +239,7 @@ def export_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export a trained model (verified against dlrun's own outputs before it is written)."""
+    from dlrun import render
     from dlrun.runner.commands.export_run import export as run_export
 
     with error_boundary():
@@ -264,14 +247,7 @@ def export_cmd(
     if json_out:
         console.print_json(json.dumps(result))
         return
-    console.print(f"exported {result['checkpoint']} to [bold]{result['path']}[/] "
-                  f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes, "
-                  f"dynamic axes: {', '.join(result.get('dynamic_axes', ['batch']))})",
-                  highlight=False, soft_wrap=True)
-    console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
-                  f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "
-                  f"{result['max_abs_error']:.3g}, max rel error {result['max_rel_error']:.3g}",
-                  highlight=False, soft_wrap=True)
+    render.print_export(console, result)
 
 
 @app.command()

@@ -192,6 +192,23 @@ def print_eval(console: Console, result: dict[str, Any]) -> None:
     if result.get("sample"):
         console.print("[bold]sample:[/]")
         console.print(result["sample"], markup=False, highlight=False)
+    gen = result.get("generation")
+    if gen is not None:
+        console.print(f"generated {gen['tokens']} characters in {gen['seconds']:.2f} s: "
+                      f"{gen['tokens_per_second']:,.0f} tokens/s ({gen['method']}, "
+                      f"{gen['mode']})", highlight=False)
+
+
+def print_export(console: Console, result: dict[str, Any]) -> None:
+    """`dlrun export`: what was written where, and how it was verified."""
+    console.print(f"exported {result['checkpoint']} to [bold]{result['path']}[/] "
+                  f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes, "
+                  f"dynamic axes: {', '.join(result.get('dynamic_axes', ['batch']))})",
+                  highlight=False, soft_wrap=True)
+    console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
+                  f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "
+                  f"{result['max_abs_error']:.3g}, max rel error {result['max_rel_error']:.3g}",
+                  highlight=False, soft_wrap=True)
 
 
 def print_compare(console: Console, report: dict[str, Any]) -> None:
