@@ -58,10 +58,30 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
         raise DeviceError("--cuda-graphs needs a CUDA device (--device cuda)")
     rtol = 1e-5 if cfg.dtype == "float32" else 1e-10
     rtol = {"fp16": 1e-3, "bf16": 1e-2}.get(cfg.precision, rtol)  # mixed precision's rounding
-    exps: dict[str, Experiment] = {}
     report: dict[str, Any] = {"name": cfg.name, "steps": steps, "dtype": cfg.dtype,
                               "precision": cfg.precision,
                               "tolerance": rtol, "batch_size": cfg.train.batch_size}
+    exps, batches = _agreement(cfg, steps, callbacks, world, report)
+    emit(callbacks, Message(f"timing {timed} steps per mode after {warmup} warm-up steps"))
+    x, y = batches[0]
+    times, reduce_times = _timings(exps, x, y, warmup, timed, world, report["device"])
+    for mode in MODES:
+        report[mode].update(_mode_figures(cfg, exps[mode], times[mode], reduce_times[mode],
+                                          x, y, world))
+    report["speedup"] = report["eager"]["median_step_ms"] / report["static"]["median_step_ms"]
+    if report["device"] != "cpu":
+        for mode in MODES:
+            report[mode].update(_cuda_figures(exps[mode], x, y))
+    if cuda_graphs:
+        report["static_cuda_graph"] = _with_cuda_graph(cfg, batches[:steps], report, world)
+    return report
+
+
+def _agreement(cfg: ExperimentConfig, steps: int, callbacks: list[Callback], world: Any,
+               report: dict[str, Any]) -> tuple[dict[str, Experiment], list[tuple[Any, Any]]]:
+    """`steps` training steps per mode from the same seed and batches; the losses and how far
+    they and the final parameters differ go into `report`. The experiments and the batches."""
+    exps: dict[str, Experiment] = {}
     batches = None
     for mode in MODES:
         emit(callbacks, Message(f"{mode}: {steps} training steps from seed {cfg.seed}"))
@@ -81,10 +101,15 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
                      for x, y in zip(pa, pb, strict=True)), default=0.0)
     report["max_rel_loss_diff"] = loss_err
     report["max_rel_param_diff"] = param_err
-    report["agree"] = bool(loss_err <= rtol and np.isfinite(loss_err))
+    report["agree"] = bool(loss_err <= report["tolerance"] and np.isfinite(loss_err))
+    assert batches is not None
+    return exps, batches
 
-    emit(callbacks, Message(f"timing {timed} steps per mode after {warmup} warm-up steps"))
-    x, y = batches[0]
+
+def _timings(exps: dict[str, Experiment], x: Any, y: Any, warmup: int, timed: int, world: Any,
+             device: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Step times per mode (and all-reduce times on several ranks): `warmup` steps each, then
+    `timed` steps per mode in 10 interleaved rounds."""
     times: dict[str, list[float]] = {m: [] for m in MODES}
     reduce_times: dict[str, list[float]] = {m: [] for m in MODES}
     for mode in MODES:
@@ -98,36 +123,37 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 step(x, y)
-                synchronize(report["device"])
+                synchronize(device)
                 times[mode].append(time.perf_counter() - t0)
                 if world is not None:
                     reduce_times[mode].append(world.communicator.stats.seconds[-1])
-    for mode in MODES:
-        exp, ts, info = exps[mode], times[mode], report[mode]
-        info["median_step_ms"] = statistics.median(ts) * 1e3
-        info["p10_step_ms"] = float(np.percentile(ts, 10)) * 1e3
-        info["p90_step_ms"] = float(np.percentile(ts, 90)) * 1e3
-        info["throughput"] = cfg.train.batch_size / statistics.median(ts)
-        info.update(_memory(exp, x, y))
-        info["ops_per_step"] = _ops_per_step(exp, x, y)
-        if world is not None:
-            info["all_reduce_ms"] = statistics.median(reduce_times[mode]) * 1e3
-            info["all_reduce_bytes"] = world.communicator.stats.bytes[-1]
-        if mode == "static":
-            step = exp.train_step
-            record = step.traces[0]
-            info["traces"] = step.trace_count
-            info["compile_ms"] = record.seconds * 1e3
-            info["nodes_before"] = record.report.traced_nodes
-            info["nodes_after"] = record.report.final_nodes
-            info["passes"] = record.report.as_dict()
-    report["speedup"] = report["eager"]["median_step_ms"] / report["static"]["median_step_ms"]
-    if report["device"] != "cpu":
-        for mode in MODES:
-            report[mode].update(_cuda_figures(exps[mode], x, y))
-    if cuda_graphs:
-        report["static_cuda_graph"] = _with_cuda_graph(cfg, batches[:steps], report, world)
-    return report
+    return times, reduce_times
+
+
+def _mode_figures(cfg: ExperimentConfig, exp: Experiment, ts: list[float],
+                  reduce_ts: list[float], x: Any, y: Any, world: Any) -> dict[str, Any]:
+    """One mode's step-time statistics, memory, operations per step, all-reduce time and, in
+    static mode, what tracing and the passes did."""
+    info: dict[str, Any] = {
+        "median_step_ms": statistics.median(ts) * 1e3,
+        "p10_step_ms": float(np.percentile(ts, 10)) * 1e3,
+        "p90_step_ms": float(np.percentile(ts, 90)) * 1e3,
+        "throughput": cfg.train.batch_size / statistics.median(ts),
+    }
+    info.update(_memory(exp, x, y))
+    info["ops_per_step"] = _ops_per_step(exp, x, y)
+    if world is not None:
+        info["all_reduce_ms"] = statistics.median(reduce_ts) * 1e3
+        info["all_reduce_bytes"] = world.communicator.stats.bytes[-1]
+    if exp.cfg.mode == "static":
+        step = exp.train_step
+        record = step.traces[0]
+        info["traces"] = step.trace_count
+        info["compile_ms"] = record.seconds * 1e3
+        info["nodes_before"] = record.report.traced_nodes
+        info["nodes_after"] = record.report.final_nodes
+        info["passes"] = record.report.as_dict()
+    return info
 
 
 def _cuda_figures(exp: Experiment, x: Any, y: Any, steps: int = 20) -> dict[str, Any]:

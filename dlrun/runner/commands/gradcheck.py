@@ -17,6 +17,7 @@ gradient is off by far more than that noise on the entries that matter.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,12 +63,7 @@ def gradcheck(cfg: ExperimentConfig, batch: int = 4, eps: float = 1e-6,
     random with the config's seed. Raises ConfigError for bad arguments, NumericalError when
     the loss is not a deterministic function of the parameters.
     """
-    if batch < 1:
-        raise ConfigError(f"gradcheck: batch must be >= 1, got {batch}")
-    if not eps > 0:
-        raise ConfigError(f"gradcheck: eps must be > 0, got {eps}")
-    if max_per_param < 1:
-        raise ConfigError(f"gradcheck: max_per_param must be >= 1, got {max_per_param}")
+    _check_arguments(batch, eps, max_per_param)
     start = time.perf_counter()
     exp = build_experiment(cfg.model_copy(update={"dtype": "float64", "mode": "eager"}))
     model = exp.model
@@ -100,33 +96,53 @@ def gradcheck(cfg: ExperimentConfig, batch: int = 4, eps: float = 1e-6,
 
     atol = NOISE_FACTOR * float(np.finfo(np.float64).eps) * max(abs(loss), 1.0) / eps
     rng = np.random.default_rng(cfg.seed)
-    rows = []
-    for (name, p), g_eager, g_static in zip(named, eager, static, strict=True):
-        size = int(np.prod(p.shape))
-        idx = (np.arange(size) if size <= max_per_param
-               else np.sort(rng.choice(size, max_per_param, replace=False)))
-        numeric = _numeric(p, idx, eps, loss_value)
-        checks = [_compare(g.reshape(-1)[idx], numeric, atol) for g in (g_eager, g_static)]
-        rows.append({
-            "name": name, "shape": list(p.shape), "checked": int(idx.size),
-            "eager_error": checks[0][0], "static_error": checks[1][0],
-            "passed": checks[0][1] and checks[1][1],
-            "within_noise": checks[0][2] or checks[1][2],
-        })
+    rows = [_check_parameter(name, p, g_eager, g_static, rng, max_per_param, eps, atol,
+                             loss_value)
+            for (name, p), g_eager, g_static in zip(named, eager, static, strict=True)]
     failed = [r["name"] for r in rows if not r["passed"]]
-    if failed:
-        worst = max(max(r["eager_error"], r["static_error"]) for r in rows if not r["passed"])
-        message = (f"gradient check failed for {len(failed)} of {len(rows)} parameters "
-                   f"({', '.join(failed)}): worst relative error {worst:.2e} > {TOLERANCE:.0e}")
-    else:
-        message = (f"all {len(rows)} parameter gradients match finite differences "
-                   f"(relative error <= {TOLERANCE:.0e} or within the noise {atol:.1e})")
+    message = _verdict(rows, failed, atol)
     return {
         "name": cfg.name, "passed": not failed, "parameters": rows, "failed": failed,
         "message": message, "tolerance": TOLERANCE, "noise_atol": atol, "eps": eps,
         "batch": int(x.shape[0]), "loss": loss, "dtype": "float64", "device": exp.device,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _check_arguments(batch: int, eps: float, max_per_param: int) -> None:
+    if batch < 1:
+        raise ConfigError(f"gradcheck: batch must be >= 1, got {batch}")
+    if not eps > 0:
+        raise ConfigError(f"gradcheck: eps must be > 0, got {eps}")
+    if max_per_param < 1:
+        raise ConfigError(f"gradcheck: max_per_param must be >= 1, got {max_per_param}")
+
+
+def _check_parameter(name: str, p: Tensor, g_eager: np.ndarray, g_static: np.ndarray,
+                     rng: np.random.Generator, max_per_param: int, eps: float, atol: float,
+                     loss_value: Callable[[], float]) -> dict[str, Any]:
+    """One parameter's row: up to `max_per_param` entries (seeded choice), both modes'
+    gradients against central differences."""
+    size = int(np.prod(p.shape))
+    idx = (np.arange(size) if size <= max_per_param
+           else np.sort(rng.choice(size, max_per_param, replace=False)))
+    numeric = _numeric(p, idx, eps, loss_value)
+    checks = [_compare(g.reshape(-1)[idx], numeric, atol) for g in (g_eager, g_static)]
+    return {
+        "name": name, "shape": list(p.shape), "checked": int(idx.size),
+        "eager_error": checks[0][0], "static_error": checks[1][0],
+        "passed": checks[0][1] and checks[1][1],
+        "within_noise": checks[0][2] or checks[1][2],
+    }
+
+
+def _verdict(rows: list[dict[str, Any]], failed: list[str], atol: float) -> str:
+    if failed:
+        worst = max(max(r["eager_error"], r["static_error"]) for r in rows if not r["passed"])
+        return (f"gradient check failed for {len(failed)} of {len(rows)} parameters "
+                f"({', '.join(failed)}): worst relative error {worst:.2e} > {TOLERANCE:.0e}")
+    return (f"all {len(rows)} parameter gradients match finite differences "
+            f"(relative error <= {TOLERANCE:.0e} or within the noise {atol:.1e})")
 
 
 def _compare(analytic: np.ndarray, numeric: np.ndarray, atol: float) -> tuple[float, bool, bool]:
