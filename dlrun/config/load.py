@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from dlrun.atomic import atomic_write_text
 from dlrun.config.messages import dotted, explain, kind_of, show
-from dlrun.config.schema import ExperimentConfig
+from dlrun.config.schema import SECTIONS, ExperimentConfig
 from dlrun.errors import ConfigError
 
 # --------------------------------------------------------------------------- loading
@@ -122,7 +122,7 @@ def validate_config(
                 continue
         lines = []
         for err in e.errors():
-            for loc, message in explain(err):
+            for loc, message in explain(err, ExperimentConfig, SECTIONS):
                 origin = source
                 for parts, o in set_paths:
                     if tuple(map(str, loc[: len(parts)])) == parts:

@@ -22,8 +22,10 @@ def fail(message: str, items: Sequence[tuple[str, str]] = ()) -> PydanticCustomE
     return PydanticCustomError("dlrun", "{message}", {"message": message, "items": list(items)})
 
 
-def explain(err: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
-    """Turn one pydantic error into `(loc, readable message)` pairs."""
+def explain(err: Mapping[str, Any], root: type[BaseModel], sections: Sequence[str]
+            ) -> list[tuple[tuple[Any, ...], str]]:
+    """Turn one pydantic error of a `root` model into `(loc, readable message)` pairs;
+    `sections` are the root's keys whose keys an unknown top-level key may belong to."""
     kind, loc, ctx = err["type"], tuple(err["loc"]), err.get("ctx") or {}
     given = err.get("input")
     if kind == "dlrun":
@@ -33,14 +35,14 @@ def explain(err: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     if kind == "invalid_key" or (loc and loc[-1] == "[key]"):
         loc = loc[:-1] if loc and loc[-1] == "[key]" else loc
         return [(loc, f"keys must be strings, got {show(loc[-1] if loc else given)}")]
-    info = _field_at(loc)
+    info = _field_at(root, loc)
     if kind == "missing" and loc and isinstance(loc[-1], int):  # a tuple given too few items
-        n, _ = _length_bounds(_field_at(loc[:-1]))
+        n, _ = _length_bounds(_field_at(root, loc[:-1]))
         return [(loc[:-1], f"expected a list of {n} items, got {show(given)}")]
     if kind == "missing":
         return [(loc, "missing (required)")]
     if kind == "extra_forbidden":
-        return [(loc, _unknown_key(loc))]
+        return [(loc, _unknown_key(root, sections, loc))]
     if kind == "literal_error":
         choices = _literal_choices(info)
         listed = ", ".join(repr(c) for c in choices) if choices else ctx.get("expected", "")
@@ -83,11 +85,9 @@ _PHRASES = {
 _BOUNDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
-def _field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
+def _field_at(root: type[BaseModel], loc: tuple[Any, ...]) -> FieldInfo | None:
     """The FieldInfo (or element annotation, wrapped) that a pydantic error location points at."""
-    from dlrun.config.schema import ExperimentConfig
-
-    current: Any = ExperimentConfig
+    current: Any = root
     info: FieldInfo | None = None
     for part in loc:
         current = _unwrap(current)
@@ -172,18 +172,16 @@ def _length_bounds(info: FieldInfo | None) -> tuple[int | str, int | str]:
     return "?", "?"
 
 
-def _unknown_key(loc: tuple[Any, ...]) -> str:
-    from dlrun.config.schema import SECTIONS, ExperimentConfig
-
+def _unknown_key(root: type[BaseModel], sections: Sequence[str], loc: tuple[Any, ...]) -> str:
     key = str(loc[-1])
-    parent = _field_at(loc[:-1]) if loc[:-1] else None
-    model = _unwrap(parent.annotation) if parent is not None else ExperimentConfig
+    parent = _field_at(root, loc[:-1]) if loc[:-1] else None
+    model = _unwrap(parent.annotation) if parent is not None else root
     allowed = list(model.model_fields) if isinstance(model, type) else []
     hint = did_you_mean(key, allowed)
     if not hint:
         # The key may belong to another section: `lr` at the top level -> optimizer.lr.
-        elsewhere = [f"{s}.{key}" for s in SECTIONS if key in _section_fields(s)]
-        if len(loc) == 1 and key in ExperimentConfig.model_fields:
+        elsewhere = [f"{s}.{key}" for s in sections if key in _section_fields(root, s)]
+        if len(loc) == 1 and key in root.model_fields:
             elsewhere = []
         if elsewhere:
             hint = f"; did you mean {' or '.join(repr(e) for e in elsewhere)}?"
@@ -192,10 +190,8 @@ def _unknown_key(loc: tuple[Any, ...]) -> str:
     return f"unknown key{hint}"
 
 
-def _section_fields(section: str) -> list[str]:
-    from dlrun.config.schema import ExperimentConfig
-
-    tp = _unwrap(ExperimentConfig.model_fields[section].annotation)
+def _section_fields(root: type[BaseModel], section: str) -> list[str]:
+    tp = _unwrap(root.model_fields[section].annotation)
     return list(tp.model_fields)
 
 
