@@ -1,1 +1,1 @@
-"""Benchmarks of issue 7: the NumPy floor, PyTorch references and the harness (run.py)."""
+"""The benchmarks: the NumPy floor, PyTorch references and the harness (run.py)."""

@@ -1,4 +1,4 @@
-"""The NumPy floor of issue 7: hand-written training steps for the four bench workloads.
+"""The NumPy floor: hand-written training steps for the four bench workloads.
 
 No framework: each workload's forward pass, loss, backward pass and optimizer update are written
 directly in NumPy (float32 by default), in two variants:
@@ -15,7 +15,7 @@ Both variants store the parameters in the same layout, chosen for speed (see eac
 `torch_params()` converts them to PyTorch's layout and order (`benchmarks/torch_ref.py` builds the
 same networks, and the tests check one against the other).
 
-The workloads (issue 7; the shapes are the constructors' defaults):
+The workloads (the shapes are the constructors' defaults):
 
 * ``linreg``: batch 256, 13 features -> Linear(13, 1), MSE, SGD lr 0.01.
 * ``mlp``: batch 64, 784 -> Linear(784, 128) -> ReLU -> Linear(128, 10), cross entropy,
@@ -875,7 +875,7 @@ FLOORS: dict[str, type[Floor]] = {"linreg": LinRegFloor, "mlp": MLPFloor, "cnn":
 
 def make_floor(workload: str, variant: str = "reused", dtype: Any = np.float32, seed: int = 0,
                **shape: Any) -> Floor:
-    """The floor of one workload (issue shapes unless `shape` overrides them)."""
+    """The floor of one workload (the workload's shapes unless `shape` overrides them)."""
     try:
         cls = FLOORS[workload]
     except KeyError:

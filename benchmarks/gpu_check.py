@@ -97,7 +97,7 @@ def _dlrun_step(workload: str, device: str, mode: str, graphs: bool) -> tuple[An
 
 def _measure_one(step: Any, device: str, quick: bool, torch_side: bool) -> dict[str, Any]:
     """Warm up, then time (CUDA events on the GPU, wall clock on the CPU), count and peak."""
-    from dlrun.runner import cuda_measure as cm
+    from dlrun.runner.commands import cuda_measure as cm
 
     warm, n = _steps(quick)
     for _ in range(warm):

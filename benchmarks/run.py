@@ -1,4 +1,4 @@
-"""Issue-7 benchmark: dlrun eager and static against the NumPy floor and PyTorch eager.
+"""The benchmark: dlrun eager and static against the NumPy floor and PyTorch eager.
 
     python benchmarks/run.py [--workloads linreg mlp cnn lstm] [--steps 50] [--warmup 10]
                              [--rounds 5] [--out benchmarks/results] [--no-torch]
@@ -21,7 +21,7 @@ measured under the same machine conditions.
 Per implementation it reports the median, p10 and p90 of the per-step time, minor page faults per
 timed step, the peak of memory traced by tracemalloc during one step (NumPy reports its buffers
 to tracemalloc; PyTorch does not: null), and for dlrun static the trace + compile time of the
-first call. Then it computes the issue's ratios, marks each target met or missed, writes
+first call. Then it computes the benchmark's ratios, marks each target met or missed, writes
 results.json and results.md into --out and prints the markdown.
 """
 
@@ -119,7 +119,7 @@ def _error(e: BaseException) -> str:
 
 def fixed_batch(workload: str, config_dir: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
     """The bench config's first training batch as NumPy arrays, and the median time to prepare
-    a batch (loader iteration + batch_tensors, ms), which the issue times apart from a step."""
+    a batch (loader iteration + batch_tensors, ms), timed apart from a step."""
     from dlrun.config import load_config
     from dlrun.runner.experiment import batch_tensors, build_experiment
 
@@ -420,7 +420,7 @@ PAIRS = {
 
 
 def ratios(impls: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """Ratios of the medians (the issue's definition; the targets use these)."""
+    """Ratios of the medians (the targets are defined on these)."""
     return {name: _ratio(impls.get(a), impls.get(b)) for name, (a, b) in PAIRS.items()}
 
 
@@ -456,7 +456,7 @@ def _peak_ratio(static: dict[str, Any], eager: dict[str, Any]) -> float | None:
 
 def _gpt_targets(r: dict[str, Any], static: dict[str, Any], eager: dict[str, Any]
                  ) -> list[dict[str, Any]]:
-    """Issue 13's targets for the nanoGPT-preset workload."""
+    """The targets of the nanoGPT-preset workload."""
     return [
         _target("static_speedup", "gpt", "eager / static", r["eager_over_static"], ">=", 1.3),
         _target("static_vs_torch", "gpt", "static / PyTorch eager", r["static_over_torch"],
@@ -621,7 +621,7 @@ def _contention_lines(c: dict[str, float] | None) -> list[str]:
 def to_markdown(res: dict[str, Any]) -> str:
     m, s = res["machine"], res["settings"]
     lines = [
-        "# dlrun benchmark (issue 7)",
+        "# dlrun benchmark",
         "",
         f"`{res['command']}` — {res['timestamp']}",
         "",
@@ -694,7 +694,7 @@ def to_markdown(res: dict[str, Any]) -> str:
     c = res["summary"]
     lines += ["", f"{c['met']} met, {c['missed']} missed, {c['n/a']} not measured "
               f"(of {c['total']}; rows marked implied restate the floor target against "
-              "PyTorch with the issue's own machine ratios)."]
+              "PyTorch with the reference machine's ratios)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""PyTorch eager references for the issue-7 workloads (optional: nothing here is needed by dlrun).
+"""PyTorch eager references for the benchmark workloads (optional: nothing here is needed by dlrun).
 
 The same networks, losses and optimizers as `benchmarks/floor.py` (and configs/bench/*.yaml), in
 PyTorch eager mode with its default thread settings. The LSTM comes twice: `nn.LSTM` (one fused
@@ -155,7 +155,7 @@ def _gpt_module() -> Any:
 
 
 def build(workload: str, *, seed: int = 0, **shape: Any) -> tuple[Any, Any, Callable]:
-    """(model, optimizer, loss_fn(out, y)) for a workload; `shape` overrides the issue's sizes
+    """(model, optimizer, loss_fn(out, y)) for a workload; `shape` overrides the workload's sizes
     (the same keywords as benchmarks.floor's constructors)."""
     import torch
     from torch import nn

@@ -18,11 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from dlrun import __version__
-from dlrun.errors import ConfigError, DistributedError, DlrunError
+from dlrun.errors import ConfigError, DlrunError
 
 if TYPE_CHECKING:
     from dlrun.config import ExperimentConfig
     from dlrun.distributed.world import World
+    from dlrun.runner.records import RunSummary
 
 T = TypeVar("T")
 
@@ -123,7 +124,7 @@ def train(
         main = ranks is None or ranks.is_main
         view = render.make_view(console, quiet=quiet or not main, json_lines=json_lines)
 
-        def body() -> dict:
+        def body() -> RunSummary:
             if resume is not None:
                 return runner.resume(resume, callbacks=[view], world=ranks)
             cfg, _ = _train_config(config, None, overrides)
@@ -134,27 +135,26 @@ def train(
     if json_lines or not main:
         return
     render.print_summary(console, summary)
-    if summary.get("status") == "interrupted" and ranks is None:
+    if summary.status == "interrupted" and ranks is None:
         raise typer.Exit(130)
 
 
 def _join_job(nproc: int | None,
               job_config: Callable[[], tuple[ExperimentConfig, str]]) -> World | None:
-    """With --nproc N > 1 outside an MPI job: check that the job's config (and the file it came
-    from) has a batch that splits over N ranks, start N workers running this same command, wait
-    for them and exit. Inside a job: this worker's World; else None."""
-    from dlrun.distributed import launch, world
+    """This command's place in a job (distributed.launch.join_or_launch): alone (None), one
+    worker of it (its World), or, with --nproc N > 1, the launcher of N workers running this
+    same command, which exits with their status once they end."""
+    from dlrun.distributed.launch import join_or_launch
     from dlrun.runner.parallel import check_batches
 
-    job = world.launched_size()
-    if nproc is not None and nproc > 1 and job == 1:
+    def check(n: int) -> None:
         cfg, source = job_config()
-        check_batches(cfg, nproc, source=source)
-        raise typer.Exit(launch.launch(_argv_without_nproc(), nproc))
-    if nproc not in (None, 1, job):
-        raise DistributedError(f"--nproc {nproc}: this process is one of {job} started by "
-                               "mpiexec; leave --nproc out under mpiexec")
-    return world.join()
+        check_batches(cfg, n, source=source)
+
+    place = join_or_launch(nproc, sys.argv[1:], check)
+    if place.exit_status is not None:
+        raise typer.Exit(place.exit_status)
+    return place.world
 
 
 def _run_as(ranks: World | None, body: Callable[[], T]) -> T:
@@ -173,26 +173,13 @@ def _train_config(config: Path | None, resume: Path | None,
     from dlrun.config import load_config
 
     if resume is not None:
-        from dlrun.runner.rundir import find_run_config
+        from dlrun.runner.io.rundir import find_run_config
 
         source = find_run_config(resume)[1]
         return load_config(source), str(source)
     if config is None:
         raise ConfigError("give a CONFIG file to train (or --resume RUN_DIR)")
     return load_config(config, overrides), str(config)
-
-
-def _argv_without_nproc() -> list[str]:
-    """This command's arguments for the workers: the same, less --nproc."""
-    out, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
 
 
 @app.command("eval")
@@ -219,8 +206,8 @@ def evaluate(
 ) -> None:
     """Evaluate a saved checkpoint on a data split (metrics also go to eval.json beside it)."""
     from dlrun import render
-    from dlrun.runner.evaluate import check_sampling, sample_text
-    from dlrun.runner.evaluate import evaluate as run_eval
+    from dlrun.runner.commands.evaluate import check_sampling, sample_text
+    from dlrun.runner.commands.evaluate import evaluate as run_eval
 
     overrides = _overrides(set_, mode, device, None)
     if data_root is not None:
@@ -238,10 +225,6 @@ def evaluate(
         console.print_json(json.dumps(result))
         return
     render.print_eval(console, result)
-    if gen is not None:
-        console.print(f"generated {gen['tokens']} characters in {gen['seconds']:.2f} s: "
-                      f"{gen['tokens_per_second']:,.0f} tokens/s ({gen['method']}, "
-                      f"{gen['mode']})", highlight=False)
 
 
 @app.command("export")
@@ -256,21 +239,15 @@ def export_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export a trained model (verified against dlrun's own outputs before it is written)."""
-    from dlrun.runner.export import export as run_export
+    from dlrun import render
+    from dlrun.runner.commands.export_run import export as run_export
 
     with error_boundary():
         result = run_export(run, fmt=fmt, out=out, opset=opset, tag=tag)
     if json_out:
         console.print_json(json.dumps(result))
         return
-    console.print(f"exported {result['checkpoint']} to [bold]{result['path']}[/] "
-                  f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes, "
-                  f"dynamic axes: {', '.join(result.get('dynamic_axes', ['batch']))})",
-                  highlight=False, soft_wrap=True)
-    console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
-                  f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "
-                  f"{result['max_abs_error']:.3g}, max rel error {result['max_rel_error']:.3g}",
-                  highlight=False, soft_wrap=True)
+    render.print_export(console, result)
 
 
 @app.command()
@@ -294,8 +271,8 @@ def compare(
     """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?"""
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.runner.compare import compare as run_compare
-    from dlrun.runner.compare import write_report
+    from dlrun.runner.commands.compare import compare as run_compare
+    from dlrun.runner.commands.compare import write_report
 
     with error_boundary():
         overrides = _overrides(set_, None, device, seed)
@@ -335,7 +312,7 @@ def graph(
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.errors import ConfigError
-    from dlrun.runner.graph import graph_report
+    from dlrun.runner.commands.graph_report import graph_report
 
     with error_boundary():
         if fmt not in ("text", "dot"):
@@ -356,7 +333,6 @@ def info() -> None:
     """Show the engine's primitives and the available devices."""
     from dlrun.backend import cuda_available
     from dlrun.engine.prims import REGISTRY
-
     from dlrun.engine.static.cpu_kernels import describe
 
     console.print(f"dlrun {__version__}: {len(REGISTRY)} primitives")
@@ -376,7 +352,7 @@ def gradcheck(
     """Check every parameter's gradient (float64, eager and static) against finite differences."""
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.runner.gradcheck import gradcheck as run_gradcheck
+    from dlrun.runner.commands.gradcheck import gradcheck as run_gradcheck
 
     with error_boundary():
         cfg = load_config(config, list(set_ or []))
@@ -413,7 +389,7 @@ def sweep_cmd(
 
     from dlrun import render
     from dlrun.config import load_config
-    from dlrun.runner.sweep import sweep as run_sweep
+    from dlrun.runner.sweep.driver import sweep as run_sweep
 
     with error_boundary():
         cfg = load_config(config, list(set_ or []))
@@ -440,7 +416,7 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from dlrun import render
-    from dlrun.runner.runs import list_runs_table
+    from dlrun.runner.commands.runs import list_runs_table
 
     root = runs_dir or Path("runs")
     with error_boundary():
@@ -457,7 +433,7 @@ def runs_show(
 ) -> None:
     """One run: summary, config, the last metrics, checkpoints and plots."""
     from dlrun import render
-    from dlrun.runner.runs import show_run
+    from dlrun.runner.commands.runs import show_run
 
     with error_boundary():
         info = show_run(run, runs_dir or ctx.obj or Path("runs"))

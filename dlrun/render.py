@@ -29,7 +29,10 @@ from dlrun.runner.events import (
     RunFinished,
     RunStarted,
     StepEnd,
+    SweepProgress,
+    SweepStarted,
 )
+from dlrun.runner.records import RunSummary, TrialRecord
 
 
 def _fmt(v: Any) -> str:
@@ -138,34 +141,33 @@ def make_view(console: Console, quiet: bool = False, json_lines: bool = False) -
     return RichView(console, quiet=quiet)
 
 
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary.get('name')} — {summary.get('status')}", show_header=False)
+def print_summary(console: Console, summary: RunSummary) -> None:
+    table = Table(title=f"{summary.name} — {summary.status}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for k, v in (summary.get("final") or {}).items():
+    for k, v in summary.final.items():
         if v is not None:
             table.add_row(k, _fmt(v))
-    best = summary.get("best") or {}
-    if best.get("value") is not None:
-        table.add_row(f"best {best['metric']}", f"{_fmt(best['value'])} (step {best['step']})")
-    st = summary.get("step_time_ms") or {}
-    if st.get("median") is not None:
-        table.add_row("step time (median)", f"{st['median']:.3f} ms")
-    if summary.get("samples_per_second"):
-        table.add_row("throughput", f"{summary['samples_per_second']:,.0f} samples/s")
-    table.add_row("steps", str(summary.get("steps")))
-    table.add_row("mode / device", f"{summary.get('mode')} / {summary.get('device')}")
-    dist = summary.get("distributed")
+    best = summary.best
+    if best.value is not None:
+        table.add_row(f"best {best.metric}", f"{_fmt(best.value)} (step {best.step})")
+    if summary.step_time_ms.median is not None:
+        table.add_row("step time (median)", f"{summary.step_time_ms.median:.3f} ms")
+    if summary.samples_per_second:
+        table.add_row("throughput", f"{summary.samples_per_second:,.0f} samples/s")
+    table.add_row("steps", str(summary.steps))
+    table.add_row("mode / device", f"{summary.mode} / {summary.device}")
+    dist = summary.distributed
     if dist:
-        reduce = dist.get("all_reduce_ms")
-        table.add_row("workers", f"{dist['workers']} ({dist['backend']}); all-reduce "
+        reduce = dist.all_reduce_ms
+        table.add_row("workers", f"{dist.workers} ({dist.backend}); all-reduce "
                       + (f"{reduce:.3f} ms / step, " if reduce is not None else "")
-                      + f"{dist['all_reduce_bytes'] / 1e6:.2f} MB")
-    if summary.get("trace_counts"):
-        table.add_row("traces", ", ".join(f"{k} {v}" for k, v in summary["trace_counts"].items()))
-    table.add_row("wall time", f"{summary.get('wall_seconds', 0):.1f} s")
-    if summary.get("run_dir"):
-        table.add_row("run", summary["run_dir"])
+                      + f"{dist.all_reduce_bytes / 1e6:.2f} MB")
+    if summary.trace_counts:
+        table.add_row("traces", ", ".join(f"{k} {v}" for k, v in summary.trace_counts.items()))
+    table.add_row("wall time", f"{summary.wall_seconds or 0:.1f} s")
+    if summary.run_dir:
+        table.add_row("run", summary.run_dir)
     console.print(table)
 
 
@@ -190,12 +192,29 @@ def print_eval(console: Console, result: dict[str, Any]) -> None:
     if result.get("sample"):
         console.print("[bold]sample:[/]")
         console.print(result["sample"], markup=False, highlight=False)
+    gen = result.get("generation")
+    if gen is not None:
+        console.print(f"generated {gen['tokens']} characters in {gen['seconds']:.2f} s: "
+                      f"{gen['tokens_per_second']:,.0f} tokens/s ({gen['method']}, "
+                      f"{gen['mode']})", highlight=False)
+
+
+def print_export(console: Console, result: dict[str, Any]) -> None:
+    """`dlrun export`: what was written where, and how it was verified."""
+    console.print(f"exported {result['checkpoint']} to [bold]{result['path']}[/] "
+                  f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes, "
+                  f"dynamic axes: {', '.join(result.get('dynamic_axes', ['batch']))})",
+                  highlight=False, soft_wrap=True)
+    console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
+                  f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "
+                  f"{result['max_abs_error']:.3g}, max rel error {result['max_rel_error']:.3g}",
+                  highlight=False, soft_wrap=True)
 
 
 def print_compare(console: Console, report: dict[str, Any]) -> None:
     from rich.markdown import Markdown
 
-    from dlrun.runner.compare import markdown
+    from dlrun.runner.commands.compare import markdown
 
     console.print(Markdown(markdown(report)))
 
@@ -287,11 +306,12 @@ def print_run(console: Console, info: dict[str, Any]) -> None:
     table.add_row("mode / device", f"{info['mode'] or '-'} / {info['device'] or '-'}")
     table.add_row("steps", "-" if info["steps"] is None else str(info["steps"]))
     table.add_row("best", _metric(info["best_metric"], info["best_value"]))
-    for k, v in ((info["summary"] or {}).get("final") or {}).items():
+    summary = RunSummary.from_json(info["summary"] or {})
+    for k, v in summary.final.items():
         if v is not None:
             table.add_row(f"final {k}", _fmt(v))
-    if (info["summary"] or {}).get("error"):
-        table.add_row("error", str(info["summary"]["error"]))
+    if summary.error:
+        table.add_row("error", summary.error)
     files = [f"{f['name']} ({f['bytes'] / 1e3:.1f} kB)" for f in info["checkpoints"]]
     table.add_row("checkpoints", "\n".join(files) or "-")
     table.add_row("plots", ", ".join(f"plots/{f['name']}" for f in info["plots"]) or "-")
@@ -323,32 +343,32 @@ def _param(v: Any) -> str:
     return json.dumps(v) if isinstance(v, list | dict) else _fmt(v)
 
 
-def sweep_table(rows: list[dict[str, Any]], metric: str, goal: str, title: str = "",
+def sweep_table(rows: list[TrialRecord], metric: str, goal: str, title: str = "",
                 limit: int | None = None, best_so_far: bool = True) -> Table:
     """Trials: number, state, parameters, the metric and the best so far (in trial order)."""
-    names = list(dict.fromkeys(k for r in rows for k in r["params"]))
+    names = list(dict.fromkeys(k for r in rows for k in r.params))
     table = Table(title=title or None)
     extra = ("best so far",) if best_so_far else ()
     for col in ("trial", "state", *names, metric, *extra, "seconds"):
         table.add_column(col, justify="right" if col not in ("state",) else "left")
     best: float | None = None
     so_far = []
-    for r in sorted(rows, key=lambda r: r["number"]):
-        v = r["value"]
-        if r["state"] == "complete" and v is not None and (
+    for r in sorted(rows, key=lambda r: r.number):
+        v = r.value
+        if r.state == "complete" and v is not None and (
                 best is None or (v < best if goal == "minimize" else v > best)):
             best = v
-        so_far.append((r["number"], best))
+        so_far.append((r.number, best))
     best_at = dict(so_far)
     shown = rows if limit is None else rows[-limit:]
     for r in shown:
-        color = _STATE_COLORS.get(r["state"], "white")
-        table.add_row(str(r["number"]), f"[{color}]{r['state']}[/]",
-                      *(_param(r["params"].get(n)) if n in r["params"] else "-" for n in names),
-                      "-" if r["value"] is None else _fmt(r["value"]),
-                      *(("-" if best_at[r["number"]] is None else _fmt(best_at[r["number"]]),)
+        color = _STATE_COLORS.get(r.state, "white")
+        table.add_row(str(r.number), f"[{color}]{r.state}[/]",
+                      *(_param(r.params.get(n)) if n in r.params else "-" for n in names),
+                      "-" if r.value is None else _fmt(r.value),
+                      *(("-" if best_at[r.number] is None else _fmt(best_at[r.number]),)
                         if best_so_far else ()),
-                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}")
+                      "-" if r.seconds is None else f"{r.seconds:.1f}")
     return table
 
 
@@ -360,8 +380,6 @@ class SweepView:
         self.live: Any = None
 
     def __call__(self, event: Event) -> None:
-        from dlrun.runner.sweep import SweepProgress, SweepStarted
-
         if self.quiet:
             return
         if isinstance(event, SweepStarted):
@@ -372,7 +390,7 @@ class SweepView:
                                f"{', '.join(event.parameters)}; storage: {event.storage}",
                                highlight=False, soft_wrap=True)
         elif isinstance(event, SweepProgress):
-            done = sum(r["state"] in ("complete", "pruned", "failed") for r in event.rows)
+            done = sum(r.state in ("complete", "pruned", "failed") for r in event.rows)
             table = sweep_table(event.rows, event.metric, event.goal, limit=20,
                                 title=f"{done}/{event.trials} trials finished")
             if self.live is None:
@@ -393,7 +411,7 @@ class SweepView:
 
 def print_sweep_summary(console: Console, summary: dict[str, Any]) -> None:
     """After a sweep: the ranked trials, the best one and where best.yaml is."""
-    from dlrun.runner.sweep_report import ranked
+    from dlrun.runner.sweep.report import ranked
 
     rows = summary.get("ranked") or []
     if "metric" not in summary:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from dlrun.cli import app
 from tests.cli_helpers import assert_cli_fails
-from tests.runner.sweep_helpers import write_config
+from tests.runner.sweep.sweep_helpers import write_config
 
 pytest.importorskip("optuna")
 LR = {"space": "loguniform", "lower": 1.0e-3, "upper": 1.0e-1}

@@ -34,7 +34,7 @@ def test_offline_config_trains(name: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)  # configs name their data relative to the project root
     cfg = load_config(ROOT / "configs" / name, ["train.max_steps=20"])
     summary = runner.train(cfg, runs_dir=tmp_path)
-    assert summary["status"] == "completed" and summary["steps"] == 20
+    assert summary.status == "completed" and summary.steps == 20
 
 
 @pytest.mark.realdata
@@ -44,6 +44,6 @@ def test_real_data_config_trains(name: str, tmp_path: Path, data_dir: Path, monk
     cfg = load_config(ROOT / "configs" / name, ["train.max_steps=12", "train.eval_every=12",
                                                 "device=cpu"])
     summary = runner.train(cfg, runs_dir=tmp_path)
-    assert summary["status"] == "completed"
-    first = summary["final"]["train_loss"]
+    assert summary.status == "completed"
+    first = summary.final["train_loss"]
     assert first == first  # finite (not NaN)

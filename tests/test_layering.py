@@ -1,7 +1,8 @@
 """The import direction of the package (DESIGN.md §1-§3), checked on the source with `ast`.
 
 - the engine (dlrun/engine/**) imports nothing from the layers above it, anywhere in a file;
-- config.py (plain data) imports nothing from the runner;
+- config/ (plain data) imports nothing from the runner;
+- every module of dlrun/ has a layer (LAYERS) and imports only its own layer and those below;
 - module-level imports between dlrun modules form no cycle;
 - the composite Tensor methods are ordinary methods of the class in engine/tensor.py.
 """
@@ -124,11 +125,60 @@ def test_the_engine_imports_nothing_from_the_layers_above_it() -> None:
 
 def test_config_does_not_import_the_runner() -> None:
     offenders = [
-        f"{_where('dlrun.config', line)} imports {target}"
-        for target, line, _ in _imports("dlrun.config")
+        f"{_where(m, line)} imports {target}"
+        for m in _modules()
+        if _within(m, "dlrun.config")
+        for target, line, _ in _imports(m)
         if _within(target, "dlrun.runner")
     ]
-    assert not offenders, "config.py must not import the runner:\n" + "\n".join(offenders)
+    assert not offenders, "config/ must not import the runner:\n" + "\n".join(offenders)
+
+
+# ----- every module of dlrun/ has a layer and imports only its layer and those below ------------
+
+# Bottom to top; a module's layer is that of the longest prefix listed. `dlrun` itself (the
+# public facade, `import dlrun`) may be imported from anywhere above the engine.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("dlrun.errors", "dlrun.atomic", "dlrun.backend", "dlrun.config.messages"),
+    ("dlrun.engine",),
+    ("dlrun.functional", "dlrun.nn", "dlrun.optim", "dlrun.export"),
+    ("dlrun.registry", "dlrun.data", "dlrun.models", "dlrun.optimization", "dlrun.distributed"),
+    ("dlrun.config",),
+    ("dlrun.runner",),
+    ("dlrun.render",),
+    ("dlrun.cli", "dlrun.__main__"),
+)
+
+
+def _layer(module: str) -> int | None:
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for i, names in enumerate(LAYERS):
+        for prefix in names:
+            if _within(module, prefix) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), i)
+    return None if best is None else best[1]
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = [m for m in _modules() if m != "dlrun" and _layer(m) is None]
+    assert not missing, f"place these modules in LAYERS: {missing}"
+
+
+def test_every_module_imports_only_its_layer_and_below() -> None:
+    offenders = [
+        f"{_where(m, line)} ({LAYERS[_layer(m)][0]} layer) imports {target}"
+        for m in _modules()
+        if m != "dlrun"
+        for target, line, _ in _imports(m)
+        if target != "dlrun" and _within(target, "dlrun")
+        and (_layer(target) or 0) > (_layer(m) or 0)
+    ]
+    assert not offenders, "imports from a higher layer:\n" + "\n".join(offenders)
+
+
+def test_the_layer_of_a_module_is_its_longest_listed_prefix() -> None:
+    assert _layer("dlrun.config.messages") == 0 and _layer("dlrun.config.schema") == 4
+    assert _layer("dlrun.runner.sweep.driver") == 5 and _layer("dlrun.engine.static.lower") == 1
 
 
 def test_the_layering_checks_see_relative_and_function_level_imports() -> None:

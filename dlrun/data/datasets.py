@@ -16,29 +16,35 @@ from dlrun.data.tabular import csv_dataset, series
 from dlrun.data.text import text, tinyshakespeare
 from dlrun.data.vision import fashion_mnist, mnist
 from dlrun.errors import DataError
+from dlrun.registry import Registry
 
 Builder = Callable[..., DatasetBundle]
 
-DATASETS: dict[str, Builder] = {
-    "mnist": mnist,
-    "fashion_mnist": fashion_mnist,
-    "text": text,
-    "tinyshakespeare": tinyshakespeare,
-    "csv": csv_dataset,
-    "series": series,
-    "linear": synthetic.linear,
-    "blobs": synthetic.blobs,
-    "spirals": synthetic.spirals,
-    "sine": synthetic.sine,
-    "adding": synthetic.adding,
-    "images": synthetic.images,
-    "tokens": synthetic.tokens,
-}
+# The datasets a config's `data.name` names: keyword options -> bundle.
+DATASETS: Registry[Builder] = Registry("dataset")
+for _name, _builder_fn, _doc in (
+    ("mnist", mnist, "MNIST handwritten digits, 28x28, 10 classes (IDX files, downloaded once)"),
+    ("fashion_mnist", fashion_mnist, "Fashion-MNIST: MNIST's format, 10 clothing classes"),
+    ("text", text, "a character-level corpus from a text file (`path`, `seq_len`, `stride`)"),
+    ("tinyshakespeare", tinyshakespeare, "Tiny Shakespeare, characters (karpathy/char-rnn)"),
+    ("csv", csv_dataset, "a feature table from a CSV file (`path`, `features`, `target`, `task`)"),
+    ("series", series, "a univariate series from a CSV column, windowed for forecasting"),
+    ("linear", synthetic.linear, "synthetic y = x @ W + b + noise (regression)"),
+    ("blobs", synthetic.blobs, "synthetic Gaussian clusters (classification)"),
+    ("spirals", synthetic.spirals, "synthetic interleaved 2-D spirals (classification)"),
+    ("sine", synthetic.sine, "synthetic sine waves to forecast (sequence regression)"),
+    ("adding", synthetic.adding, "the adding problem (sequence regression)"),
+    ("images", synthetic.images, "synthetic image classes: a fixed pattern per class plus noise"),
+    ("tokens", synthetic.tokens, "token sequences from a seeded Markov chain (language model)"),
+):
+    DATASETS.add(_name, _builder_fn, _doc)
+del _name, _builder_fn, _doc
 
 
-def register_dataset(name: str, builder: Builder) -> None:
+def register_dataset(name: str, builder: Builder, doc: str = "") -> None:
     """Add a builder under `name` (a callable taking keyword options, returning a bundle)."""
-    DATASETS[_key(name)] = builder
+    first = (builder.__doc__ or "").strip().split("\n")[0]
+    DATASETS.add(_key(name), builder, doc or first)
 
 
 def available_datasets() -> list[str]:

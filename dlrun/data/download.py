@@ -226,6 +226,34 @@ def locate(name: str, filename: str, root: str | Path | None = None) -> Path | N
     return None
 
 
+def _known_checksum(src: DatasetSource, name: str, filename: str) -> Checksum:
+    checksum = src.files.get(filename)
+    if checksum is None:
+        raise DataError(f"{src.folder}/{filename}: not a known file of dataset {name!r}; "
+                        f"known files: {', '.join(sorted(src.files))}")
+    return checksum
+
+
+def _try_mirror(url: str, target: Path, checksum: Checksum, progress: Progress | None,
+                timeout: float, retries: int, backoff: float, failures: list[str]) -> bool:
+    """Download `url` to `target`, verified, retrying transient errors with exponential
+    backoff; False (the reason appended to `failures`) when this mirror has no good copy."""
+    for attempt in range(max(1, retries)):
+        try:
+            _download_verified(url, target, checksum, progress, timeout)
+        except _PermanentFailure as e:
+            failures.append(f"{url}: {e}")
+            return False
+        except _TransientFailure as e:
+            if attempt + 1 >= max(1, retries):
+                failures.append(f"{url}: {e} (after {attempt + 1} attempts)")
+            elif backoff > 0:
+                time.sleep(backoff * 2**attempt)
+        else:
+            return True
+    return False
+
+
 def fetch(
     name: str,
     filename: str,
@@ -251,13 +279,7 @@ def fetch(
     timeout = TIMEOUT if timeout is None else timeout
     backoff = BACKOFF if backoff is None else backoff
     src = source(name)
-    if checksum is None:
-        checksum = src.files.get(filename)
-        if checksum is None:
-            raise DataError(
-                f"{src.folder}/{filename}: not a known file of dataset {name!r}; "
-                f"known files: {', '.join(sorted(src.files))}"
-            )
+    checksum = checksum if checksum is not None else _known_checksum(src, name, filename)
     existing = locate(name, filename, root)
     if existing is not None:
         verify_file(existing, checksum)
@@ -278,21 +300,10 @@ def fetch(
 
     failures: list[str] = []
     for base_url in urls:
-        url = base_url + filename
-        for attempt in range(max(1, retries)):
-            try:
-                _download_verified(url, target, checksum, progress, timeout)
-            except _PermanentFailure as e:
-                failures.append(f"{url}: {e}")
-                break
-            except _TransientFailure as e:
-                if attempt + 1 >= max(1, retries):
-                    failures.append(f"{url}: {e} (after {attempt + 1} attempts)")
-                elif backoff > 0:
-                    time.sleep(backoff * 2**attempt)
-            else:
-                _write_stamp(target, checksum)
-                return target
+        if _try_mirror(base_url + filename, target, checksum, progress, timeout, retries,
+                       backoff, failures):
+            _write_stamp(target, checksum)
+            return target
     raise DataError(
         f"{target}: file not found and could not be downloaded: "
         + "; ".join(failures)

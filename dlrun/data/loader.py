@@ -26,6 +26,33 @@ from dlrun.errors import CheckpointError, DataError
 SAMPLINGS = ("permutation", "random")
 
 
+def _check_arguments(x: Any, y: Any, batch_size: Any, seed: Any, sampling: str,
+                     shuffle: bool) -> None:
+    """DataError naming the first argument a DataLoader cannot work with."""
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise DataError(
+            f"DataLoader needs NumPy arrays, got {type(x).__name__} and {type(y).__name__}"
+        )
+    if len(x) != len(y):
+        raise DataError(f"DataLoader: {len(x)} inputs but {len(y)} targets")
+    if len(x) == 0:
+        raise DataError("DataLoader: the split is empty")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
+        raise DataError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DataError(f"DataLoader: seed must be an integer >= 0, got {seed!r}")
+    if sampling not in SAMPLINGS:
+        raise DataError(f"DataLoader: sampling must be one of {', '.join(SAMPLINGS)}, "
+                        f"got {sampling!r}")
+    if sampling == "random" and not shuffle:
+        raise DataError("DataLoader: sampling 'random' draws random batches; it cannot be "
+                        "combined with shuffle=False")
+
+
 class DataLoader:
     """Iterate `(xb, yb)` backend arrays (NumPy on 'cpu', CuPy on 'cuda:N') over `x`, `y`.
 
@@ -67,28 +94,7 @@ class DataLoader:
         reuse_buffers: bool | None = None,
         shard: tuple[int, int] | None = None,
     ) -> None:
-        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-            raise DataError(
-                f"DataLoader needs NumPy arrays, got {type(x).__name__} and {type(y).__name__}"
-            )
-        if len(x) != len(y):
-            raise DataError(f"DataLoader: {len(x)} inputs but {len(y)} targets")
-        if len(x) == 0:
-            raise DataError("DataLoader: the split is empty")
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int | np.integer)
-            or batch_size < 1
-        ):
-            raise DataError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise DataError(f"DataLoader: seed must be an integer >= 0, got {seed!r}")
-        if sampling not in SAMPLINGS:
-            raise DataError(f"DataLoader: sampling must be one of {', '.join(SAMPLINGS)}, "
-                            f"got {sampling!r}")
-        if sampling == "random" and not shuffle:
-            raise DataError("DataLoader: sampling 'random' draws random batches; it cannot be "
-                            "combined with shuffle=False")
+        _check_arguments(x, y, batch_size, seed, sampling, shuffle)
         self.x = x
         self.y = y
         self.n = len(x)

@@ -163,6 +163,36 @@ def csv_dataset(
     val_fraction = check_fraction("val_fraction", val_fraction, "csv")
     test_fraction = check_fraction("test_fraction", test_fraction, "csv")
     table = read_csv(path, delimiter=delimiter, header=header, encoding=encoding)
+    t, f_idx = _columns(table, target, features)
+    x = np.stack([table.numbers(i) for i in f_idx], axis=1)
+    meta: dict[str, Any] = {
+        "name": "csv",
+        "task": task,
+        "input_shape": [len(f_idx)],
+        "input_dtype": "float32",
+        "features": [table.columns[i] for i in f_idx],
+        "target": table.columns[t],
+        "files": [str(table.path)],
+    }
+    if task == "classification":
+        y: np.ndarray = _class_ids(table, t, meta)
+    else:
+        y = table.numbers(t).reshape(-1, 1)
+        meta.update(output_dim=1)
+
+    full = Split(x, y)
+    train, val, test = random_split(full, (val_fraction, test_fraction), seed, "csv")
+    assert train is not None
+    parts = [s for s in (train, val, test) if s is not None]
+    meta["scaler"] = _scale(parts, "x", standardize)
+    if task == "regression":
+        meta["target_scaler"] = _scale(parts, "y", scale_target)
+    return DatasetBundle(train, val, test, meta)
+
+
+def _columns(table: Table, target: Column, features: list[Column] | Column | None
+             ) -> tuple[int, list[int]]:
+    """(target column, feature columns): every other column when `features` is None."""
     t = table.column_index(target)
     if features is None:
         f_idx = [i for i in range(len(table.columns)) if i != t]
@@ -176,56 +206,32 @@ def csv_dataset(
         raise DataError(f"{table.path}: a feature column is listed twice: {features!r}")
     if not f_idx:
         raise DataError(f"{table.path}: no feature columns besides the target")
+    return t, f_idx
 
-    x = np.stack([table.numbers(i) for i in f_idx], axis=1)
-    meta: dict[str, Any] = {
-        "name": "csv",
-        "task": task,
-        "input_shape": [len(f_idx)],
-        "input_dtype": "float32",
-        "features": [table.columns[i] for i in f_idx],
-        "target": table.columns[t],
-        "files": [str(table.path)],
-    }
-    if task == "classification":
-        labels = [v.strip() for v in table.strings(t)]
-        for value, line in zip(labels, table.lines, strict=True):
-            if not value:
-                raise DataError(
-                    f"{table.path}, line {line}, column {table.columns[t]!r}: empty label"
-                )
-        classes = sorted(set(labels), key=_class_sort_key)
-        lookup = {c: i for i, c in enumerate(classes)}
-        y: np.ndarray = np.array([lookup[v] for v in labels], dtype=np.int64)
-        meta.update(classes=classes, num_classes=len(classes), output_dim=len(classes))
-    else:
-        y = table.numbers(t).reshape(-1, 1)
-        meta.update(output_dim=1)
 
-    full = Split(x, y)
-    train, val, test = random_split(full, (val_fraction, test_fraction), seed, "csv")
-    assert train is not None
-    parts = [s for s in (train, val, test) if s is not None]
-    if standardize:
-        scaler = Standardizer.fit(train.x)
+def _class_ids(table: Table, t: int, meta: dict[str, Any]) -> np.ndarray:
+    """Class ids of the target column, the classes (sorted) recorded in `meta`."""
+    labels = [v.strip() for v in table.strings(t)]
+    for value, line in zip(labels, table.lines, strict=True):
+        if not value:
+            raise DataError(f"{table.path}, line {line}, column {table.columns[t]!r}: empty label")
+    classes = sorted(set(labels), key=_class_sort_key)
+    lookup = {c: i for i, c in enumerate(classes)}
+    meta.update(classes=classes, num_classes=len(classes), output_dim=len(classes))
+    return np.array([lookup[v] for v in labels], dtype=np.int64)
+
+
+def _scale(parts: list[Split], attr: str, standardize: bool) -> dict[str, Any] | None:
+    """Standardise `attr` (x or y) of every split with the training split's statistics (the
+    first part), or only make it float32; the scaler's meta, or None."""
+    if not standardize:
         for s in parts:
-            s.x = scaler.transform(s.x)
-        meta["scaler"] = scaler.to_meta()
-    else:
-        for s in parts:
-            s.x = s.x.astype(np.float32)
-        meta["scaler"] = None
-    if task == "regression":
-        if scale_target:
-            target_scaler = Standardizer.fit(train.y)
-            for s in parts:
-                s.y = target_scaler.transform(s.y)
-            meta["target_scaler"] = target_scaler.to_meta()
-        else:
-            for s in parts:
-                s.y = s.y.astype(np.float32)
-            meta["target_scaler"] = None
-    return DatasetBundle(train, val, test, meta)
+            setattr(s, attr, getattr(s, attr).astype(np.float32))
+        return None
+    scaler = Standardizer.fit(getattr(parts[0], attr))
+    for s in parts:
+        setattr(s, attr, scaler.transform(getattr(s, attr)))
+    return scaler.to_meta()
 
 
 # Named real series (files in the 'timeseries' download source) and their value column.
@@ -270,70 +276,70 @@ def series(
     if scale not in ("standard", "minmax", "none"):
         raise DataError(f"dataset 'series': scale must be standard, minmax or none, got {scale!r}")
     if path is None:
-        if dataset is None:
-            raise DataError(
-                f"dataset 'series': give a CSV path or a named dataset ({', '.join(NAMED_SERIES)})"
-            )
-        key = dataset.replace("-", "_").lower()
-        if key not in NAMED_SERIES:
-            raise DataError(
-                f"dataset 'series': unknown series {dataset!r}; known: {', '.join(NAMED_SERIES)}"
-            )
-        filename, default_column = NAMED_SERIES[key]
-        path = fetch("timeseries", filename, root, progress=progress, download=download)
-        column = default_column if column is None else column
+        path, column = _named_series(dataset, column, root, progress, download)
     table = read_csv(path, delimiter=delimiter, header=header)
     c = table.column_index(-1 if column is None else column)
     values = table.numbers(c)
 
     n = len(values)
     n_train, n_val, n_test = split_counts(n, (val_fraction, test_fraction), name)
-    if scale == "standard":
-        scaler: Standardizer | None = Standardizer.fit(values[:n_train])
-    elif scale == "minmax":
-        scaler = Standardizer.fit_minmax(values[:n_train])
-    else:
-        scaler = None
+    scaler = _series_scaler(scale, values[:n_train])
     scaled = scaler.transform(values) if scaler is not None else values.astype(np.float32)
-
-    bounds = {
-        "train": (0, n_train),
-        "val": (n_train, n_train + n_val),
-        "test": (n_train + n_val, n),
-    }
-    win = np.lib.stride_tricks.sliding_window_view(scaled, lookback + horizon)
-    starts_all = np.arange(len(win))  # window i: inputs i..i+L-1, targets i+L..i+L+H-1
-    splits: dict[str, Split | None] = {}
-    for part, (lo, hi) in bounds.items():
-        if hi == lo:
-            splits[part] = None
-            continue
-        first = max(lo - lookback, 0)
-        starts = starts_all[(starts_all >= first) & (starts_all + lookback + horizon <= hi)]
-        starts = starts[starts + lookback >= lo][::stride]
-        if len(starts) == 0:
-            raise DataError(
-                f"{table.path}: the {part} part ({hi - lo} of {n} values) is too short for "
-                f"lookback={lookback} and horizon={horizon}"
-            )
-        block = win[starts]
-        splits[part] = Split(
-            np.ascontiguousarray(block[:, :lookback, None]),
-            np.ascontiguousarray(block[:, lookback:]),
-        )
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
+              "test": (n_train + n_val, n)}
+    splits = {part: _windows(scaled, lo, hi, lookback, horizon, stride, f"{table.path}: the "
+                             f"{part} part ({hi - lo} of {n} values)")
+              for part, (lo, hi) in bounds.items()}
     train = splits["train"]
     assert train is not None
     meta: dict[str, Any] = {
-        "name": "series",
-        "task": "regression",
-        "input_shape": [lookback, 1],
-        "input_dtype": "float32",
-        "output_dim": horizon,
-        "lookback": lookback,
-        "horizon": horizon,
-        "column": table.columns[c],
+        "name": "series", "task": "regression", "input_shape": [lookback, 1],
+        "input_dtype": "float32", "output_dim": horizon, "lookback": lookback,
+        "horizon": horizon, "column": table.columns[c],
         "scaler": scaler.to_meta() if scaler is not None else None,
-        "points": {"train": n_train, "val": n_val, "test": n_test},
-        "files": [str(table.path)],
+        "points": {"train": n_train, "val": n_val, "test": n_test}, "files": [str(table.path)],
     }
     return DatasetBundle(train, splits["val"], splits["test"], meta)
+
+
+def _series_scaler(scale: str, train_values: np.ndarray) -> Standardizer | None:
+    if scale == "standard":
+        return Standardizer.fit(train_values)
+    if scale == "minmax":
+        return Standardizer.fit_minmax(train_values)
+    return None
+
+
+def _named_series(dataset: str | None, column: Column | None, root: str | Path | None,
+                  progress: Progress | None, download: bool) -> tuple[Path, Column]:
+    """The file (fetched) and value column of a known series."""
+    if dataset is None:
+        raise DataError(
+            f"dataset 'series': give a CSV path or a named dataset ({', '.join(NAMED_SERIES)})"
+        )
+    key = dataset.replace("-", "_").lower()
+    if key not in NAMED_SERIES:
+        raise DataError(
+            f"dataset 'series': unknown series {dataset!r}; known: {', '.join(NAMED_SERIES)}"
+        )
+    filename, default_column = NAMED_SERIES[key]
+    path = fetch("timeseries", filename, root, progress=progress, download=download)
+    return path, default_column if column is None else column
+
+
+def _windows(scaled: np.ndarray, lo: int, hi: int, lookback: int, horizon: int, stride: int,
+             what: str) -> Split | None:
+    """The windows whose targets fall in values [lo, hi) (inputs may reach back before lo),
+    every `stride`-th; None for an empty part."""
+    if hi == lo:
+        return None
+    win = np.lib.stride_tricks.sliding_window_view(scaled, lookback + horizon)
+    starts = np.arange(len(win))  # window i: inputs i..i+L-1, targets i+L..i+L+H-1
+    first = max(lo - lookback, 0)
+    starts = starts[(starts >= first) & (starts + lookback + horizon <= hi)]
+    starts = starts[starts + lookback >= lo][::stride]
+    if len(starts) == 0:
+        raise DataError(f"{what} is too short for lookback={lookback} and horizon={horizon}")
+    block = win[starts]
+    return Split(np.ascontiguousarray(block[:, :lookback, None]),
+                 np.ascontiguousarray(block[:, lookback:]))

@@ -77,6 +77,30 @@ def windows(ids: np.ndarray, seq_len: int, stride: int) -> Split:
     return Split(view[:, :-1], view[:, 1:])
 
 
+def _corpus(path: str | Path | None, dataset: str, root: str | Path | None, encoding: str,
+            download: bool, progress: Progress | None) -> tuple[Path, str]:
+    """The corpus file (Tiny Shakespeare fetched when no path is given) and its text."""
+    if path is None:
+        if dataset != "tinyshakespeare":
+            raise DataError(
+                f"dataset 'text': give a path, or dataset='tinyshakespeare' (got {dataset!r})"
+            )
+        path = fetch("tinyshakespeare", "input.txt", root, progress=progress, download=download)
+    path = Path(path)
+    content = read_text(path, encoding)
+    if not content:
+        raise DataError(f"{path}: the text file is empty")
+    return path, content
+
+
+def _part(ids: np.ndarray, seq_len: int, stride: int, what: str, hint: str) -> Split:
+    """Windows of `seq_len` ids every `stride`; DataError when the part is too short."""
+    if len(ids) < seq_len + 1:
+        raise DataError(f"{what} has {len(ids)} characters, fewer than seq_len + 1 = "
+                        f"{seq_len + 1}; use a shorter seq_len{hint}")
+    return windows(ids, seq_len, stride)
+
+
 def text(
     path: str | Path | None = None,
     *,
@@ -106,16 +130,7 @@ def text(
     val_stride = (seq_len if val_stride is None
                   else check_positive_int("val_stride", val_stride, name))
     val_fraction = check_fraction("val_fraction", val_fraction, name)
-    if path is None:
-        if dataset != "tinyshakespeare":
-            raise DataError(
-                f"dataset 'text': give a path, or dataset='tinyshakespeare' (got {dataset!r})"
-            )
-        path = fetch("tinyshakespeare", "input.txt", root, progress=progress, download=download)
-    path = Path(path)
-    content = read_text(path, encoding)
-    if not content:
-        raise DataError(f"{path}: the text file is empty")
+    path, content = _corpus(path, dataset, root, encoding, download, progress)
 
     n_val = int(round(len(content) * val_fraction))
     train_text, val_text = content[: len(content) - n_val], content[len(content) - n_val :]
@@ -124,17 +139,10 @@ def text(
     val_ids = encode(val_text, vocab, drop_unknown=True)
     dropped = len(val_text) - len(val_ids)
 
-    def part(ids: np.ndarray, which: str, stride: int) -> Split:
-        if len(ids) < seq_len + 1:
-            raise DataError(
-                f"{path}: the {which} part has {len(ids)} characters, fewer than "
-                f"seq_len + 1 = {seq_len + 1}; use a shorter seq_len"
-                + (" or another val_fraction" if val_fraction else "")
-            )
-        return windows(ids, seq_len, stride)
-
-    train = part(train_ids, "training", stride)
-    val = part(val_ids, "validation", val_stride) if n_val > 0 else None
+    hint = " or another val_fraction" if val_fraction else ""
+    train = _part(train_ids, seq_len, stride, f"{path}: the training part", hint)
+    val = (_part(val_ids, seq_len, val_stride, f"{path}: the validation part", hint)
+           if n_val > 0 else None)
     meta: dict[str, Any] = {
         "name": name,
         "task": "language_model",

@@ -34,6 +34,31 @@ def _to_float(images: np.ndarray, flatten: bool) -> np.ndarray:
     return x.reshape(n, rows * cols) if flatten else x.reshape(n, 1, rows, cols)
 
 
+def _normalize(name: str, normalize: bool | tuple[float, float], train: Split,
+               splits: list[Split | None]) -> dict[str, float] | None:
+    """Standardise the splits' pixels in place with the training split's mean and std (True)
+    or a given (mean, std); what was used, for meta (None: not normalised)."""
+    if normalize is False or normalize is None:
+        return None
+    if normalize is True:
+        mean, std = float(train.x.mean(dtype=np.float64)), float(train.x.std())
+    else:
+        try:
+            mean, std = (float(v) for v in normalize)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise DataError(
+                f"dataset {name!r}: normalize must be true/false or [mean, std], "
+                f"got {normalize!r}"
+            ) from None
+        if std <= 0:
+            raise DataError(f"dataset {name!r}: normalize std must be > 0, got {std}")
+    for s in splits:
+        if s is not None:
+            s.x -= np.float32(mean)
+            s.x *= np.float32(1.0 / std)
+    return {"mean": mean, "std": std}
+
+
 def idx_image_dataset(
     name: str,
     root: str | Path | None = None,
@@ -66,25 +91,7 @@ def idx_image_dataset(
     train_part, val = random_split(train, (val_fraction,), seed, name)
     assert train_part is not None
 
-    norm: dict[str, float] | None = None
-    if normalize is not False and normalize is not None:
-        if normalize is True:
-            mean, std = float(train_part.x.mean(dtype=np.float64)), float(train_part.x.std())
-        else:
-            try:
-                mean, std = (float(v) for v in normalize)  # type: ignore[union-attr]
-            except (TypeError, ValueError):
-                raise DataError(
-                    f"dataset {name!r}: normalize must be true/false or [mean, std], "
-                    f"got {normalize!r}"
-                ) from None
-            if std <= 0:
-                raise DataError(f"dataset {name!r}: normalize std must be > 0, got {std}")
-        norm = {"mean": mean, "std": std}
-        for s in (train_part, val, test):
-            if s is not None:
-                s.x -= np.float32(mean)
-                s.x *= np.float32(1.0 / std)
+    norm = _normalize(name, normalize, train_part, [train_part, val, test])
 
     rows, cols = train_images.shape[1:]
     meta: dict[str, Any] = {

@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +29,46 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 # mpiexec's own report of a failed job: kept out of the user's view, read for the cause
 _HYDRA = re.compile(r"^(=+|=   .*|YOUR APPLICATION TERMINATED.*|This typically refers.*|"
                     r"Please see the FAQ.*|\[mpiexec@.*|Abort\(\d+\) on node.*)$")
+
+
+@dataclass(frozen=True)
+class JobPlace:
+    """Where a command runs: alone (world None), as one rank of a job (world), or it has just
+    run as a whole job of workers and ended with `exit_status`."""
+
+    world: Any = None  # distributed.World
+    exit_status: int | None = None
+
+
+def join_or_launch(nproc: int | None, argv: Sequence[str],
+                   check: Callable[[int], None]) -> JobPlace:
+    """The --nproc decision. With N > 1 outside an MPI job: `check(N)` (e.g. that the config's
+    batch splits over N ranks), then run the same command (`argv` less --nproc) on N workers
+    and wait for them. Inside a job: this worker's World (a different --nproc is an error).
+    Otherwise alone."""
+    from dlrun.distributed import world
+
+    job = world.launched_size()
+    if nproc is not None and nproc > 1 and job == 1:
+        check(nproc)
+        return JobPlace(exit_status=launch(worker_args(argv), nproc))
+    if nproc not in (None, 1, job):
+        raise DistributedError(f"--nproc {nproc}: this process is one of {job} started by "
+                               "mpiexec; leave --nproc out under mpiexec")
+    return JobPlace(world=world.join())
+
+
+def worker_args(argv: Sequence[str]) -> list[str]:
+    """A command's arguments for its workers: the same, less `--nproc N` / `--nproc=N`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def find_mpiexec() -> str:

@@ -26,18 +26,22 @@ from dlrun.models.linear import LinearModel, build_linear
 from dlrun.models.mlp import build_mlp
 from dlrun.models.rnn import LanguageModel, SequenceModel, build_recurrent
 from dlrun.nn import Module
+from dlrun.registry import Registry
 
 Builder = Callable[[Mapping[str, Any], DataMeta, str], Module]
 
-REGISTRY: dict[str, Builder] = {
-    "linear": build_linear,
-    "mlp": build_mlp,
-    "cnn": build_cnn,
-    "rnn": build_recurrent,
-    "lstm": build_recurrent,
-    "gru": build_recurrent,
-    "gpt": build_gpt,
-}
+# The model families a config's `model.type` names: (section, data, key path) -> model.
+REGISTRY: Registry[Builder] = Registry("model type")
+REGISTRY.add("linear", build_linear, "one Linear layer: linear or softmax regression (`bias`)")
+REGISTRY.add("mlp", build_mlp, "Linear layers with `hidden` sizes, `activation`, `dropout`")
+REGISTRY.add("cnn", build_cnn, "conv blocks (`channels`, `kernel_size`, `padding`, `pool`, "
+             "`batch_norm`), then `hidden` Linear layers, `dropout`")
+for _kind in ("rnn", "lstm", "gru"):
+    REGISTRY.add(_kind, build_recurrent, f"{_kind.upper()} layers (`hidden_size`, `num_layers`, "
+                 "`dropout`, `embedding_dim` for tokens) and a Linear head")
+del _kind
+REGISTRY.add("gpt", build_gpt, "nanoGPT's decoder-only transformer, language models only "
+             "(`n_layer`, `n_head`, `n_embd`, `block_size`, `dropout`, `bias`, `tie_weights`)")
 _TOKEN_FAMILIES = ("rnn", "lstm", "gru")  # read token ids for any task
 _LANGUAGE_MODELS = (*_TOKEN_FAMILIES, "gpt")  # model a language (gpt does only that)
 

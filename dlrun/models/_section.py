@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from dlrun.config.messages import did_you_mean
 from dlrun.errors import ConfigError
 
 _MISSING = object()
@@ -29,12 +29,9 @@ class Section:
         self.cfg, self.path = cfg, path
         unknown = [k for k in cfg if k not in allowed]
         if unknown:
-            close = difflib.get_close_matches(str(unknown[0]), list(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{self.key(unknown[0])}: unknown key{hint}; expected one of "
-                + ", ".join(sorted(allowed))
-            )
+            hint = did_you_mean(str(unknown[0]), sorted(allowed))
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key{hint}; expected one of "
+                              + ", ".join(sorted(allowed)))
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}"

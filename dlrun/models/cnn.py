@@ -68,6 +68,44 @@ def _padding(s: Section, values: list[Any], kernels: list[int]) -> list[int]:
     return out
 
 
+def _conv_block(s: Section, i: int, layer: tuple[int, int, int, int, int],
+                size: tuple[int, int], image: tuple[int, int], pool_cls: type,
+                activation: str, batch_norm: bool) -> tuple[list[Module], tuple[int, int]]:
+    """Conv layer i (in, out channels, kernel, padding, pool) on a `size` map: its modules and
+    the size it leaves; ConfigError when the map would vanish."""
+    prev, c, k, p, pool = layer
+    (h, w), blocks = image, []
+    out = (size[0] + 2 * p - k + 1, size[1] + 2 * p - k + 1)
+    if min(out) < 1:
+        raise ConfigError(
+            f"{s.key('channels')}: conv layer {i + 1} (kernel_size {k}, padding {p}) gets a "
+            f"{size[0]}x{size[1]} input from a {h}x{w} image and would leave "
+            f"{out[0]}x{out[1]}; use a smaller kernel_size, more padding or fewer layers"
+        )
+    blocks.append(Conv2d(prev, c, k, padding=p, bias=not batch_norm))  # BN has the shift
+    if batch_norm:
+        blocks.append(BatchNorm2d(c))
+    # max-pool commutes with a non-decreasing activation (the same values and the same
+    # first-max gradient routing), so it goes first: the activation and its gradient then
+    # run on a map pool*pool times smaller
+    pool_first = pool > 1 and pool_cls is MaxPool2d and activation in MONOTONE
+    if not pool_first:
+        blocks.append(ACTIVATIONS[activation]())
+    if pool > 1:
+        pooled = (out[0] // pool, out[1] // pool)
+        if min(pooled) < 1:
+            raise ConfigError(
+                f"{s.key('pool')}: pooling {pool}x{pool} after conv layer {i + 1} gets a "
+                f"{out[0]}x{out[1]} map (from a {h}x{w} image) and would leave nothing; "
+                "use a smaller pool or fewer layers"
+            )
+        blocks.append(pool_cls(pool))
+        out = pooled
+    if pool_first:
+        blocks.append(ACTIVATIONS[activation]())
+    return blocks, out
+
+
 def build_cnn(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
     s = Section(cfg, path, KEYS)
     shape = meta.input_shape
@@ -96,38 +134,12 @@ def build_cnn(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
     dropout = s.float("dropout", 0.0, 0.0, 1.0, high_open=True)
 
     blocks: list[Module] = []
-    size = (h, w)
-    prev = in_ch
+    size, prev = (h, w), in_ch
     for i, (c, k, p, pool) in enumerate(zip(channels, kernels, pads, pools, strict=True)):
-        out = (size[0] + 2 * p - k + 1, size[1] + 2 * p - k + 1)
-        if min(out) < 1:
-            raise ConfigError(
-                f"{s.key('channels')}: conv layer {i + 1} (kernel_size {k}, padding {p}) gets a "
-                f"{size[0]}x{size[1]} input from a {h}x{w} image and would leave "
-                f"{out[0]}x{out[1]}; use a smaller kernel_size, more padding or fewer layers"
-            )
-        blocks.append(Conv2d(prev, c, k, padding=p, bias=not batch_norm))  # BN has the shift
-        if batch_norm:
-            blocks.append(BatchNorm2d(c))
-        # max-pool commutes with a non-decreasing activation (the same values and the same
-        # first-max gradient routing), so it goes first: the activation and its gradient then
-        # run on a map pool*pool times smaller
-        pool_first = pool > 1 and pool_cls is MaxPool2d and activation in MONOTONE
-        if not pool_first:
-            blocks.append(ACTIVATIONS[activation]())
-        if pool > 1:
-            pooled = (out[0] // pool, out[1] // pool)
-            if min(pooled) < 1:
-                raise ConfigError(
-                    f"{s.key('pool')}: pooling {pool}x{pool} after conv layer {i + 1} gets a "
-                    f"{out[0]}x{out[1]} map (from a {h}x{w} image) and would leave nothing; "
-                    "use a smaller pool or fewer layers"
-                )
-            blocks.append(pool_cls(pool))
-            out = pooled
-        if pool_first:
-            blocks.append(ACTIVATIONS[activation]())
-        size, prev = out, c
+        block, size = _conv_block(s, i, (prev, c, k, p, pool), size, (h, w), pool_cls,
+                                  activation, batch_norm)
+        blocks += block
+        prev = c
     flat = prev * size[0] * size[1]
     head = mlp_layers(flat, hidden, meta.out_features, activation, dropout)
     return CNN(Sequential(*blocks), Sequential(*head), add_channel=len(shape) == 2)

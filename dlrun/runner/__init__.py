@@ -1,1 +1,3 @@
-"""The experiment runner: train/evaluate/compare loops, run directories, checkpoints, metrics."""
+"""The experiment runner: the experiment (record, builders, steps), evaluation, train; io/ (run
+directory, checkpoints, logs), commands/ (eval, compare, gradcheck, graph, export, runs), sweep/.
+It never prints: everything it has to say is an event (events.Event) for the CLI to draw."""

@@ -1,4 +1,4 @@
-"""What a run reports while it goes: events sent to callbacks (the CLI draws them; tests record
+"""What a command reports while it goes: events sent to callbacks (the CLI draws them; tests record
 them). The runner never prints."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dlrun.runner.records import RunSummary, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,38 @@ class Message:
 @dataclass(frozen=True)
 class RunFinished:
     status: str  # "completed" | "early_stopped" | "interrupted" | a StopRun's status
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None
+
+
+@dataclass(frozen=True)
+class SweepStarted:
+    folder: Path
+    note: str  # continuing / fresh, and why
+    study: str
+    storage: str
+    trials: int
+    workers: int
+    metric: str
+    goal: str
+    parameters: list[str]
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """The trials as the storage has them now (rows of sweep.report.trial_rows)."""
+
+    rows: list[TrialRecord]
+    metric: str
+    goal: str
+    trials: int
+
+
+@dataclass(frozen=True)
+class SweepFinished:
+    """The sweep's summary (summary.json of the sweep folder) and its trials, best first."""
+
+    summary: dict[str, Any]
+    rows: list[TrialRecord] = field(default_factory=list)
 
 
 class StopRun(Exception):
@@ -86,7 +119,7 @@ class StopRun(Exception):
 
 
 Event = (RunStarted | StepEnd | EvalEnd | EpochEnd | Checkpointed | DownloadProgress | Message
-         | RunFinished)
+         | RunFinished | SweepStarted | SweepProgress | SweepFinished)
 Callback = Callable[[Event], None]
 
 

@@ -15,6 +15,7 @@ from dlrun.distributed.data_parallel import DataParallel
 from dlrun.distributed.world import World
 from dlrun.engine import collective, rng
 from dlrun.errors import ConfigError
+from dlrun.runner.records import Communication, Progress
 
 
 def rank_device(requested: str, device: str, world: World | None) -> str:
@@ -50,10 +51,10 @@ def attach(exp: Any, world: World) -> DataParallel:
     return exp.parallel
 
 
-def broadcast_state(exp: Any, world: World, progress: dict[str, Any]) -> dict[str, Any]:
+def broadcast_state(exp: Any, world: World, progress: Progress) -> Progress:
     """Rank 0's weights, optimizer, schedule, loader position and counters on every rank;
     then each rank r > 0 draws dropout from its own stream, seeded by (seed, rank)."""
-    from dlrun.runner.state import capture, restore
+    from dlrun.runner.io.state import capture, restore
 
     arrays, meta = capture(exp, progress) if world.is_main else ({}, None)
     meta = world.bcast_json(meta)
@@ -62,7 +63,7 @@ def broadcast_state(exp: Any, world: World, progress: dict[str, Any]) -> dict[st
         progress = restore(exp, arrays, meta, "rank 0")
         seed = np.random.SeedSequence([exp.cfg.seed, world.rank]).generate_state(1)[0]
         rng.manual_seed(int(seed))
-    return dict(progress)
+    return progress
 
 
 def sum_metrics(world: World, acc: Any) -> None:
@@ -71,17 +72,14 @@ def sum_metrics(world: World, acc: Any) -> None:
     acc.unpack(world.sum_host(acc.pack()))
 
 
-def communication(parallel: DataParallel | None, skip: int) -> dict[str, Any] | None:
+def communication(parallel: DataParallel | None, skip: int) -> Communication | None:
     """Per-step all-reduce time and bytes for the summary (the first `skip` steps left out)."""
     if parallel is None:
         return None
     world = parallel.world
     stats = world.communicator.stats
     times = stats.seconds[skip:] or stats.seconds
-    return {
-        "backend": world.backend,
-        "workers": world.size,
-        "all_reduce_ms": float(np.median(times)) * 1e3 if times else None,
-        "all_reduce_bytes": stats.bytes[-1] if stats.bytes else 0,
-        "all_reduces_per_step": 1,
-    }
+    return Communication(
+        backend=world.backend, workers=world.size,
+        all_reduce_ms=float(np.median(times)) * 1e3 if times else None,
+        all_reduce_bytes=stats.bytes[-1] if stats.bytes else 0, all_reduces_per_step=1)

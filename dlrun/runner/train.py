@@ -27,8 +27,8 @@ from dlrun.distributed.launch import announce_run_dir
 from dlrun.distributed.world import World
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError, NumericalError
-from dlrun.runner import checkpoint as ckpt
-from dlrun.runner import parallel, tensorboard
+from dlrun.runner import parallel
+from dlrun.runner.evaluation import evaluate_split, metric_names
 from dlrun.runner.events import (
     Callback,
     Checkpointed,
@@ -41,24 +41,21 @@ from dlrun.runner.events import (
     StopRun,
     emit,
 )
-from dlrun.runner.experiment import (
-    Experiment,
-    batch_tensors,
-    build_experiment,
-    evaluate_split,
-    metric_names,
-)
+from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment
 from dlrun.runner.interrupt import StopRequest
-from dlrun.runner.losses import PendingLosses, StepRecord, read_every
-from dlrun.runner.metrics import MetricsLogger, write_summary
-from dlrun.runner.rundir import create_run_dir, find_run_config
-from dlrun.runner.state import capture, restore
+from dlrun.runner.io import checkpoint as ckpt
+from dlrun.runner.io import tensorboard
+from dlrun.runner.io.metrics_log import MetricsLogger, write_summary
+from dlrun.runner.io.pending_losses import PendingLosses, StepRecord, read_every
+from dlrun.runner.io.rundir import create_run_dir, find_run_config
+from dlrun.runner.io.state import capture, restore
+from dlrun.runner.records import BestMetric, Progress, RunSummary, StepTimes
 
 WARMUP_STEPS = 5  # step times before this are left out of the medians (tracing, caches)
 
 
 class Trainer:
-    """Runs one experiment; `run()` returns the summary dict (also written to summary.json)."""
+    """Runs one experiment; `run()` returns the RunSummary (also written to summary.json)."""
 
     def __init__(self, cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
                  run_dir: Path | None = None, write: bool = True, world: World | None = None
@@ -71,10 +68,7 @@ class Trainer:
         self.exp: Experiment = build_experiment(cfg, self.callbacks, world)
         self.stop = StopRequest(self.exp.parallel)
         self.pending = PendingLosses(read_every(self.exp.device, cfg.logging.log_every))
-        self.progress: dict[str, Any] = {
-            "step": 0, "epoch": 0, "best": None, "best_step": None, "bad_evals": 0,
-            "last_eval": {},
-        }
+        self.progress = Progress()
         self.step_times: list[float] = []
         self.losses: list[float] = []
         self.logger = MetricsLogger(run_dir) if (write and run_dir) else None
@@ -96,10 +90,10 @@ class Trainer:
         """The current epoch's batches are all done but its end (evaluation, schedule, epoch
         count) is not: the run was stopped right after the epoch's last step."""
         loader = self.exp.train_loader
-        return loader.epoch == self.progress["epoch"] and 0 < len(loader) <= loader.position
+        return loader.epoch == self.progress.epoch and 0 < len(loader) <= loader.position
 
     def _more_epochs(self) -> bool:
-        return bool(self.cfg.train.max_steps) or self.progress["epoch"] < self.cfg.train.epochs
+        return bool(self.cfg.train.max_steps) or self.progress.epoch < self.cfg.train.epochs
 
     def _lr(self) -> float:
         return float(self.exp.optimizer.param_groups[0]["lr"])
@@ -113,20 +107,20 @@ class Trainer:
     def save(self, tag: str) -> Path | None:
         if not (self.write and self.run_dir):
             return None
-        arrays, meta = capture(self.exp, dict(self.progress))
+        arrays, meta = capture(self.exp, self.progress)
         meta["config_name"] = self.cfg.name
         path = ckpt.save_checkpoint(self.run_dir / "checkpoints", tag, arrays, meta)
-        emit(self.callbacks, Checkpointed(self.progress["step"], tag, path))
+        emit(self.callbacks, Checkpointed(self.progress.step, tag, path))
         return path
 
     def resume_from(self, run_dir: Path | None) -> None:
         """Load the run's last checkpoint (on rank 0 of a job, which then shares it)."""
         if run_dir is not None:
             arrays, meta = ckpt.load_checkpoint(run_dir)
-            self.progress.update(restore(self.exp, arrays, meta, str(run_dir)))
+            self.progress = restore(self.exp, arrays, meta, str(run_dir))
         self.share_state()
         emit(self.callbacks, Message(
-            f"resumed from step {self.progress['step']} (epoch {self.progress['epoch']})"))
+            f"resumed from step {self.progress.step} (epoch {self.progress.epoch})"))
 
     def share_state(self) -> None:
         """On several ranks: every rank starts from rank 0's weights, optimizer and position."""
@@ -139,9 +133,9 @@ class Trainer:
             return {}
         metrics = evaluate_split(self.exp, "val")
         p = self.progress
-        p["last_eval"] = metrics
-        emit(self.callbacks, EvalEnd(p["step"], p["epoch"], "val", metrics))
-        self._log({"step": p["step"], "epoch": p["epoch"], **metrics})
+        p.last_eval = metrics
+        emit(self.callbacks, EvalEnd(p.step, p.epoch, "val", metrics))
+        self._log({"step": p.step, "epoch": p.epoch, **metrics})
         es = self.cfg.train.early_stopping
         key = es.metric if es else "val_loss"
         mode = es.mode if es else "min"
@@ -153,19 +147,19 @@ class Trainer:
                     f"{', '.join(metrics)}")
             return metrics
         min_delta = es.min_delta if es else 0.0
-        best = p["best"]
+        best = p.best
         improved = best is None or (value < best - min_delta if mode == "min"
                                     else value > best + min_delta)
         if improved:
-            p["best"], p["best_step"], p["bad_evals"] = value, p["step"], 0
+            p.best, p.best_step, p.bad_evals = value, p.step, 0
             self.save("best")
         else:
-            p["bad_evals"] += 1
+            p.bad_evals += 1
         return metrics
 
     def _should_stop_early(self) -> bool:
         es = self.cfg.train.early_stopping
-        return es is not None and self.progress["bad_evals"] >= es.patience
+        return es is not None and self.progress.bad_evals >= es.patience
 
     def _schedule_epoch(self, metrics: dict[str, float]) -> None:
         sched = self.exp.scheduler
@@ -179,12 +173,12 @@ class Trainer:
             sched.step()
 
     # ----- the loop -------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary:
         """Train to the end (or an early stop / Ctrl-C); NaN and Inf are checked on the loss, so
         NumPy's floating-point warnings are silenced."""
         if self.write:
             self.tensorboard = tensorboard.open_tensorboard(self.cfg, self.run_dir,
-                                                            self.progress["step"])
+                                                            self.progress.step)
         try:
             with np.errstate(all="ignore"), self.stop.installed():
                 return self._run()
@@ -192,13 +186,13 @@ class Trainer:
             if self.tensorboard is not None:
                 self.tensorboard.close()
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self) -> RunSummary:
         cfg, exp, p = self.cfg, self.exp, self.progress
         loader = exp.train_loader
         start = time.perf_counter()
         emit(self.callbacks, RunStarted(self.run_dir, cfg.name, cfg.mode, exp.device,
                                         exp.model.num_parameters(), len(loader),
-                                        self.total_steps, p["step"]))
+                                        self.total_steps, p.step))
         self._in_step = False
         exp.model.train()
         try:
@@ -230,18 +224,18 @@ class Trainer:
     def _epochs(self, loader: Any) -> str:
         """Train epoch after epoch to the end; the run's status."""
         p = self.progress
-        while (p["step"] < self.total_steps and self._more_epochs()) or self._epoch_unfinished():
-            if loader.epoch != p["epoch"]:
-                loader.set_epoch(p["epoch"])
+        while (p.step < self.total_steps and self._more_epochs()) or self._epoch_unfinished():
+            if loader.epoch != p.epoch:
+                loader.set_epoch(p.epoch)
             # resumed right after an epoch's last batch: no batches, only the epoch's end
             status = "completed" if self._epoch_unfinished() else self._train_epoch(loader)
             self._settle()
             if status != "completed":
                 return status
-            if loader.epoch == p["epoch"]:
+            if loader.epoch == p.epoch:
                 if loader.position < len(loader):
                     return status  # max_steps reached inside the epoch
-                loader.set_epoch(p["epoch"] + 1)  # stopped right after the last batch
+                loader.set_epoch(p.epoch + 1)  # stopped right after the last batch
             status = self._end_epoch(loader)
             if status != "completed":
                 return status
@@ -255,7 +249,7 @@ class Trainer:
             if exp.parallel is not None:  # this rank's share of the global batch
                 exp.parallel.set_share(len(yb), loader.global_rows)
             status = self._step(x, y, len(yb))
-            if self.progress["step"] >= self.total_steps or status != "completed":
+            if self.progress.step >= self.total_steps or status != "completed":
                 return status
         return "completed"
 
@@ -268,17 +262,17 @@ class Trainer:
         t0 = time.perf_counter()
         loss = exp.train_step(x, y)
         self._in_step = False
-        p["step"] += 1
-        self.pending.add(StepRecord(p["step"], p["epoch"], loss, lr, rows,
+        p.step += 1
+        self.pending.add(StepRecord(p.step, p.epoch, loss, lr, rows,
                                     time.perf_counter() - t0))
         if exp.scheduler is not None and cfg.schedule.interval == "step" and \
                 not isinstance(exp.scheduler, dlrun.optim.ReduceLROnPlateau):
             exp.scheduler.step()
-        evaluating = bool(cfg.train.eval_every and p["step"] % cfg.train.eval_every == 0)
-        saving = bool(cfg.train.checkpoint_every and p["step"] % cfg.train.checkpoint_every == 0)
+        evaluating = bool(cfg.train.eval_every and p.step % cfg.train.eval_every == 0)
+        saving = bool(cfg.train.checkpoint_every and p.step % cfg.train.checkpoint_every == 0)
         stop = False
-        if (self.pending.due or evaluating or saving or p["step"] >= self.total_steps
-                or p["step"] % cfg.logging.log_every == 0):
+        if (self.pending.due or evaluating or saving or p.step >= self.total_steps
+                or p.step % cfg.logging.log_every == 0):
             self._settle()  # read the losses (one host sync), check them
             stop = self.stop.asked()  # Ctrl-C (on any rank): stop after this step
         status = "completed"
@@ -296,12 +290,12 @@ class Trainer:
         """Count the epoch, evaluate (unless evaluating every N steps), report, step an
         epoch schedule, checkpoint; 'early_stopped' when early stopping says so."""
         p = self.progress
-        p["epoch"] += 1
-        metrics = self._evaluate() if not self.cfg.train.eval_every else dict(p["last_eval"])
+        p.epoch += 1
+        metrics = self._evaluate() if not self.cfg.train.eval_every else dict(p.last_eval)
         epoch_loss = float(np.mean(self.losses[-len(loader):])) if self.losses else None
-        record = {"epoch": p["epoch"], "step": p["step"], "epoch_train_loss": epoch_loss,
+        record = {"epoch": p.epoch, "step": p.step, "epoch_train_loss": epoch_loss,
                   **metrics}
-        emit(self.callbacks, EpochEnd(p["epoch"], p["step"], record))
+        emit(self.callbacks, EpochEnd(p.epoch, p.step, record))
         self._schedule_epoch(metrics)
         if not self.cfg.train.checkpoint_every:
             self.save("last")
@@ -325,67 +319,52 @@ class Trainer:
         raise error
 
     # ----- the summary -----------------------------------------------------------------------
-    def _summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
-        exp, p = self.exp, self.progress
+    def _summary(self, status: str, seconds: float, error: str | None = None) -> RunSummary:
+        exp, p, cfg = self.exp, self.progress, self.cfg
         times = self.step_times[WARMUP_STEPS:] or self.step_times
         arrays = {k: v.numpy() for k, v in exp.model.state_dict().items()}
-        final: dict[str, Any] = {"train_loss": self.losses[-1] if self.losses else None}
+        final: dict[str, float | None] = {"train_loss": self.losses[-1] if self.losses else None}
         if status != "failed":
-            final.update(p["last_eval"] or {})
+            final.update(p.last_eval or {})
             if exp.bundle.test is not None:
                 final.update(evaluate_split(exp, "test"))
-        traces = {}
-        for name in ("train_step", "eval_step"):
-            fn = getattr(exp, name)
-            if hasattr(fn, "trace_count"):
-                traces[name] = fn.trace_count
-        summary: dict[str, Any] = {
-            "name": self.cfg.name,
-            "status": status,
-            "mode": self.cfg.mode,
-            "device": exp.device,
-            "dtype": self.cfg.dtype,
-            "seed": self.cfg.seed,
-            "steps": p["step"],
-            "epochs": p["epoch"],
-            "final": final,
-            "best": {"metric": (self.cfg.train.early_stopping.metric
-                                if self.cfg.train.early_stopping else "val_loss"),
-                     "value": p["best"], "step": p["best_step"]},
-            "step_time_ms": {
-                "median": statistics.median(times) * 1e3 if times else None,
-                "mean": statistics.fmean(times) * 1e3 if times else None,
-                "warmup_steps_excluded": min(WARMUP_STEPS, len(self.step_times)),
-            },
-            "samples_per_second": (self.cfg.train.batch_size / statistics.median(times)
-                                   if times else None),
-            "trace_counts": traces,
-            "loss_reads_per_step": self.pending.reads / max(len(self.step_times), 1),
-            "distributed": parallel.communication(exp.parallel, WARMUP_STEPS),
-            "num_parameters": exp.model.num_parameters(),
-            "parameters_sha256": ckpt.parameters_hash(arrays),
-            "wall_seconds": seconds,
-            "run_dir": str(self.run_dir) if self.run_dir else None,
-            "versions": {"dlrun": dlrun.__version__, "numpy": np.__version__,
-                         "python": platform.python_version()},
-        }
-        if error:
-            summary["error"] = error
-        return summary
+        traces = {name: getattr(exp, name).trace_count for name in ("train_step", "eval_step")
+                  if hasattr(getattr(exp, name), "trace_count")}
+        es = cfg.train.early_stopping
+        return RunSummary(
+            name=cfg.name, status=status, mode=cfg.mode, device=exp.device, dtype=cfg.dtype,
+            seed=cfg.seed, steps=p.step, epochs=p.epoch, final=final,
+            best=BestMetric(es.metric if es else "val_loss", p.best, p.best_step),
+            step_time_ms=StepTimes(
+                median=statistics.median(times) * 1e3 if times else None,
+                mean=statistics.fmean(times) * 1e3 if times else None,
+                warmup_steps_excluded=min(WARMUP_STEPS, len(self.step_times))),
+            samples_per_second=(cfg.train.batch_size / statistics.median(times)
+                                if times else None),
+            trace_counts=traces,
+            loss_reads_per_step=self.pending.reads / max(len(self.step_times), 1),
+            distributed=parallel.communication(exp.parallel, WARMUP_STEPS),
+            num_parameters=exp.model.num_parameters(),
+            parameters_sha256=ckpt.parameters_hash(arrays),
+            wall_seconds=seconds,
+            run_dir=str(self.run_dir) if self.run_dir else None,
+            versions={"dlrun": dlrun.__version__, "numpy": np.__version__,
+                      "python": platform.python_version()},
+            error=error or None)
 
-    def _write_summary(self, summary: dict[str, Any]) -> None:
+    def _write_summary(self, summary: RunSummary) -> None:
         if self.write and self.run_dir:
             write_summary(self.run_dir, summary)
             if self.tensorboard is not None:
                 self.tensorboard.finish(self.cfg, summary)
             if self.cfg.logging.plots:
-                from dlrun.runner.plots import plot_metrics
+                from dlrun.runner.io.plots import plot_metrics
 
                 plot_metrics(self.run_dir)
 
 
 def train(cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
-          runs_dir: Path | str | None = None, world: World | None = None) -> dict[str, Any]:
+          runs_dir: Path | str | None = None, world: World | None = None) -> RunSummary:
     """Train the experiment described by cfg in a new run directory; returns the summary.
     On several ranks (`world`) every rank trains on rank 0's config and initial state, and
     only rank 0 writes the run directory."""
@@ -406,7 +385,7 @@ def train(cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
 
 
 def resume(run_dir: Path | str, callbacks: list[Callback] | None = None,
-           world: World | None = None) -> dict[str, Any]:
+           world: World | None = None) -> RunSummary:
     """Continue a run from its last checkpoint, in its own run directory (with any number of
     ranks: the config, the batch and the checkpoint are global)."""
     main = world is None or world.is_main

@@ -1,1 +1,1 @@
-"""Tests of the issue-7 benchmark harness (benchmarks/)."""
+"""Tests of the benchmark harness (benchmarks/)."""

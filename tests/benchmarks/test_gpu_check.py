@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks import gpu_check
-from dlrun.runner.cuda_measure import classify, per_step
+from dlrun.runner.commands.cuda_measure import classify, per_step
 
 
 def test_cpu_quick_run_writes_the_table(tmp_path: Path) -> None:

@@ -56,8 +56,8 @@ def test_floor_gradients_match_finite_differences(workload: str, variant: str) -
 
 @pytest.mark.parametrize("variant", fl.VARIANTS)
 @pytest.mark.parametrize("workload", fl.WORKLOADS)
-def test_floor_loss_decreases_at_issue_shapes(workload: str, variant: str) -> None:
-    f = fl.make_floor(workload, variant)  # float32, the issue's shapes and optimizers
+def test_floor_loss_decreases_at_the_workload_shapes(workload: str, variant: str) -> None:
+    f = fl.make_floor(workload, variant)  # float32, the workloads' shapes and optimizers
     x, y = f.make_batch(np.random.default_rng(0))
     losses = [f.step(x, y) for _ in range(5)]
     assert all(np.isfinite(losses))

@@ -54,6 +54,6 @@ def test_missing_required_option_and_bad_seed() -> None:
 
 
 def test_register_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("dlrun.data.datasets.DATASETS", dict(DATASETS))
+    monkeypatch.setattr("dlrun.data.datasets.DATASETS", DATASETS.copy())
     register_dataset("My-Blobs", lambda **kw: blobs(60, **kw))
     assert len(build_dataset("my_blobs", seed=1).train) == 48

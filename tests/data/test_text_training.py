@@ -33,16 +33,16 @@ def test_random_windows_two_groups_cosine_resume(tmp_path: Path, mode: str) -> N
     }))
     cfg = load_config(config)
     full = runner.train(cfg, runs_dir=tmp_path / "full")
-    assert full["status"] == "completed" and full["steps"] == 24
-    assert full["final"]["val_loss"] < 3.0  # learnt something (ln 26 = 3.26 at the start)
+    assert full.status == "completed" and full.steps == 24
+    assert full.final["val_loss"] < 3.0  # learnt something (ln 26 = 3.26 at the start)
 
     def interrupt(event: object) -> None:
         if isinstance(event, StepEnd) and event.step == 11:  # mid-epoch, mid-cosine
             raise KeyboardInterrupt
 
     part = runner.train(cfg, callbacks=[interrupt], runs_dir=tmp_path / "part")
-    assert part["status"] == "interrupted" and part["steps"] == 11
-    resumed = runner.resume(part["run_dir"])
-    assert resumed["steps"] == 24
-    assert resumed["parameters_sha256"] == full["parameters_sha256"]
-    assert resumed["final"]["val_loss"] == full["final"]["val_loss"]
+    assert part.status == "interrupted" and part.steps == 11
+    resumed = runner.resume(part.run_dir)
+    assert resumed.steps == 24
+    assert resumed.parameters_sha256 == full.parameters_sha256
+    assert resumed.final["val_loss"] == full.final["val_loss"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from dlrun.runner.checkpoint import load_checkpoint
+from dlrun.runner.io.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -114,7 +114,7 @@ def test_the_static_step_all_reduces_once_in_a_planned_buffer(tmp_path: Path) ->
         "import json, sys\n"
         "from dlrun.config import load_config\n"
         "from dlrun.distributed.world import join\n"
-        "from dlrun.runner.graph import graph_report\n"
+        "from dlrun.runner.commands.graph_report import graph_report\n"
         "w = join()\n"
         "r = graph_report(load_config(sys.argv[1]), True, w)\n"
         "from dlrun.engine.static.cuda_graph import blocker\n"

@@ -27,8 +27,8 @@ from dlrun.errors import ExportError  # noqa: E402
 from dlrun.export import onnx as onnx_export  # noqa: E402
 from dlrun.nn import Linear, Module  # noqa: E402
 from dlrun.runner import train as runner  # noqa: E402
-from dlrun.runner.evaluate import load_run  # noqa: E402
-from dlrun.runner.export import export  # noqa: E402
+from dlrun.runner.commands.evaluate import load_run  # noqa: E402
+from dlrun.runner.commands.export_run import export  # noqa: E402
 
 TOKENS = {"name": "tokens", "options": {"n": 16, "seq_len": 6, "vocab_size": 7}}
 BLOBS = {"name": "blobs", "options": {"n": 120, "n_classes": 3, "n_features": 4, "spread": 1.0}}
@@ -55,7 +55,7 @@ def _train(root: Path, family: str) -> Path:
            "train": {"max_steps": 3, "batch_size": 8}, "logging": {"log_every": 5}}
     path = root / f"{family}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return Path(runner.train(load_config(path), runs_dir=root / "runs")["run_dir"])
+    return Path(runner.train(load_config(path), runs_dir=root / "runs").run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def test_registry_families() -> None:
     ({"type": "mlp", "hidden": [-3]}, MNIST, "model.hidden: expected a list of positive ints, "
                                              "got -3"),
     ({"type": "mlp", "hidden": 64}, MNIST, "model.hidden: expected a list of positive ints"),
-    ({"type": "mlp", "hiden": [3]}, MNIST, "model.hiden: unknown key (did you mean 'hidden'?)"),
+    ({"type": "mlp", "hiden": [3]}, MNIST, "model.hiden: unknown key; did you mean 'hidden'?"),
     ({"type": "mlp", "activation": "swish"}, MNIST, "model.activation: expected one of"),
     ({"type": "mlp", "dropout": 1.0}, MNIST, "model.dropout: expected a number in [0.0, 1.0)"),
     ({"type": "linear", "bias": "yes"}, MNIST, "model.bias: expected true or false"),

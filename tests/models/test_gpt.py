@@ -98,7 +98,7 @@ def test_options_bias_and_untied() -> None:
     ({"type": "gpt", "bias": "no"}, TEXT, "model.bias: expected true or false"),
     ({"type": "gpt", "tie_weights": 1}, TEXT, "model.tie_weights: expected true or false"),
     ({"type": "gpt", "hidden_size": 8}, TEXT, "model.hidden_size: unknown key"),
-    ({"type": "gpt", "n_heads": 8}, TEXT, "model.n_heads: unknown key (did you mean 'n_head'?)"),
+    ({"type": "gpt", "n_heads": 8}, TEXT, "model.n_heads: unknown key; did you mean 'n_head'?"),
     ({"type": "gpt"}, {"input_shape": (12, 3), "task": "regression"},
      "model.type: 'gpt' is a language model and needs token data"),
     ({"type": "gpt"}, {"input_shape": (12,), "num_classes": 4},
@@ -155,11 +155,11 @@ def test_through_load_config_and_the_runner(tmp_path: Path) -> None:
             raise KeyboardInterrupt
 
     full = runner.train(cfg, runs_dir=tmp_path / "full")
-    assert full["status"] == "completed" and full["trace_counts"]["train_step"] == 1
+    assert full.status == "completed" and full.trace_counts["train_step"] == 1
     part = runner.train(cfg, callbacks=[interrupt], runs_dir=tmp_path / "part")
-    assert part["status"] == "interrupted"
-    resumed = runner.resume(part["run_dir"])  # the tied weight survives the checkpoint
-    assert resumed["parameters_sha256"] == full["parameters_sha256"]
+    assert part.status == "interrupted"
+    resumed = runner.resume(part.run_dir)  # the tied weight survives the checkpoint
+    assert resumed.parameters_sha256 == full.parameters_sha256
 
 
 # ----- parameters, init, tied weights ------------------------------------------------------------

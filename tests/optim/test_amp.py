@@ -142,10 +142,10 @@ def test_eager_equals_static_and_learns(precision: str, tiny_config) -> None:
 def test_fp16_run_checkpoints_float32_masters_and_the_scale(tiny_config, tmp_path) -> None:
     cfg = load_config(tiny_config(), ["precision=fp16"])
     summary = train(cfg, runs_dir=tmp_path)
-    assert summary["status"] == "completed"
-    from dlrun.runner.checkpoint import load_checkpoint
+    assert summary.status == "completed"
+    from dlrun.runner.io.checkpoint import load_checkpoint
 
-    arrays, meta = load_checkpoint(Path(summary["run_dir"]))
+    arrays, meta = load_checkpoint(Path(summary.run_dir))
     assert all(a.dtype == np.float32 for a in arrays.values() if a.dtype.kind == "f")
     scale = meta["amp"]["scale"]  # backed off from 2**16 on the early overflows of fp16
     assert 1.0 <= scale <= 2.0**16 and float(np.log2(scale)).is_integer()

@@ -9,7 +9,7 @@ import pytest
 import dlrun
 from dlrun import nn, optim
 from dlrun.config import validate_config
-from dlrun.runner.experiment import build_optimizer
+from dlrun.runner.experiment.builders import build_optimizer
 
 
 class TinyLM(nn.Module):

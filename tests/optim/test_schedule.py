@@ -143,7 +143,7 @@ def test_warmup_cosine_is_nanogpt_get_lr() -> None:
 
 def test_config_cosine_schedule_is_nanogpt_get_lr() -> None:
     from dlrun.config import validate_config
-    from dlrun.runner.experiment import build_scheduler
+    from dlrun.runner.experiment.builders import build_scheduler
 
     def sched_for(schedule: dict, total: int = 2000) -> tuple:
         cfg = validate_config({"data": {"name": "tokens"}, "model": {"type": "lstm"},

@@ -52,7 +52,7 @@ def test_a_run_stopped_after_any_step_resumes_to_the_same_weights(tmp_path: Path
                 raise KeyboardInterrupt
 
         runs = tmp_path / f"stop{k}"
-        assert runner.train(cfg, callbacks=[stop_at], runs_dir=runs)["status"] == "interrupted"
+        assert runner.train(cfg, callbacks=[stop_at], runs_dir=runs).status == "interrupted"
         summary = runner.resume(run_dir(runs))
-        assert summary["steps"] == steps and summary["epochs"] == 2
+        assert summary.steps == steps and summary.epochs == 2
         assert_same_weights(reference, weights(run_dir(runs)), rtol=1e-12)

@@ -18,7 +18,7 @@ def test_run_directory_and_learning(tiny_config, tmp_path: Path, mode: str) -> N
     events = []
     cfg = load_config(tiny_config(), [f"mode={mode}"])
     summary = runner.train(cfg, callbacks=[events.append], runs_dir=tmp_path / "runs")
-    run = Path(summary["run_dir"])
+    run = Path(summary.run_dir)
     for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json",
                  "checkpoints/last.safetensors", "checkpoints/last.json",
                  "checkpoints/best.safetensors"):
@@ -28,21 +28,21 @@ def test_run_directory_and_learning(tiny_config, tmp_path: Path, mode: str) -> N
     assert load_config(run / "config.yaml") == cfg  # the resolved config is what was saved
     kinds = [type(e) for e in events]
     assert kinds[0] is RunStarted and kinds[-1] is RunFinished
-    assert kinds.count(EpochEnd) == 3 and kinds.count(StepEnd) == summary["steps"]
+    assert kinds.count(EpochEnd) == 3 and kinds.count(StepEnd) == summary.steps
     losses = [e.loss for e in events if isinstance(e, StepEnd)]
     assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
-    assert summary["final"]["val_accuracy"] > 0.9
+    assert summary.final["val_accuracy"] > 0.9
     if mode == "static":
-        assert summary["trace_counts"]["train_step"] == 1
+        assert summary.trace_counts["train_step"] == 1
 
 
 @pytest.mark.parametrize("mode", ["eager", "static"])
 def test_same_seed_same_parameters_hash(tiny_config, tmp_path: Path, mode: str) -> None:
     cfg = load_config(tiny_config(), [f"mode={mode}", "train.epochs=1"])
-    a = runner.train(cfg, runs_dir=tmp_path / "a")["parameters_sha256"]
-    b = runner.train(cfg, runs_dir=tmp_path / "b")["parameters_sha256"]
+    a = runner.train(cfg, runs_dir=tmp_path / "a").parameters_sha256
+    b = runner.train(cfg, runs_dir=tmp_path / "b").parameters_sha256
     c = runner.train(cfg.model_copy(update={"seed": 4}), runs_dir=tmp_path / "c")
-    assert a == b != c["parameters_sha256"]
+    assert a == b != c.parameters_sha256
 
 
 @pytest.mark.parametrize("mode", ["eager", "static"])
@@ -57,10 +57,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_config, tmp_path: Pat
             raise KeyboardInterrupt
 
     part = runner.train(cfg, callbacks=[interrupt], runs_dir=tmp_path / "part")
-    assert part["status"] == "interrupted" and part["steps"] == 20
-    resumed = runner.resume(part["run_dir"])
-    assert resumed["steps"] == full["steps"]
-    assert resumed["parameters_sha256"] == full["parameters_sha256"]
+    assert part.status == "interrupted" and part.steps == 20
+    resumed = runner.resume(part.run_dir)
+    assert resumed.steps == full.steps
+    assert resumed.parameters_sha256 == full.parameters_sha256
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
@@ -80,7 +80,7 @@ def test_early_stopping(tiny_config, tmp_path: Path) -> None:
     cfg = load_config(tiny_config(), [
         "train.epochs=20", "train.early_stopping={metric: val_loss, patience: 1, min_delta: 10}"])
     summary = runner.train(cfg, runs_dir=tmp_path / "runs")
-    assert summary["status"] == "early_stopped" and summary["epochs"] == 2
+    assert summary.status == "early_stopped" and summary.epochs == 2
 
 
 def test_early_stopping_on_an_unmeasured_metric_is_a_config_error(tiny_config,
@@ -100,7 +100,7 @@ def test_the_logged_learning_rate_is_the_one_each_step_used(tiny_config, tmp_pat
     events = []
     summary = runner.train(cfg, callbacks=[events.append], runs_dir=tmp_path)
     rows = [json.loads(line) for line in
-            (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+            (Path(summary.run_dir) / "metrics.jsonl").read_text().splitlines()]
     logged = [r["lr"] for r in rows if "lr" in r]
     warmup = [0.01 * (k + 1) / 5 for k in range(4)]  # nanoGPT's warm-up for steps 0..3
     assert logged[:4] == pytest.approx(warmup)
