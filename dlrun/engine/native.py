@@ -12,6 +12,7 @@ and in a kernel. Without Numba (or with DLRUN_CPU_KERNELS=0) every forward is pl
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 LANES = 8  # row sums: element j goes to partial sum j % 8 (vecmath.row_sum, row kernels)
 _numba_state: list[Any] = []  # [numba module or None], filled on first use
 _UFUNCS: dict[str, Any] = {}
+_VECMATH: list[Any] = []
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -69,26 +71,35 @@ def fixed_sum(x: Any, axis: tuple[int, ...] | None, keepdims: bool, out: Any = N
     static plan keeps a matmul's transposed result; eager may not) sum to different bits; this
     order is what row kernels use too, so eager and static agree exactly.
     """
-    if not isinstance(x, np.ndarray) or x.dtype not in _FLOATS or not available():
+    if type(x) is not np.ndarray or x.dtype not in _FLOATS or not available():
         return None
-    from dlrun.engine import vecmath
-
-    axes = tuple(range(x.ndim)) if axis is None else tuple(axis)
-    kept = [d for d in range(x.ndim) if d not in axes]
-    n_out = int(np.prod([x.shape[d] for d in kept], dtype=np.int64))
-    n_in = int(np.prod([x.shape[d] for d in axes], dtype=np.int64))
-    flat = np.zeros(n_out, x.dtype)
+    vm = _vecmath()
+    shape, nd = x.shape, x.ndim
+    axes = tuple(range(nd)) if axis is None else axis
+    kept = tuple(n for d, n in enumerate(shape) if d not in axes)
+    n_out, n_in = math.prod(kept), math.prod(shape[d] for d in axes)
+    flat = np.empty(n_out, x.dtype) if n_in else np.zeros(n_out, x.dtype)
     if n_in and n_out:
-        if axes == tuple(range(x.ndim - len(axes), x.ndim)):  # trailing axes: rows
-            vecmath.row_sum(x.reshape(n_out, n_in), flat)
-        elif axes == tuple(range(len(axes))):  # leading axes: columns
-            vecmath.col_sum(x.reshape(n_in, n_out), flat)
+        k = len(axes)
+        if axes == tuple(range(nd - k, nd)):  # trailing axes: rows
+            vm.row_sum(x.reshape(n_out, n_in), flat)
+        elif axes == tuple(range(k)):  # leading axes: columns
+            vm.col_sum(x.reshape(n_in, n_out), flat)
         else:
-            vecmath.row_sum(np.moveaxis(x, axes, range(-len(axes), 0)).reshape(n_out, n_in),
-                            flat)
-    shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape)) if keepdims else \
-        tuple(x.shape[d] for d in kept)
+            vm.row_sum(np.moveaxis(x, axes, range(-k, 0)).reshape(n_out, n_in), flat)
+    if keepdims:
+        kept = tuple(1 if d in axes else n for d, n in enumerate(shape))
+    result = flat.reshape(kept)
     if out is None:
-        return flat.reshape(shape)
-    out[...] = flat.reshape(shape)
+        return result
+    out[...] = result
     return out
+
+
+def _vecmath() -> Any:
+    """engine/vecmath.py, imported on first use (it imports Numba)."""
+    if not _VECMATH:
+        from dlrun.engine import vecmath
+
+        _VECMATH.append(vecmath)
+    return _VECMATH[0]

@@ -54,7 +54,17 @@ def _fused_specialize(xp: Any, avals: Any, *, program: Program) -> Callable[...,
     if xp.__name__ != "numpy":
         return cuda_chain(xp, program, n)
     numpy_chain = _chain(xp, program, n, persistent=True)
+    if avals is None or not _as_kernel(program, _Aval(*_fused_rule(*avals, program=program))):
+        return numpy_chain
     return cpu_kernels.chain_kernel(program, avals, numpy_chain) or numpy_chain
+
+
+def _as_kernel(program: Program, result: Any) -> bool:
+    """Whether a NumPy plan runs the chain as a CPU kernel: Numba is there and the chain does
+    enough work to pay for a kernel call (a few NumPy calls on a small array cost less). The two
+    compute the same bits, so this only decides speed."""
+    size = int(np.prod(result.shape, dtype=np.int64)) if result is not None else 0
+    return cpu_kernels.available() and size * len(program) >= cpu_kernels.MIN_KERNEL_WORK
 
 
 def chain_calls(program: Program, args: list[str], out: str | None, scratch: str,
@@ -93,11 +103,12 @@ def _chain(xp: Any, program: Program, n_ext: int, persistent: bool) -> Callable[
 
 @fused.definline
 def _fused_inline(xp: Any, prefix: str, args: list[str], out: str | None,
-                  new_buffer: Callable[[], Any], *, program: Program
+                  new_buffer: Callable[[], Any], result: Any, *, program: Program
                   ) -> tuple[list[str], str, dict[str, Any]] | None:
-    """The chain's lines for a NumPy plan, its scratch laid out like the chain's result (with
-    CPU kernels, or on CuPy, the chain is one kernel: no lines, the plan calls it)."""
-    if xp.__name__ != "numpy" or cpu_kernels.available():
+    """The chain's lines for a NumPy plan, its scratch laid out like the chain's result (on
+    CuPy, or with CPU kernels when the chain is large enough to pay for a kernel call, the chain
+    is one kernel: no lines, the plan calls it)."""
+    if xp.__name__ != "numpy" or _as_kernel(program, result):
         return None
     env = _bound_steps(xp, program, prefix)
     env[f"{prefix}_s"] = new_buffer() if len(program) > 1 else None

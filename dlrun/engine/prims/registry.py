@@ -93,8 +93,9 @@ class Primitive:
     # and its inputs' shapes and dtypes (`avals`: objects with .shape and .dtype, None when
     # unknown) worked out once, for plans that call it every step
     specialize: Callable[..., Callable[..., Any]] | None = None
-    # inline(xp, prefix, arg_names, out_name, new_buffer, **attrs) -> (statements, expression,
-    # names they use): source for a plan to run in place of one call (a fused chain's steps)
+    # inline(xp, prefix, arg_names, out_name, new_buffer, result, **attrs) -> (statements,
+    # expression, names they use), or None: source for a plan to run in place of one call (a
+    # fused chain's steps); `result` has the node's shape and dtype
     inline: Callable[..., tuple[list[str], str, dict[str, Any]]] | None = None
 
     attr_names: tuple[str, ...] = field(default_factory=tuple)
@@ -136,7 +137,7 @@ class Primitive:
         return fn
 
     def definline(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Register `fn(xp, prefix, args, out, new_buffer, **attrs)` (see `inline`)."""
+        """Register `fn(xp, prefix, args, out, new_buffer, result, **attrs)` (see `inline`)."""
         self.inline = fn
         return fn
 

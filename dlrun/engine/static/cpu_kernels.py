@@ -40,6 +40,9 @@ from dlrun.engine.prims.registry import REGISTRY
 
 log = logging.getLogger("dlrun.kernels")
 
+# Elements times steps below which a chain stays NumPy calls: a kernel call costs about 1.5 us,
+# a NumPy call on a small array about 0.5 us (both compute the same bits).
+MIN_KERNEL_WORK = 8192
 FORMAT = 1  # bump when the rendering changes: the source hash then changes too
 _DTYPES = {"float32", "float64", "int32", "int64", "bool"}
 _FLOAT_LITERAL = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.])")

@@ -136,7 +136,7 @@ class _Emitter:
         prim = REGISTRY[n.op]
         cpu_kernels.ORIGIN.set(n.where)  # named by a kernel's fallback warning
         inlined = prim.inline and prim.inline(self.xp, f"f{n.id}", args, out,
-                                              lambda: self.new_buffer(n), **n.attrs)
+                                              lambda: self.new_buffer(n), n, **n.attrs)
         if inlined:
             steps, last, env = inlined
             self.env.update(env)

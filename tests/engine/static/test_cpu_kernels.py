@@ -168,6 +168,7 @@ def _gelu_step(x: dlrun.Tensor) -> dlrun.Tensor:
 
 
 def test_compiled_step_with_kernels_equals_numpy_plan(cache: Path, monkeypatch) -> None:
+    monkeypatch.setattr(cpu_kernels, "MIN_KERNEL_WORK", 0)  # kernels for this small chain too
     x = dlrun.tensor(np.linspace(-3, 3, 96).reshape(8, 12))
     with_kernels = dlrun.compile(_gelu_step)(x).numpy()
     assert cpu_kernels.STATS.compiled + cpu_kernels.STATS.loaded + cpu_kernels.STATS.reused
@@ -178,3 +179,14 @@ def test_compiled_step_with_kernels_equals_numpy_plan(cache: Path, monkeypatch) 
 
 def test_describe_names_numba_and_the_cache(cache: Path) -> None:
     assert "Numba" in cpu_kernels.describe() and str(cache) in cpu_kernels.describe()
+
+
+def test_small_chains_stay_numpy_calls(cache: Path) -> None:
+    """A kernel call costs more than a few NumPy calls on a small array (same bits either way)."""
+    small = dlrun.compile(_gelu_step)
+    small(dlrun.tensor(np.linspace(-3, 3, 96).reshape(8, 12)))
+    lines = small.last.plan.source
+    assert "_0(" in lines  # the chain's steps inlined as NumPy calls
+    large = dlrun.compile(_gelu_step)
+    large(dlrun.tensor(np.linspace(-3, 3, 96 * 256).reshape(96, 256)))
+    assert "_0(" not in large.last.plan.source
