@@ -8,18 +8,21 @@ Members are found from a group's output backwards: a producer joins when its pri
 in a row kernel (a `cpu_expr`, a `row_reduce` over the last axis, or a `same_order` reshape that
 only adds or drops the trailing 1 of a row scalar), it lives on the group's rows (shape
 lead + (N,) or lead + (1,), lead + () for a reduction without keepdims), and all its users are
-already members. A group needs a reduction and two members; the rest is left to `fuse`. The pass
+already members. A group needs two members and a reduction, or enough elementwise work for a
+kernel call (then it is an elementwise DAG `fuse`'s chains cannot take whole). The pass
 runs only where row kernels do (passes.CPU_KERNEL_PASSES), so NumPy-only and GPU graphs are
 unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
 from dlrun.engine.graph import SOURCES, Graph, Node
 from dlrun.engine.prims.registry import REGISTRY
+from dlrun.engine.static.cpu_kernels import MIN_KERNEL_WORK
 
 
 def _lead_of(n: Node, by_id: dict[int, Node]) -> tuple[tuple[int, ...], int] | None:
@@ -91,8 +94,7 @@ def fuse_rows(graph: Graph) -> tuple[Graph, dict[str, Any]]:
         if n.id in taken or n.dtype.kind != "f" or _lead_of(n, by_id) is None:
             continue
         members, (_, width) = _grow(n, by_id, users, taken, position)
-        reductions = sum(REGISTRY[by_id[m].op].row_reduce is not None for m in members)
-        if len(members) >= 2 and reductions and width >= 2:
+        if len(members) >= 2 and width >= 2 and _worth(members, by_id, n):
             taken.update(members)
             groups[n.id] = (members, width)
     out: list[Node] = []
@@ -103,6 +105,14 @@ def fuse_rows(graph: Graph) -> tuple[Graph, dict[str, Any]]:
             out.append(n)
     return graph.replace(out), {"row_groups": len(groups),
                                 "ops_fused": sum(len(m) for m, _ in groups.values())}
+
+
+def _worth(members: list[int], by_id: dict[int, Node], out: Node) -> bool:
+    """A group with a reduction always pays (it saves whole passes over memory); one of
+    elementwise ops only (a DAG `fuse` cannot chain) when it is large enough for a kernel."""
+    if any(REGISTRY[by_id[m].op].row_reduce is not None for m in members):
+        return True
+    return math.prod(out.shape) * len(members) >= MIN_KERNEL_WORK
 
 
 def _fused_rows_node(members: list[Node], width: int) -> Node:
