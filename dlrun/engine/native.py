@@ -103,3 +103,14 @@ def _vecmath() -> Any:
 
         _VECMATH.append(vecmath)
     return _VECMATH[0]
+
+
+def scaled_softmax(s: Any, scale: float, causal: bool) -> Any:
+    """softmax(s * scale) over the last axis of the NumPy float array s (..., L, S), causal keys
+    hidden, in place, as one native pass per row (vecmath.scaled_softmax_rows); None when the
+    native math is off."""
+    if type(s) is not np.ndarray or s.dtype not in _FLOATS or s.ndim < 2 or not available():
+        return None
+    rows = s.reshape(-1, *s.shape[-2:])  # a fresh C-ordered matmul result: a view
+    _vecmath().scaled_softmax_rows(rows, s.dtype.type(scale), causal, rows)
+    return s

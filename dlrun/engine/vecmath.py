@@ -223,3 +223,40 @@ def col_sum(x, out):
         for r in range(r8, rows):
             s += x[r, k]
         out[k] = s
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def scaled_softmax_rows(s, scale, causal, out):
+    """out[b, i] = softmax(s[b, i] * scale) over the last axis, keys j > i hidden when causal
+    (every row keeps key 0, so no row is empty): one kernel for attention's probabilities.
+    Each loop is one vectorizable pass; the sum runs in row_sum's 8 lanes."""
+    width = s.shape[2]
+    for b in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            n = min(i + 1, width) if causal else width
+            top = s[b, i, 0] * scale
+            for j in range(n):
+                v = s[b, i, j] * scale
+                out[b, i, j] = v
+                top = v if (v > top or v != v) else top
+            for j in range(n):
+                out[b, i, j] = exp(out[b, i, j] - top)
+            for j in range(n, width):
+                out[b, i, j] = 0.0
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            n8 = n - n % 8
+            for jb in range(0, n8, 8):
+                a0 += out[b, i, jb]
+                a1 += out[b, i, jb + 1]
+                a2 += out[b, i, jb + 2]
+                a3 += out[b, i, jb + 3]
+                a4 += out[b, i, jb + 4]
+                a5 += out[b, i, jb + 5]
+                a6 += out[b, i, jb + 6]
+                a7 += out[b, i, jb + 7]
+            total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+            for j in range(n8, n):
+                total += out[b, i, j]
+            t = out.dtype.type(total)
+            for j in range(n):
+                out[b, i, j] = out[b, i, j] / t

@@ -18,6 +18,7 @@ import functools
 
 import numpy as np
 
+from dlrun.engine import native
 from dlrun.engine.prims.linalg import matmul
 from dlrun.engine.prims.movement import permute
 from dlrun.engine.prims.reduce import sum as sum_
@@ -81,7 +82,13 @@ def _softmax_rows(xp, s, safe, masked=True):
 @primitive("attention_probs", A, _probs_rule)
 def attention_probs(xp, q, k, *mask, scale, causal, mask_kind, safe):
     """softmax(q k^T * scale, masked) over the keys: (..., L, S); fully masked rows give 0
-    (safe) or NaN."""
+    (safe) or NaN. Without an explicit mask, with Numba, the scaling, the causal mask and the
+    softmax are one native pass over each row (both modes run this forward)."""
+    if mask_kind is None:
+        scores = xp.matmul(q, xp.swapaxes(k, -1, -2))
+        result = native.scaled_softmax(scores, scale, causal)
+        if result is not None:
+            return result
     return _softmax_rows(xp, _scores(xp, q, k, mask[0] if mask else None, scale, causal,
                                      mask_kind), safe, mask_kind is not None)
 
