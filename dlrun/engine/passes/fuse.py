@@ -55,19 +55,26 @@ def fuse(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     return graph.replace(out), {"fused_nodes": fused_count, "ops_fused": ops_fused}
 
 
-def _fused_node(chain: list[Node]) -> Node:
-    members = {m.id for m in chain}
+def program_of(members: list[Node]) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+    """(the external inputs' ids, the steps `(op, refs, attrs)`) of a group of nodes in order:
+    a ref >= 0 indexes the external inputs, a ref -k is the step k places back (so -1 is the
+    previous step: a chain's running result)."""
+    position = {m.id: p for p, m in enumerate(members)}
     externals: list[int] = []
     steps = []
-    for m in chain:
+    for p, m in enumerate(members):
         refs = []
         for i in m.inputs:
-            if i in members:
-                refs.append(-1)  # the running result
+            if i in position:
+                refs.append(position[i] - p)
             else:
                 if i not in externals:
                     externals.append(i)
                 refs.append(externals.index(i))
         steps.append((m.op, tuple(refs), tuple(sorted(m.attrs.items()))))
-    last = chain[-1]
-    return replace(last, op="fused", inputs=tuple(externals), attrs={"program": tuple(steps)})
+    return tuple(externals), tuple(steps)
+
+
+def _fused_node(chain: list[Node]) -> Node:
+    externals, program = program_of(chain)
+    return replace(chain[-1], op="fused", inputs=externals, attrs={"program": program})

@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from dlrun.engine.graph import SOURCES, Graph, Node
+from dlrun.engine.passes.fuse import program_of
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.engine.static.cpu_kernels import MIN_KERNEL_WORK
 
@@ -116,21 +117,7 @@ def _worth(members: list[int], by_id: dict[int, Node], out: Node) -> bool:
 
 
 def _fused_rows_node(members: list[Node], width: int) -> Node:
-    """One node for the group: steps (op, refs, attrs), refs >= 0 external inputs, -1 - j the
-    result of step j."""
-    step_of = {m.id: j for j, m in enumerate(members)}
-    externals: list[int] = []
-    steps: list[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]] = []
-    for m in members:
-        refs = []
-        for i in m.inputs:
-            if i in step_of:
-                refs.append(-1 - step_of[i])
-            else:
-                if i not in externals:
-                    externals.append(i)
-                refs.append(externals.index(i))
-        steps.append((m.op, tuple(refs), tuple(sorted(m.attrs.items()))))
-    last = members[-1]
-    return replace(last, op="fused_rows", inputs=tuple(externals),
-                   attrs={"program": tuple(steps), "width": width})
+    """One node for the group: its steps as fuse.program_of writes them."""
+    externals, program = program_of(members)
+    return replace(members[-1], op="fused_rows", inputs=externals,
+                   attrs={"program": program, "width": width})

@@ -157,10 +157,10 @@ def cuda_chain(cupy: Any, program: Program, n_inputs: int) -> Callable[..., Any]
 
 
 def _run_rows(xp: Any, ext: tuple[Any, ...], program: Program) -> Any:
-    """The group step by step, each with its primitive's forward (refs -1 - j: step j)."""
+    """The group step by step, each with its primitive's forward (a ref -k: k steps back)."""
     values: list[Any] = []
     for op, refs, attrs in program:
-        ins = [ext[r] if r >= 0 else values[-1 - r] for r in refs]
+        ins = [ext[r] if r >= 0 else values[r] for r in refs]
         values.append(REGISTRY[op].forward(xp, *ins, **dict(attrs)))
     return values[-1]
 
@@ -168,7 +168,7 @@ def _run_rows(xp: Any, ext: tuple[Any, ...], program: Program) -> Any:
 def _rows_rule(*xs: Any, program: Program, width: int) -> tuple[tuple[int, ...], np.dtype]:
     avals: list[_Aval] = []
     for op, refs, attrs in program:
-        ins = [xs[r] if r >= 0 else avals[-1 - r] for r in refs]
+        ins = [xs[r] if r >= 0 else avals[r] for r in refs]
         avals.append(_Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs))))
     return avals[-1].shape, avals[-1].dtype
 

@@ -38,19 +38,20 @@ class _Rows:
         self.avals: list[Aval] = []
         self.level: list[int] = []
         for op, refs, attrs in program:
-            ins = [self.value(r) for r in refs]
+            ins = [self.ext[r] if r >= 0 else self.avals[r] for r in refs]
             out = Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
             for a in (*ins, out):
                 if a.dtype.name not in _DTYPES:
                     raise KernelUnsupported(f"dtype {a.dtype.name}")
-            deps = [self.level[-1 - r] for r in refs if r < 0]
+            deps = [self.level[r] for r in refs if r < 0]
             bump = REGISTRY[op].row_reduce is not None
             self.level.append(max(deps, default=0) + bump)
             self.avals.append(out)
         self.lead = self.avals[-1].shape[:len(self.avals[-1].shape) - self._tail(-1)]
 
-    def value(self, ref: int) -> Aval:
-        return self.ext[ref] if ref >= 0 else self.avals[-1 - ref]
+    def value(self, j: int, ref: int) -> Aval:
+        """What step j's input `ref` is (refs -k: the step k places back)."""
+        return self.ext[ref] if ref >= 0 else self.avals[j + ref]
 
     def _tail(self, j: int) -> int:
         """1 when step j's shape ends with the row axis (width or a kept 1), else 0."""
@@ -59,7 +60,7 @@ class _Rows:
         if prim.row_reduce is not None:
             return 1 if dict(self.program[j][2]).get("keepdims") else 0
         if prim.same_order:
-            return 1 if len(self.avals[j].shape) > len(self.value(self.program[j][1][0]).shape) \
+            return 1 if len(self.avals[j].shape) > len(self.value(j, self.program[j][1][0]).shape) \
                 else 0
         return 1
 
@@ -75,7 +76,7 @@ class _Rows:
         seen.add(j)
         for r in self.program[j][1]:
             if r < 0:
-                self.needed(-1 - r, seen)
+                self.needed(j + r, seen)
 
 
 def _expr(rows: _Rows, j: int, names: list[str]) -> str:
@@ -86,7 +87,7 @@ def _expr(rows: _Rows, j: int, names: list[str]) -> str:
     args = []
     for r in refs:
         if r < 0:
-            args.append(f"t{-1 - r}")
+            args.append(f"t{j + r}")
             continue
         ext = rows.ext[r]
         ext_shape = ext.shape if len(ext.shape) != len(rows.lead) or op not in _ALIASES else (
@@ -94,7 +95,7 @@ def _expr(rows: _Rows, j: int, names: list[str]) -> str:
         args.append(f"e{r}[{_index(ext_shape, shape, names)}]" if ext_shape else f"item(e{r})")
     if REGISTRY[op].same_order:
         return args[0]
-    ins = [rows.value(r) for r in refs]
+    ins = [rows.value(j, r) for r in refs]
     return _step_expr(op, args, dict(attrs), _computing_dtype(ins, out))
 
 
@@ -150,7 +151,7 @@ def _pass_lines(rows: _Rows, level: int, names: list[str], pad: str) -> list[str
     for j in reductions:
         src = rows.program[j][1][0]
         if src < 0:
-            rows.needed(-1 - src, seen)
+            rows.needed(j + src, seen)
     body = [f"t{k} = {_expr(rows, k, names)}" for k in sorted(seen)]
     lanes = LANES
     lines = [f"{pad}a{j}_{u} = {_reduce(rows, j)[0]}" for j in reductions for u in range(lanes)]
@@ -174,7 +175,7 @@ def _reduce(rows: _Rows, j: int) -> tuple[str, str]:
 def _update(rows: _Rows, j: int, acc: str, names: list[str]) -> str:
     """The reduction's update of `acc` with the element at j."""
     src = rows.program[j][1][0]
-    elem = f"t{-1 - src}" if src < 0 else f"e{src}[{', '.join(names)}]"
+    elem = f"t{j + src}" if src < 0 else f"e{src}[{', '.join(names)}]"
     return _reduce(rows, j)[1].format(elem, acc=acc)
 
 
