@@ -67,6 +67,12 @@ class GradStats(NamedTuple):
     found_inf: Tensor | None
 
 
+# From this many parameters (of one group, dtype and device) on, one flat bucket pays: below
+# it the concatenations cost more than the per-parameter calls they save (the numbers are the
+# same either way: the update is elementwise and the global norm does not depend on the split).
+FLAT_MIN_PARAMS = 5
+
+
 class Optimizer:
     """Base class: holds `param_groups` (list of ParamGroup) and `state` (param -> its state).
 
@@ -120,7 +126,8 @@ class Optimizer:
         for p in params:
             alike.setdefault((p.dtype, p.device), []).append(p)
         names = self._state_names(group)
-        buckets = [Bucket.make(ps, names, self._count_names) for ps in alike.values()]
+        buckets = [Bucket.make(part, names, self._count_names) for ps in alike.values()
+                   for part in ([ps] if len(ps) >= FLAT_MIN_PARAMS else [[q] for q in ps])]
         self._buckets.append(buckets)
         for b in buckets:
             self.state.add(b)

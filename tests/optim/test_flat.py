@@ -9,10 +9,19 @@ import pytest
 import dlrun
 from dlrun import nn, optim
 from dlrun.engine.prims.reduce import sum_squares
+from dlrun.optim import optimizer as optimizer_module
 from tests.optim.test_optimizers import CASES
 
 SHAPES = [(3, 4), (4,), (2, 3, 2)]
 STEPS = 5
+
+
+@pytest.fixture(autouse=True)
+def _one_flat_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These three parameters share one flat bucket (a group that small would otherwise get a
+    bucket per parameter, which test_small_groups_update_per_parameter_with_the_same_bits
+    covers)."""
+    monkeypatch.setattr(optimizer_module, "FLAT_MIN_PARAMS", 1)
 SCALE = 1024.0  # a loss scale: the gradients arrive multiplied by it
 
 
@@ -199,3 +208,31 @@ def test_sum_squares_is_independent_of_layout_and_alignment(n: int, dtype: type)
     eager = sum_squares(t).item()
     static = dlrun.compile(lambda a: sum_squares(a.transpose(0, 1)))(t).item()
     assert eager == static == want
+
+
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_small_groups_update_per_parameter_with_the_same_bits(mode: str, monkeypatch) -> None:
+    """Below FLAT_MIN_PARAMS every parameter is its own bucket: the same numbers, no concat."""
+
+    def run(flat_min: int) -> tuple[list[np.ndarray], int]:
+        monkeypatch.setattr(optimizer_module, "FLAT_MIN_PARAMS", flat_min)
+        params = [nn.Parameter(dlrun.tensor(np.random.default_rng(i).standard_normal(s)))
+                  for i, s in enumerate(SHAPES)]
+        opt = optim.AdamW(params, lr=0.01, weight_decay=0.1)
+
+        def step(*gs):
+            for p, g in zip(params, gs, strict=True):
+                p.grad = g
+            opt.step(max_norm=0.5)
+            return params[0]
+
+        fn = dlrun.compile(step) if mode == "static" else step
+        for gs in _grads(7):
+            fn(*(dlrun.tensor(g) for g in gs))
+        return [p.numpy() for p in params], len(opt._buckets[0])
+
+    flat, one = run(1)
+    split, three = run(len(SHAPES) + 1)
+    assert (one, three) == (1, len(SHAPES))
+    for a, b in zip(flat, split, strict=True):
+        np.testing.assert_array_equal(a, b)
