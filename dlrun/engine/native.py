@@ -53,12 +53,9 @@ def ufunc(name: str, *xs: Any) -> Any:
         return None
     fn = _UFUNCS.get(name)
     if fn is None:
-        from dlrun.engine import vecmath
-
-        arity = len(xs)
-        sigs = [f"{t}({', '.join([t] * arity)})" for t in ("float32", "float64")]
+        sigs = [f"{t}({', '.join([t] * len(xs))})" for t in ("float32", "float64")]
         fn = _UFUNCS[name] = numba_module().vectorize(sigs, cache=True)(
-            getattr(vecmath, f"{name}_scalar"))
+            getattr(_vecmath(), f"{name}_scalar"))
     return fn
 
 

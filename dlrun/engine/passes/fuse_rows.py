@@ -86,7 +86,8 @@ def _grow(out: Node, by_id: dict[int, Node], users: dict[int, list[int]], taken:
 
 
 def fuse_rows(graph: Graph) -> tuple[Graph, dict[str, Any]]:
-    """Replace each row group (a reduction and at least two members) by one `fused_rows` node."""
+    """Replace each row group (two members or more, worth a kernel: see _worth) by one
+    `fused_rows` node."""
     by_id, users = graph.by_id(), graph.users()
     position = {n.id: k for k, n in enumerate(graph.nodes)}
     taken: set[int] = set()

@@ -57,11 +57,12 @@ def _hoist_forward(graph: Graph) -> tuple[Graph, int]:
     if not groups:
         return graph, 0
     next_id = graph.next_id()
+    position = {n.id: k for k, n in enumerate(graph.nodes)}
     first: dict[int, Node] = {}  # id of the first matmul of a group -> the hoisted GEMM
     rewrite: dict[int, Node] = {}
     for (x, w), members in groups.items():
         xs, ws = by_id[x].shape, by_id[w].shape
-        head = min(members, key=lambda m: graph.nodes.index(m))
+        head = min(members, key=lambda m: position[m.id])
         gemm = Node(next_id, "matmul", (x, w), {}, (*xs[:-1], ws[-1]), head.dtype, head.where)
         next_id += 1
         first[head.id] = gemm

@@ -12,32 +12,23 @@ runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from dlrun.engine.prims.registry import REGISTRY, Kind, primitive
+from dlrun.engine.prims.registry import REGISTRY, Aval, Kind, primitive, program_avals
 from dlrun.engine.prims.strides import like_elementwise
 from dlrun.engine.static import cpu_kernels, row_kernels
 
 Program = tuple[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]], ...]
 
 
-class _Aval:
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-
-
-def _fused_rule(*xs: Any, program: Program) -> tuple[tuple[int, ...], np.dtype]:
-    """The steps' own shape rules, applied one after another."""
-    acc = None
-    for op, refs, attrs in program:
-        ins = [acc if r < 0 else xs[r] for r in refs]
-        acc = _Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
-    return acc.shape, acc.dtype
+def _fused_rule(*xs: Any, program: Program, **_: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """The steps' own shape rules, applied one after another (chains and row groups alike)."""
+    result = program_avals(program, xs)[-1][1]
+    return result.shape, result.dtype
 
 
 @primitive("fused", Kind.FUSED, _fused_rule, differentiable=False, in_place=True,
@@ -54,17 +45,17 @@ def _fused_specialize(xp: Any, avals: Any, *, program: Program) -> Callable[...,
     if xp.__name__ != "numpy":
         return cuda_chain(xp, program, n)
     numpy_chain = _chain(xp, program, n, persistent=True)
-    if avals is None or not _as_kernel(program, _Aval(*_fused_rule(*avals, program=program))):
+    if avals is None or not _as_kernel(program, program_avals(program, avals)[-1][1]):
         return numpy_chain
     return cpu_kernels.chain_kernel(program, avals, numpy_chain) or numpy_chain
 
 
-def _as_kernel(program: Program, result: Any) -> bool:
+def _as_kernel(program: Program, result: Aval) -> bool:
     """Whether a NumPy plan runs the chain as a CPU kernel: Numba is there and the chain does
     enough work to pay for a kernel call (a few NumPy calls on a small array cost less). The two
     compute the same bits, so this only decides speed."""
-    size = int(np.prod(result.shape, dtype=np.int64)) if result is not None else 0
-    return cpu_kernels.available() and size * len(program) >= cpu_kernels.MIN_KERNEL_WORK
+    work = math.prod(result.shape) * len(program)
+    return cpu_kernels.available() and work >= cpu_kernels.MIN_KERNEL_WORK
 
 
 def chain_calls(program: Program, args: list[str], out: str | None, scratch: str,
@@ -165,15 +156,7 @@ def _run_rows(xp: Any, ext: tuple[Any, ...], program: Program) -> Any:
     return values[-1]
 
 
-def _rows_rule(*xs: Any, program: Program, width: int) -> tuple[tuple[int, ...], np.dtype]:
-    avals: list[_Aval] = []
-    for op, refs, attrs in program:
-        ins = [xs[r] if r >= 0 else avals[r] for r in refs]
-        avals.append(_Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs))))
-    return avals[-1].shape, avals[-1].dtype
-
-
-@primitive("fused_rows", Kind.FUSED, _rows_rule, differentiable=False, in_place=False)
+@primitive("fused_rows", Kind.FUSED, _fused_rule, differentiable=False, in_place=False)
 def fused_rows(xp, *ext, program, width, out=None):
     """Row groups on fresh arrays, one step at a time (interpreters; NumPy plans with Numba
     call the specialized row kernel, static/row_kernels.py)."""

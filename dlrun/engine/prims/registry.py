@@ -171,6 +171,26 @@ def _c_literal(value: Any) -> str:
     return str(value)
 
 
+class Aval:
+    """A value's shape and dtype: what shape rules read."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+
+def program_avals(program: tuple[Any, ...], inputs: tuple[Any, ...]
+                  ) -> list[tuple[list[Any], Aval]]:
+    """(the inputs, the result) of each step `(op, refs, attrs)` of a fused program, by the
+    steps' own shape rules: a ref >= 0 is `inputs[ref]`, a ref -k the result k steps back."""
+    steps: list[tuple[list[Any], Aval]] = []
+    for op, refs, attrs in program:
+        ins = [inputs[r] if r >= 0 else steps[r][1] for r in refs]
+        steps.append((ins, Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))))
+    return steps
+
+
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     """NumPy broadcasting of shapes, with an error that shows them."""
     try:

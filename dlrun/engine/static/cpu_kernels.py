@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.engine.native import available, numba_module
-from dlrun.engine.prims.registry import REGISTRY
+from dlrun.engine.prims.registry import REGISTRY, Aval, program_avals
 
 log = logging.getLogger("dlrun.kernels")
 
@@ -93,20 +93,12 @@ def describe() -> str:
     """One line for `dlrun info`: which kernels fused chains use."""
     numba = numba_module()
     if numba is None:
-        why = ("off (DLRUN_CPU_KERNELS=0)" if os.environ.get("DLRUN_CPU_KERNELS") == "0"
-               else "NumPy calls (Numba not installed: pip install 'dlrun[cpu-kernels]')")
-        return why
+        return ("off (DLRUN_CPU_KERNELS=0)" if os.environ.get("DLRUN_CPU_KERNELS") == "0"
+                else "NumPy calls (Numba not installed: pip install 'dlrun[cpu-kernels]')")
     return f"Numba {numba.__version__} kernels, cached in {kernel_cache_dir()}"
 
 
 # ----- rendering -------------------------------------------------------------------------------
-
-
-class Aval:
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
 
 
 def _literal(value: Any, dtype: np.dtype) -> str:
@@ -158,21 +150,16 @@ def render(program: tuple[Any, ...], avals: tuple[Any, ...],
     """The kernel's source (`def kernel(e0, ..., out)`) and its result's aval (`alias`: the
     input that is `out` itself, see _loop_nest)."""
     ext = [Aval(a.shape, a.dtype) for a in avals]
-    for a in ext:
+    steps = program_avals(program, tuple(ext))
+    for a in [*ext, *(out for _, out in steps)]:
         if a.dtype.name not in _DTYPES:
             raise KernelUnsupported(f"dtype {a.dtype.name}")
-    acc: Aval | None = None
-    body: list[str] = []
-    for k, (op, refs, attrs) in enumerate(program):
-        ins = [acc if r < 0 else ext[r] for r in refs]
-        out = Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
-        if out.dtype.name not in _DTYPES:
-            raise KernelUnsupported(f"dtype {out.dtype.name}")
-        args = [f"s{k - 1}" if r < 0 else f"x{r}" for r in refs]
+    body = []
+    for k, ((op, refs, attrs), (ins, out)) in enumerate(zip(program, steps, strict=True)):
+        args = [f"s{k + r}" if r < 0 else f"x{r}" for r in refs]
         body.append(f"s{k} = {_step_expr(op, args, dict(attrs), _computing_dtype(ins, out))}")
-        acc = out
-    assert acc is not None
-    return _loop_nest(ext, acc, body, alias), acc
+    result = steps[-1][1]
+    return _loop_nest(ext, result, body, alias), result
 
 
 def _loop_nest(ext: list[Aval], out: Aval, body: list[str], alias: int | None = None) -> str:
@@ -197,17 +184,17 @@ def _loop_nest(ext: list[Aval], out: Aval, body: list[str], alias: int | None = 
 
 # ----- compiling and the disk cache ------------------------------------------------------------
 
-_CHAIN_JIT = '@njit(cache=True, nogil=True, error_model="numpy")\n'
 _HEADER = ('"""A dlrun kernel generated from a fused chain (dlrun/engine/static/cpu_kernels.py)."""'
            "\nimport math\n\nimport numpy as np\nfrom numba import njit\n\n"
            "from dlrun.engine.vecmath import (  # noqa: F401\n"
-           "    erf, exp, item, log, pow, sqrt, tanh)\n\n\n")
+           "    erf, exp, item, log, pow, sqrt, tanh)\n\n\n"
+           '@njit(cache=True, nogil=True, error_model="numpy")\n')
 
 
-def module_source(kernel_source: str, jit: str = _CHAIN_JIT) -> tuple[str, str]:
+def module_source(kernel_source: str) -> tuple[str, str]:
     """(module text, its name): the kernel with its imports; named by the hash of the text."""
     numba = numba_module()
-    text = _HEADER + jit + kernel_source
+    text = _HEADER + kernel_source
     key = f"{FORMAT}\n{getattr(numba, '__version__', '')}\n{text}"
     return text, "k" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
@@ -251,10 +238,9 @@ def _signature(avals: list[Any], out: Aval) -> tuple[Any, ...]:
                  for a in [*avals, out])
 
 
-def _compile(kernel_source: str, avals: list[Any], out: Aval,
-             jit: str = _CHAIN_JIT) -> Callable[..., Any]:
+def _compile(kernel_source: str, avals: list[Any], out: Aval) -> Callable[..., Any]:
     """The compiled dispatcher: loaded from the disk cache when it holds this kernel."""
-    text, name = module_source(kernel_source, jit)
+    text, name = module_source(kernel_source)
     path = kernel_cache_dir() / f"{name}.py"
     _write_source(path, text)
     sig = _signature(avals, out)
@@ -288,17 +274,15 @@ def chain_kernel(program: tuple[Any, ...], avals: tuple[Any, ...] | None,
 
     def variant(k: int) -> Callable[..., Any] | None:
         try:
-            return _made(*render(program, avals, alias=k), avals, _CHAIN_JIT)
+            return _made(*render(program, avals, alias=k), avals)
         except Exception:  # the plain kernel computes the same, only slower
             return None
 
-    return make_kernel(lambda: render(program, avals), program, avals, fallback, _CHAIN_JIT,
-                       variant)
+    return make_kernel(lambda: render(program, avals), program, avals, fallback, variant)
 
 
 def make_kernel(render_fn: Callable[[], tuple[str, Aval]], program: tuple[Any, ...],
                 avals: tuple[Any, ...] | None, fallback: Callable[..., Any],
-                jit: str = _CHAIN_JIT,
                 variant: Callable[[int], Any] | None = None) -> Callable[..., Any] | None:
     """The kernel `render_fn` writes, compiled (or found) and wrapped as fn(*inputs, out=None);
     None when there is no Numba or it fails (see chain_kernel)."""
@@ -306,21 +290,21 @@ def make_kernel(render_fn: Callable[[], tuple[str, Aval]], program: tuple[Any, .
         return None
     try:
         source, out = render_fn()
-        kernel = _made(source, out, avals, jit)
+        kernel = _made(source, out, avals)
     except Exception as e:  # never crash a run over a kernel: the NumPy chain computes the same
         _fall_back(program, e)
         return None
     return _runner(kernel, out, program, fallback, variant)
 
 
-def _made(source: str, out: Aval, avals: tuple[Any, ...], jit: str) -> Callable[..., Any]:
+def _made(source: str, out: Aval, avals: tuple[Any, ...]) -> Callable[..., Any]:
     """The compiled kernel for `source`: made once per process (STATS counts the time)."""
     start = time.perf_counter()
     try:
-        key = (source, jit, tuple((len(a.shape), np.dtype(a.dtype).str) for a in avals))
+        key = (source, tuple((len(a.shape), np.dtype(a.dtype).str) for a in avals))
         kernel = _MADE.get(key)
         if kernel is None:
-            kernel = _MADE[key] = _compile(source, list(avals), out, jit)
+            kernel = _MADE[key] = _compile(source, list(avals), out)
         else:
             STATS.reused += 1
         return kernel

@@ -16,11 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from dlrun.engine.native import LANES
-from dlrun.engine.prims.registry import REGISTRY
+from dlrun.engine.prims.registry import REGISTRY, Aval, program_avals
 from dlrun.engine.static.cpu_kernels import (
-    _CHAIN_JIT,
     _DTYPES,
-    Aval,
     KernelUnsupported,
     _computing_dtype,
     _index,
@@ -35,19 +33,16 @@ class _Rows:
     def __init__(self, program: tuple[Any, ...], avals: tuple[Any, ...], width: int) -> None:
         self.program, self.width = program, width
         self.ext = [Aval(a.shape, a.dtype) for a in avals]
-        self.avals: list[Aval] = []
-        self.level: list[int] = []
-        for op, refs, attrs in program:
-            ins = [self.ext[r] if r >= 0 else self.avals[r] for r in refs]
-            out = Aval(*REGISTRY[op].shape_rule(*ins, **dict(attrs)))
-            for a in (*ins, out):
-                if a.dtype.name not in _DTYPES:
-                    raise KernelUnsupported(f"dtype {a.dtype.name}")
+        self.avals = [out for _, out in program_avals(program, tuple(self.ext))]
+        for a in (*self.ext, *self.avals):
+            if a.dtype.name not in _DTYPES:
+                raise KernelUnsupported(f"dtype {a.dtype.name}")
+        self.level: list[int] = []  # a reduction's pass waits for the passes its input needs
+        for op, refs, _ in program:
             deps = [self.level[r] for r in refs if r < 0]
-            bump = REGISTRY[op].row_reduce is not None
-            self.level.append(max(deps, default=0) + bump)
-            self.avals.append(out)
-        self.lead = self.avals[-1].shape[:len(self.avals[-1].shape) - self._tail(-1)]
+            self.level.append(max(deps, default=0) + (REGISTRY[op].row_reduce is not None))
+        last = len(program) - 1
+        self.lead = self.avals[last].shape[:len(self.avals[last].shape) - self._tail(last)]
 
     def value(self, j: int, ref: int) -> Aval:
         """What step j's input `ref` is (refs -k: the step k places back)."""
@@ -90,16 +85,13 @@ def _expr(rows: _Rows, j: int, names: list[str]) -> str:
             args.append(f"t{j + r}")
             continue
         ext = rows.ext[r]
-        ext_shape = ext.shape if len(ext.shape) != len(rows.lead) or op not in _ALIASES else (
-            *ext.shape, 1)
+        aliased = REGISTRY[op].same_order and len(ext.shape) == len(rows.lead)
+        ext_shape = (*ext.shape, 1) if aliased else ext.shape  # a lead-shaped row scalar
         args.append(f"e{r}[{_index(ext_shape, shape, names)}]" if ext_shape else f"item(e{r})")
     if REGISTRY[op].same_order:
         return args[0]
     ins = [rows.value(j, r) for r in refs]
     return _step_expr(op, args, dict(attrs), _computing_dtype(ins, out))
-
-
-_ALIASES = frozenset(n for n, p in REGISTRY.items() if p.same_order)
 
 
 def render_rows(program: tuple[Any, ...], avals: tuple[Any, ...],
@@ -190,5 +182,4 @@ def _combine(rows: _Rows, j: int, parts: list[str]) -> str:
 def rows_kernel(program: tuple[Any, ...], avals: tuple[Any, ...] | None, width: int,
                 fallback: Callable[..., Any]) -> Callable[..., Any] | None:
     """fn(*inputs, out=None) running the group as one row kernel, or None to keep NumPy."""
-    return make_kernel(lambda: render_rows(program, avals, width), program, avals, fallback,
-                       _CHAIN_JIT)
+    return make_kernel(lambda: render_rows(program, avals, width), program, avals, fallback)
