@@ -1,8 +1,9 @@
 """What a config's `optimizer`, `schedule` and `loss` names mean: three registries (OPTIMIZERS,
-SCHEDULES, LOSSES), each name with the function that builds it from its config section.
+SCHEDULES, LOSSES), each name with what builds it from its config section.
 
 The config schema takes its choices from here and the README's tables are checked against
-`markdown()`; a new optimizer is its class in dlrun/optim plus one entry here.
+`markdown()`. OPTIMIZERS holds the optimizer classes themselves (dlrun/optim/hyperparameters.py):
+a new optimizer is one decorated class in dlrun/optim whose signature is its config section.
 """
 
 from __future__ import annotations
@@ -14,48 +15,20 @@ from dlrun import functional as F
 from dlrun import optim
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
+from dlrun.optim.hyperparameters import OPTIMIZERS
 from dlrun.registry import Registry
 
 if TYPE_CHECKING:
-    from dlrun.config.schema import OptimizerConfig, ScheduleConfig
+    from dlrun.config.schema import ScheduleConfig
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "LOSSES", "LossFn"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-# (the optimizer section, the parameters or their groups) -> the optimizer
-OPTIMIZERS: Registry[Callable[[OptimizerConfig, list[Any]], optim.Optimizer]] = Registry(
-    "optimizer")
 # (the schedule section, the optimizer, the number of schedule steps) -> a scheduler or None
 SCHEDULES: Registry[Callable[[ScheduleConfig, optim.Optimizer, int], Any]] = Registry("schedule")
 # (the task, label smoothing) -> (outputs, targets) -> scalar loss
 LOSSES: Registry[Callable[[str, float], LossFn]] = Registry("loss")
-
-
-# --------------------------------------------------------------------------- optimizers
-
-
-@OPTIMIZERS.register("sgd", doc="SGD with `momentum`, `dampening`, `nesterov` (torch.optim.SGD)")
-def _sgd(o: OptimizerConfig, groups: list[Any]) -> optim.Optimizer:
-    return optim.SGD(groups, lr=o.lr, momentum=o.momentum, dampening=o.dampening,
-                     weight_decay=o.weight_decay, nesterov=o.nesterov)
-
-
-@OPTIMIZERS.register("adam", doc="Adam with `betas`, `eps`; L2 `weight_decay` (torch.optim.Adam)")
-def _adam(o: OptimizerConfig, groups: list[Any]) -> optim.Optimizer:
-    return optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                      weight_decay=o.weight_decay)
-
-
-@OPTIMIZERS.register("adamw", doc="Adam with decoupled `weight_decay` (torch.optim.AdamW)")
-def _adamw(o: OptimizerConfig, groups: list[Any]) -> optim.Optimizer:
-    return optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                       weight_decay=o.weight_decay)
-
-
-@OPTIMIZERS.register("rmsprop", doc="RMSprop with `alpha`, `eps`, `momentum` "
-                                    "(torch.optim.RMSprop)")
-def _rmsprop(o: OptimizerConfig, groups: list[Any]) -> optim.Optimizer:
-    return optim.RMSprop(groups, lr=o.lr, alpha=o.alpha, eps=o.eps,
-                         weight_decay=o.weight_decay, momentum=o.momentum)
 
 
 # --------------------------------------------------------------------------- schedules

@@ -54,6 +54,6 @@ def test_the_config_accepts_exactly_the_registered_names() -> None:
     for name in SCHEDULES:
         schedule = {"name": name, "milestones": [2]}
         assert validate_config({**base, "schedule": schedule}).schedule.name == name
-    with pytest.raises(ConfigError, match="'sgd', 'adam', 'adamw', 'rmsprop', got 'adamv'; did "
+    with pytest.raises(ConfigError, match="'adam', 'adamw', 'rmsprop', 'sgd', got 'adamv'; did "
                                           "you mean 'adam'"):
         validate_config({**base, "optimizer": {"name": "adamv"}})

@@ -11,7 +11,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from annotated_types import Ge, Gt, Le, Lt
+from annotated_types import Ge, GroupedMetadata, Gt, Le, Lt
 from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
@@ -146,7 +146,8 @@ def _bounded(info: FieldInfo | None, given: Any) -> str:
     base = _unwrap(info.annotation) if info is not None else None
     noun = "an integer" if base is int or (base is None and isinstance(given, int)) else "a number"
     lo = hi = None
-    for m in info.metadata if info is not None else ():
+    metadata = info.metadata if info is not None else ()
+    for m in (b for g in metadata for b in (g if isinstance(g, GroupedMetadata) else [g])):
         if isinstance(m, Gt):
             lo = ("(", m.gt)
         elif isinstance(m, Ge):

@@ -8,7 +8,7 @@ import copy
 import re
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     AliasChoices,
@@ -17,13 +17,17 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from dlrun.config.messages import did_you_mean, fail, show
 from dlrun.models import REGISTRY as MODELS
+from dlrun.optim.hyperparameters import HyperparameterError, hyperparameters
+from dlrun.optim.hyperparameters import check as check_hyperparameters
 from dlrun.optimization import LOSSES, OPTIMIZERS, SCHEDULES
+from dlrun.registry import Registry
 
 # --------------------------------------------------------------------------- field types
 
@@ -136,37 +140,72 @@ class LossConfig(_Section):
         return data
 
 
-class OptimizerConfig(_Section):
-    """`optimizer`: SGD, Adam, AdamW or RMSprop and their hyper-parameters.
+class _OptimizerSection(_Section):
+    """`optimizer`: the optimizer in `name` and its hyper-parameters.
 
-    `decay` says which parameters `weight_decay` applies to: `all`, or `matrices`: those with
-    at least 2 dimensions (weight matrices, embeddings, conv kernels) while biases and norm
-    scales are not decayed, nanoGPT's configure_optimizers (two parameter groups).
+    The keys besides `name`, `lr`, `weight_decay` and `decay` are the keyword arguments of the
+    optimizers' constructors (their defaults and bounds; None where two optimizers' defaults
+    differ, meaning the chosen one's own), see `optimizer_section`. `decay` says which
+    parameters `weight_decay` applies to: `all`, or `matrices`: those with at least 2
+    dimensions (weight matrices, embeddings, conv kernels) while biases and norm scales are not
+    decayed, nanoGPT's configure_optimizers (two parameter groups).
     """
 
-    name: Literal[OPTIMIZERS.names()] = "adam"  # type: ignore[valid-type]
+    name: str = "adam"  # one of the registry's optimizers (a Literal in the built model)
+    registry: ClassVar[Registry[Any]] = OPTIMIZERS
     lr: Float = Field(1e-3, gt=0)
-    momentum: Float = Field(0.0, ge=0)
-    nesterov: bool = False
-    dampening: Float = Field(0.0, ge=0)
     weight_decay: Float = Field(0.0, ge=0)
     decay: Literal["all", "matrices"] = "all"
-    betas: tuple[Float, Float] = (0.9, 0.999)
-    eps: Float = Field(1e-8, gt=0)
-    alpha: Float = Field(0.99, ge=0)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in v):
-            raise fail(f"expected two numbers in [0, 1), got {show(list(v))}")
-        return v
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> OptimizerConfig:
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise fail("", [("nesterov", "needs momentum > 0 and dampening 0")])
+    def _optimizer_accepts(self) -> _OptimizerSection:
+        try:
+            check_hyperparameters(self.registry[self.name], self.hyperparameters())
+        except HyperparameterError as e:
+            raise fail("", [(e.key, e.problem)]) from None
         return self
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The chosen optimizer's keyword arguments (None: its own default)."""
+        out = {}
+        for key in hyperparameters(self.registry[self.name]):
+            value = getattr(self, key, None)
+            if value is not None:
+                out[key] = tuple(value) if isinstance(value, list) else value
+        return out
+
+
+def _config_type(annotation: Any) -> Any:
+    """A constructor's annotation as a config field type: float -> Float, int -> Int (no bools
+    read as numbers), inside Annotated bounds and tuples too."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return typing.Annotated[(_config_type(args[0]), *args[1:])]
+    if origin is tuple:
+        return tuple[tuple(_config_type(a) for a in args)]
+    return {float: Float, int: Int}.get(annotation, annotation)
+
+
+def optimizer_section(registry: Registry[Any]) -> type[_OptimizerSection]:
+    """The `optimizer` section's model: `name` one of the registry's optimizers, and every
+    keyword their constructors take (lr, weight_decay: the config's own defaults)."""
+    fields: dict[str, Any] = {"name": (Literal[registry.names()], "adam")}
+    for name in registry:
+        for h in hyperparameters(registry[name]).values():
+            if h.name in _OptimizerSection.model_fields:
+                continue
+            kind = _config_type(h.annotation)
+            if h.name in fields and fields[h.name][1] != h.default:
+                fields[h.name] = (kind | None, None)
+            else:
+                fields.setdefault(h.name, (kind, h.default))
+    model = create_model("OptimizerConfig", __base__=_OptimizerSection,
+                         __doc__=_OptimizerSection.__doc__, __module__=__name__, **fields)
+    model.registry = registry
+    return model
+
+
+OptimizerConfig = optimizer_section(OPTIMIZERS)
 
 
 class ScheduleConfig(_Section):

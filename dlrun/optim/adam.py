@@ -7,9 +7,11 @@ from typing import Any
 
 from dlrun import functional as F
 from dlrun.engine.tensor import Tensor
+from dlrun.optim.hyperparameters import OPTIMIZERS, Betas, NonNegative
 from dlrun.optim.optimizer import Optimizer
 
 
+@OPTIMIZERS.register("adam", doc="Adam with `betas`, `eps`; L2 `weight_decay` (torch.optim.Adam)")
 class Adam(Optimizer):
     """Adam (Kingma & Ba), PyTorch's form.
 
@@ -23,17 +25,10 @@ class Adam(Optimizer):
 
     _decoupled = False
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False,
+    def __init__(self, params: Iterable[Any], lr: NonNegative = 1e-3,
+                 betas: Betas = (0.9, 0.999), eps: NonNegative = 1e-8,
+                 weight_decay: NonNegative = 0.0, amsgrad: bool = False,
                  maximize: bool = False) -> None:
-        if not 0.0 <= eps:
-            raise ValueError(f"invalid epsilon value: {eps}")
-        for i, b in enumerate(betas):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"invalid beta parameter at index {i}: {b}")
-        if weight_decay < 0.0:
-            raise ValueError(f"invalid weight_decay value: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize))
@@ -64,13 +59,14 @@ class Adam(Optimizer):
         return base - (m / denom) * (lr / bias1), new
 
 
+@OPTIMIZERS.register("adamw", doc="Adam with decoupled `weight_decay` (torch.optim.AdamW)")
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): p = p * (1 - lr * wd) first."""
 
     _decoupled = True
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False,
+    def __init__(self, params: Iterable[Any], lr: NonNegative = 1e-3,
+                 betas: Betas = (0.9, 0.999), eps: NonNegative = 1e-8,
+                 weight_decay: NonNegative = 1e-2, amsgrad: bool = False,
                  maximize: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)

@@ -29,6 +29,7 @@ from dlrun.engine.creation import full, zeros_like
 from dlrun.engine.prims.reduce import sum_squares
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import CheckpointError
+from dlrun.optim import hyperparameters
 from dlrun.optim.flat import Bucket, StateView
 
 
@@ -133,9 +134,11 @@ class Optimizer:
             self.state.add(b)
 
     def _validate(self, group: dict[str, Any]) -> None:
+        """Check a group's hyper-parameters against the bounds in the class's signature."""
         lr = group.get("lr")
         if not isinstance(lr, int | float) or isinstance(lr, bool) or lr < 0.0:
             raise ValueError(f"invalid learning rate: {lr!r}")
+        hyperparameters.check(type(self), group)
 
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The names of a parameter's state in PyTorch's order (override)."""

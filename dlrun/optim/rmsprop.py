@@ -7,9 +7,12 @@ from typing import Any
 
 from dlrun import functional as F
 from dlrun.engine.tensor import Tensor
+from dlrun.optim.hyperparameters import OPTIMIZERS, NonNegative
 from dlrun.optim.optimizer import Optimizer
 
 
+@OPTIMIZERS.register("rmsprop", doc="RMSprop with `alpha`, `eps`, `momentum` "
+                                    "(torch.optim.RMSprop)")
 class RMSprop(Optimizer):
     """PyTorch's RMSprop.
 
@@ -18,17 +21,10 @@ class RMSprop(Optimizer):
     b = momentum b + g / d and p = p - lr b, else p = p - lr g / d.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
-                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, maximize: bool = False) -> None:
-        if not 0.0 <= alpha:
-            raise ValueError(f"invalid alpha value: {alpha}")
-        if not 0.0 <= eps:
-            raise ValueError(f"invalid epsilon value: {eps}")
-        if momentum < 0.0:
-            raise ValueError(f"invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"invalid weight_decay value: {weight_decay}")
+    def __init__(self, params: Iterable[Any], lr: NonNegative = 1e-2, alpha: NonNegative = 0.99,
+                 eps: NonNegative = 1e-8, weight_decay: NonNegative = 0.0,
+                 momentum: NonNegative = 0.0, centered: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from dlrun import functional as F
 from dlrun.engine.tensor import Tensor
+from dlrun.optim.hyperparameters import OPTIMIZERS, HyperparameterError, NonNegative
 from dlrun.optim.optimizer import Optimizer
 
 
+@OPTIMIZERS.register("sgd", doc="SGD with `momentum`, `dampening`, `nesterov` (torch.optim.SGD)")
 class SGD(Optimizer):
     """PyTorch's SGD.
 
@@ -20,18 +22,19 @@ class SGD(Optimizer):
     exactly; with dampening a per-parameter step count turns (1 - dampening) into 1 on step one.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+    def __init__(self, params: Iterable[Any], lr: NonNegative = 1e-3,
+                 momentum: NonNegative = 0.0, dampening: NonNegative = 0.0,
+                 weight_decay: NonNegative = 0.0, nesterov: bool = False,
                  maximize: bool = False) -> None:
-        if momentum < 0.0:
-            raise ValueError(f"invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"invalid weight_decay value: {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize))
+
+    @staticmethod
+    def _check_hyperparameters(values: Any) -> None:
+        if values.get("nesterov") and (values.get("momentum", 0) <= 0
+                                       or values.get("dampening", 0) != 0):
+            raise HyperparameterError("nesterov", "needs momentum > 0 and dampening 0")
 
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         if group["momentum"] == 0.0:

@@ -135,7 +135,7 @@ def test_interval_bounds_and_integers(tmp_path: Path) -> None:
 def test_bad_enum_with_suggestion(tmp_path: Path) -> None:
     (line,) = errors_of(write(tmp_path, MINIMAL + "optimizer: {name: adma}\n"))
     assert line.endswith(
-        "optimizer.name: expected one of 'sgd', 'adam', 'adamw', 'rmsprop', got 'adma'; "
+        "optimizer.name: expected one of 'adam', 'adamw', 'rmsprop', 'sgd', got 'adma'; "
         "did you mean 'adam'?"
     )
 

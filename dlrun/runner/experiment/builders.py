@@ -21,7 +21,7 @@ def build_optimizer(cfg: ExperimentConfig, params: list[Tensor]) -> optim.Optimi
     groups: list[Any] = list({id(p): p for p in params}.values())  # tied weights once
     if o.decay == "matrices" and o.weight_decay > 0:
         groups = optim.decay_groups(groups, o.weight_decay)
-    return OPTIMIZERS[o.name](o, groups)
+    return OPTIMIZERS[o.name](groups, **o.hyperparameters())
 
 
 def build_scheduler(cfg: ExperimentConfig, opt: optim.Optimizer, total: int) -> Any:
