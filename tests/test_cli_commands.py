@@ -107,7 +107,7 @@ def test_graph_passes_the_passes_flag_and_checks_the_format(tiny_config) -> None
                                      "dot", "--set", "model.hidden=[4]"])
     assert result.exit_code == 0, result.output
     cfg, passes, world = graph.call_args.args
-    assert cfg.model.options()["hidden"] == [4] and passes is False and world is None
+    assert cfg.model.hidden == [4] and passes is False and world is None
     assert "digraph {}" in result.output
     bad = runner.invoke(app, ["graph", str(tiny_config()), "--format", "svg"])
     assert bad.exit_code == 1 and "--format: expected text or dot" in bad.output

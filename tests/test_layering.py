@@ -139,7 +139,8 @@ def test_config_does_not_import_the_runner() -> None:
 # Bottom to top; a module's layer is that of the longest prefix listed. `dlrun` itself (the
 # public facade, `import dlrun`) may be imported from anywhere above the engine.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("dlrun.errors", "dlrun.atomic", "dlrun.backend", "dlrun.config.messages", "dlrun.registry"),
+    ("dlrun.errors", "dlrun.atomic", "dlrun.backend", "dlrun.config.messages",
+     "dlrun.config.fields", "dlrun.registry"),
     ("dlrun.engine",),
     ("dlrun.functional", "dlrun.nn", "dlrun.optim", "dlrun.export"),
     ("dlrun.data", "dlrun.models", "dlrun.optimization", "dlrun.distributed"),

@@ -25,9 +25,21 @@ def fail(message: str, items: Sequence[tuple[str, str]] = ()) -> PydanticCustomE
 def explain(err: Mapping[str, Any], root: type[BaseModel], sections: Sequence[str]
             ) -> list[tuple[tuple[Any, ...], str]]:
     """Turn one pydantic error of a `root` model into `(loc, readable message)` pairs;
-    `sections` are the root's keys whose keys an unknown top-level key may belong to."""
+    `sections` are the root's keys whose keys an unknown top-level key may belong to.
+
+    The tag pydantic puts into the location of an error inside a discriminated union
+    (`model.mlp.hidden`) is left out: the user wrote `model.hidden`."""
+    tags = _tag_positions(root, tuple(err["loc"]))
+    return [(tuple(p for i, p in enumerate(loc) if i not in tags), message)
+            for loc, message in _explain(err, root, sections)]
+
+
+def _explain(err: Mapping[str, Any], root: type[BaseModel], sections: Sequence[str]
+             ) -> list[tuple[tuple[Any, ...], str]]:
     kind, loc, ctx = err["type"], tuple(err["loc"]), err.get("ctx") or {}
     given = err.get("input")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return [_union_tag(kind, loc, ctx)]
     if kind == "dlrun":
         if ctx.get("items"):
             return [(loc + (key,), msg) for key, msg in ctx["items"]]
@@ -85,11 +97,44 @@ _PHRASES = {
 _BOUNDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
+def _union_tag(kind: str, loc: tuple[Any, ...], ctx: Mapping[str, Any]
+               ) -> tuple[tuple[Any, ...], str]:
+    """The error of a discriminated union's tag (`model.type`): missing, or not a choice."""
+    key = str(ctx.get("discriminator", "type")).strip("'")
+    if kind == "union_tag_not_found":
+        return loc + (key,), "missing (required)"
+    choices = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+    tag = ctx.get("tag")
+    listed = ", ".join(repr(c) for c in choices)
+    return loc + (key,), f"expected one of {listed}, got {show(tag)}{did_you_mean(tag, choices)}"
+
+
+def _members(info: FieldInfo | None) -> dict[str, Any]:
+    """A discriminated union field's members by tag ({} for any other field)."""
+    if info is None or not isinstance(info.discriminator, str):
+        return {}
+    out = {}
+    for member in typing.get_args(_unwrap(info.annotation)):
+        tag = member.model_fields.get(info.discriminator)
+        for value in typing.get_args(tag.annotation) if tag is not None else ():
+            out[value] = member
+    return out
+
+
+def _tag_positions(root: type[BaseModel], loc: tuple[Any, ...]) -> set[int]:
+    """Which parts of an error location are the tags of discriminated unions."""
+    return {i for i in range(1, len(loc)) if loc[i] in _members(_field_at(root, loc[:i]))}
+
+
 def _field_at(root: type[BaseModel], loc: tuple[Any, ...]) -> FieldInfo | None:
     """The FieldInfo (or element annotation, wrapped) that a pydantic error location points at."""
     current: Any = root
     info: FieldInfo | None = None
     for part in loc:
+        member = _members(info).get(part) if isinstance(part, str) else None
+        if member is not None:  # a discriminated union's tag: step into that member
+            current, info = member, FieldInfo.from_annotation(member)
+            continue
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             info = current.model_fields.get(str(part)) or _field_by_alias(current, str(part))
@@ -146,7 +191,7 @@ def _bounded(info: FieldInfo | None, given: Any) -> str:
     base = _unwrap(info.annotation) if info is not None else None
     noun = "an integer" if base is int or (base is None and isinstance(given, int)) else "a number"
     lo = hi = None
-    metadata = info.metadata if info is not None else ()
+    metadata = [*info.metadata, *_annotated(info.annotation)] if info is not None else []
     for m in (b for g in metadata for b in (g if isinstance(g, GroupedMetadata) else [g])):
         if isinstance(m, Gt):
             lo = ("(", m.gt)
@@ -163,6 +208,23 @@ def _bounded(info: FieldInfo | None, given: Any) -> str:
     if hi:
         return f"{noun} {'<' if hi[0] == ')' else '<='} {num(hi[1])}"
     return noun
+
+
+def _annotated(tp: Any) -> list[Any]:
+    """The Annotated metadata inside a type (through `X | None`)."""
+    out: list[Any] = []
+    while True:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is typing.Annotated:
+            out += args[1:]
+            tp = args[0]
+        elif origin in (typing.Union, types.UnionType):
+            rest = [a for a in args if a is not type(None)]
+            if len(rest) != 1:
+                return out
+            tp = rest[0]
+        else:
+            return out
 
 
 def _length_bounds(info: FieldInfo | None) -> tuple[int | str, int | str]:
@@ -192,8 +254,9 @@ def _unknown_key(root: type[BaseModel], sections: Sequence[str], loc: tuple[Any,
 
 
 def _section_fields(root: type[BaseModel], section: str) -> list[str]:
-    tp = _unwrap(root.model_fields[section].annotation)
-    return list(tp.model_fields)
+    info = root.model_fields[section]
+    members = list(_members(info).values()) or [_unwrap(info.annotation)]
+    return list(dict.fromkeys(key for m in members for key in m.model_fields))
 
 
 def did_you_mean(word: str, choices: Iterable[Any], prefix: str = "") -> str:

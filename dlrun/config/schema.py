@@ -4,7 +4,6 @@ them. Sections given as `null` take their defaults; `loss: mse` is short for `{n
 
 from __future__ import annotations
 
-import copy
 import re
 import typing
 from collections.abc import Mapping
@@ -12,9 +11,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationInfo,
     create_model,
@@ -22,8 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from dlrun.config.fields import Float, Int, Section
 from dlrun.config.messages import did_you_mean, fail, show
-from dlrun.models import REGISTRY as MODELS
+from dlrun.models import ModelConfig  # the families' sections, chosen by `type`
 from dlrun.optim.hyperparameters import HyperparameterError, hyperparameters
 from dlrun.optim.hyperparameters import check as check_hyperparameters
 from dlrun.optimization import LOSSES, OPTIMIZERS, SCHEDULES
@@ -32,30 +29,13 @@ from dlrun.registry import Registry
 # --------------------------------------------------------------------------- field types
 
 
-def _no_bool(expected: str) -> Any:
-    def check(v: Any) -> Any:
-        # pydantic's lax mode reads true/false as 1/0; in a config that is always a mistake.
-        if isinstance(v, bool):
-            raise fail(f"expected {expected}, got {show(v)}")
-        return v
-
-    return BeforeValidator(check)
-
-
-Int = typing.Annotated[int, _no_bool("an integer")]
-Float = typing.Annotated[float, _no_bool("a number")]
-_SECTION = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 _DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
-
-
-class _Section(BaseModel):
-    model_config = _SECTION
 
 
 # --------------------------------------------------------------------------- the schema
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """`data`: which dataset, where its files are, the validation split and builder options."""
 
     name: str
@@ -106,23 +86,7 @@ class DataConfig(_Section):
         return v
 
 
-class ModelConfig(BaseModel):
-    """`model`: the family in `type`; family-specific keys are checked by the model builders."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    type: Literal[MODELS.names()]  # type: ignore[valid-type]
-
-    def options(self) -> dict[str, Any]:
-        """The family-specific keys (everything but `type`) as a plain dict (a deep copy)."""
-        return copy.deepcopy(dict(self.model_extra or {}))
-
-    def as_dict(self) -> dict[str, Any]:
-        """`{"type": ..., **options()}`: the section as `dlrun.models.build_model` takes it."""
-        return {"type": self.type, **self.options()}
-
-
-class LossConfig(_Section):
+class LossConfig(Section):
     """`loss`: the loss function (None: chosen from the task) and its options."""
 
     name: Literal[LOSSES.names()] | None = None  # type: ignore[valid-type]
@@ -140,7 +104,7 @@ class LossConfig(_Section):
         return data
 
 
-class _OptimizerSection(_Section):
+class _OptimizerSection(Section):
     """`optimizer`: the optimizer in `name` and its hyper-parameters.
 
     The keys besides `name`, `lr`, `weight_decay` and `decay` are the keyword arguments of the
@@ -208,7 +172,7 @@ def optimizer_section(registry: Registry[Any]) -> type[_OptimizerSection]:
 OptimizerConfig = optimizer_section(OPTIMIZERS)
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     """`schedule`: the learning-rate schedule, stepped per epoch or per step, after warm-up.
 
     Warm-up is nanoGPT's: lr * (k + 1) / (warmup_steps + 1) at step (or epoch) k. `cosine`
@@ -256,7 +220,7 @@ class ScheduleConfig(_Section):
         return self
 
 
-class EarlyStopping(_Section):
+class EarlyStopping(Section):
     """`train.early_stopping`: stop when `metric` has not improved for `patience` evaluations."""
 
     metric: str = "val_loss"
@@ -265,7 +229,7 @@ class EarlyStopping(_Section):
     min_delta: Float = Field(0.0, ge=0)
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """`train`: length, batching, clipping, evaluation, early stopping and checkpoint frequency.
 
     `sampling`: `permutation` (every sample once per epoch, shuffled when `shuffle`) or
@@ -301,7 +265,7 @@ class TrainConfig(_Section):
         return None if v is False else v
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     """`logging`: where runs go, how often steps are logged, whether plots and TensorBoard
     event files (the optional tensorboardX) are written."""
 
@@ -311,7 +275,7 @@ class LoggingConfig(_Section):
     tensorboard: bool = False
 
 
-class DistributedConfig(_Section):
+class DistributedConfig(Section):
     """`distributed`: how the workers of `dlrun train --nproc N` (or of an `mpiexec` launch)
     sum their gradients: `auto` is NCCL on CUDA devices and MPI on CPUs."""
 
@@ -326,7 +290,7 @@ SECTIONS = ("data", "model", "loss", "optimizer", "schedule", "train", "logging"
 # key and that the task logs the metric (both need the rest of the config and the dataset).
 
 
-class SweepParameter(_Section):
+class SweepParameter(Section):
     """One searched key: a range (`uniform`, `loguniform`, `int`), `choice` among `categories`,
     or explicit `values` (a grid axis for `sampler: grid`, a choice for the other samplers)."""
 
@@ -368,7 +332,7 @@ class SweepParameter(_Section):
             raise fail("", [("step", "cannot be combined with a log scale")])
 
 
-class SweepPruner(_Section):
+class SweepPruner(Section):
     """`sweep.pruner`: `none`, `median` or `hyperband` (a bare name is short for `{name: ...}`);
     a pruned trial stops at an evaluation where it is worse than its peers (Optuna's pruners).
     `startup_trials` and `warmup_evals` are the median pruner's n_startup_trials and
@@ -386,7 +350,7 @@ class SweepPruner(_Section):
         return {"name": data} if isinstance(data, str) else data
 
 
-class SweepConfig(_Section):
+class SweepConfig(Section):
     """`sweep`: the metric and goal, how many trials, the sampler, the pruner and the searched
     keys (dotted config keys such as `optimizer.lr`). `trials` defaults to 20, or to every
     combination with `sampler: grid`."""
@@ -437,7 +401,7 @@ class SweepConfig(_Section):
 
 
 
-class ExperimentConfig(_Section):
+class ExperimentConfig(Section):
     """A whole experiment: the top-level keys and one model per section."""
 
     name: str = "experiment"

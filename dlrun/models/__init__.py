@@ -15,45 +15,62 @@ key path (`model.hidden: ...`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Union
 
+from pydantic import Field, ValidationError, create_model
+
+from dlrun.config.messages import dotted, explain
 from dlrun.errors import ConfigError
 from dlrun.models._meta import DataMeta
-from dlrun.models.cnn import CNN, build_cnn
-from dlrun.models.gpt import GPT, GPTConfig, build_gpt
-from dlrun.models.linear import LinearModel, build_linear
-from dlrun.models.mlp import build_mlp
-from dlrun.models.rnn import LanguageModel, SequenceModel, build_recurrent
+from dlrun.models.cnn import CNN, CNNSection
+from dlrun.models.gpt import GPT, GPTConfig, GPTSection
+from dlrun.models.linear import LinearModel, LinearSection
+from dlrun.models.mlp import MLPSection
+from dlrun.models.rnn import LanguageModel, RecurrentSection, RNNSection, SequenceModel
+from dlrun.models.section import ModelSection
 from dlrun.nn import Module
 from dlrun.registry import Registry
 
-Builder = Callable[[Mapping[str, Any], DataMeta, str], Module]
-
-# The model families a config's `model.type` names: (section, data, key path) -> model.
-REGISTRY: Registry[Builder] = Registry("model type")
-REGISTRY.add("linear", build_linear, "one Linear layer: linear or softmax regression (`bias`)")
-REGISTRY.add("mlp", build_mlp, "Linear layers with `hidden` sizes, `activation`, `dropout`")
-REGISTRY.add("cnn", build_cnn, "conv blocks (`channels`, `kernel_size`, `padding`, `pool`, "
+# The model families a config's `model.type` names, each with its section (keys and builder).
+REGISTRY: Registry[type[ModelSection]] = Registry("model type")
+REGISTRY.add("linear", LinearSection, "one Linear layer: linear or softmax regression (`bias`)")
+REGISTRY.add("mlp", MLPSection, "Linear layers with `hidden` sizes, `activation`, `dropout`")
+REGISTRY.add("cnn", CNNSection, "conv blocks (`channels`, `kernel_size`, `padding`, `pool`, "
              "`batch_norm`), then `hidden` Linear layers, `dropout`")
-for _kind in ("rnn", "lstm", "gru"):
-    REGISTRY.add(_kind, build_recurrent, f"{_kind.upper()} layers (`hidden_size`, `num_layers`, "
+for _kind, _section in (("rnn", RNNSection), ("lstm", RecurrentSection),
+                        ("gru", RecurrentSection)):
+    REGISTRY.add(_kind, _section, f"{_kind.upper()} layers (`hidden_size`, `num_layers`, "
                  "`dropout`, `embedding_dim` for tokens) and a Linear head")
-del _kind
-REGISTRY.add("gpt", build_gpt, "nanoGPT's decoder-only transformer, language models only "
+del _kind, _section
+REGISTRY.add("gpt", GPTSection, "nanoGPT's decoder-only transformer, language models only "
              "(`n_layer`, `n_head`, `n_embd`, `block_size`, `dropout`, `bias`, `tie_weights`)")
 _TOKEN_FAMILIES = ("rnn", "lstm", "gru")  # read token ids for any task
 _LANGUAGE_MODELS = (*_TOKEN_FAMILIES, "gpt")  # model a language (gpt does only that)
 
+# The `model` section: one family's section, chosen by `type` (a discriminated union).
+ModelConfig = Annotated[Union[tuple(dict.fromkeys(REGISTRY[k] for k in REGISTRY))],  # noqa: UP007
+                        Field(discriminator="type")]
+_ROOT = create_model("Model", model=(ModelConfig, ...))
 
-def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "model") -> Module:
+
+def parse_model_section(cfg: Mapping[str, Any], path: str = "model") -> ModelSection:
+    """Validate a model section given as a mapping; ConfigError with a line per problem."""
+    try:
+        return _ROOT.model_validate({"model": dict(cfg)}).model
+    except ValidationError as e:
+        lines = [f"{path}{dotted(loc)[len('model'):]}: {message}" for err in e.errors()
+                 for loc, message in explain(err, _ROOT, ())]
+        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+
+
+def build_model(cfg: Mapping[str, Any] | ModelSection, meta: Mapping[str, Any],
+                path: str = "model") -> Module:
     """Build the model that `cfg` (a config section) describes for data described by `meta`."""
-    if not isinstance(cfg, Mapping):
+    if not isinstance(cfg, ModelSection | Mapping):
         raise ConfigError(f"{path}: expected a mapping, got {type(cfg).__name__}")
-    kind = cfg.get("type")
-    if kind not in REGISTRY:
-        what = "missing (required)" if kind is None else f"unknown model type {kind!r}"
-        raise ConfigError(f"{path}.type: {what}; expected one of {', '.join(REGISTRY)}")
+    section = cfg if isinstance(cfg, ModelSection) else parse_model_section(cfg, path)
+    kind = section.type
     data = DataMeta.parse(meta, path)
     if kind not in _LANGUAGE_MODELS and data.task == "language_model":
         raise ConfigError(f"{path}.type: {kind!r} cannot model language; use one of "
@@ -61,8 +78,8 @@ def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "mo
     if kind not in _LANGUAGE_MODELS and data.vocab_size is not None:
         raise ConfigError(f"{path}.type: {kind!r} cannot read token ids; use one of "
                           f"{', '.join(_TOKEN_FAMILIES)}")
-    return REGISTRY[kind](cfg, data, path)
+    return section.build(data, path)
 
 
-__all__ = ["build_model", "REGISTRY", "DataMeta", "LinearModel", "CNN", "SequenceModel",
-           "LanguageModel", "GPT", "GPTConfig"]
+__all__ = ["build_model", "parse_model_section", "REGISTRY", "ModelConfig", "ModelSection",
+           "DataMeta", "LinearModel", "CNN", "SequenceModel", "LanguageModel", "GPT", "GPTConfig"]

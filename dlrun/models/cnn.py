@@ -7,21 +7,22 @@ spatial size through the stack and rejects a stack that shrinks the input to not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field
 
 from dlrun import functional as F
+from dlrun.config.fields import Bool, PositiveInt, Probability
+from dlrun.config.messages import fail, show
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
 from dlrun.models._meta import DataMeta
-from dlrun.models._section import Section
-from dlrun.models.mlp import ACTIVATIONS, mlp_layers
+from dlrun.models.mlp import ACTIVATIONS, Activation, mlp_layers
+from dlrun.models.section import ModelSection
 from dlrun.nn import AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, Module, Sequential
 
 MONOTONE = ("relu", "tanh", "sigmoid")  # non-decreasing: max(f(x)) == f(max(x))
 
-KEYS = {"type", "channels", "kernel_size", "padding", "pool", "pool_type", "hidden", "activation",
-        "dropout", "batch_norm"}
 
 
 class CNN(Module):
@@ -40,35 +41,48 @@ class CNN(Module):
         return self.classifier(self.flatten(self.features(x)))
 
 
-def _per_layer(s: Section, name: str, default: Any, n: int) -> list[Any]:
-    v = s.cfg.get(name, default)
-    if isinstance(v, list | tuple):
+def _per_layer(path: str, name: str, v: Any, n: int) -> list[Any]:
+    """A value for every conv layer: a list of n, or one value for all."""
+    if isinstance(v, list):
         if len(v) != n:
-            raise ConfigError(
-                f"{s.key(name)}: expected one value per conv layer ({n}), got {len(v)} values"
-            )
+            raise ConfigError(f"{path}.{name}: expected one value per conv layer ({n}), got "
+                              f"{len(v)} values")
         return list(v)
     return [v] * n
 
 
-def _padding(s: Section, values: list[Any], kernels: list[int]) -> list[int]:
+def _padding(path: str, values: list[Any], kernels: list[int]) -> list[int]:
     out = []
     for v, k in zip(values, kernels, strict=True):
-        if v == "valid":
-            v = 0
-        elif v == "same":
-            if k % 2 == 0:
-                raise ConfigError(f"{s.key('padding')}: 'same' needs an odd kernel_size, got {k}")
-            v = k // 2
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ConfigError(
-                f"{s.key('padding')}: expected an int >= 0, 'same' or 'valid', got {v!r}"
-            )
-        out.append(v)
+        if v == "same" and k % 2 == 0:
+            raise ConfigError(f"{path}.padding: 'same' needs an odd kernel_size, got {k}")
+        out.append(k // 2 if v == "same" else 0 if v == "valid" else v)
     return out
 
 
-def _conv_block(s: Section, i: int, layer: tuple[int, int, int, int, int],
+def _each(ok: Any, expected: str) -> BeforeValidator:
+    """A field check: one value or a list of them, each passing `ok`; one message otherwise."""
+    def check(v: Any) -> Any:
+        items = v if isinstance(v, list) else [v]
+        if not items or not all(ok(x) for x in items):
+            raise fail(f"expected {expected} (or a list of them, one per conv layer), "
+                       f"got {show(v)}")
+        return v
+    return BeforeValidator(check)
+
+
+# keys that take one value for every conv layer, or a list of them
+Kernels = Annotated[Any, _each(lambda k: _is_int(k, 1), "a positive int")]
+Paddings = Annotated[Any, _each(lambda p: _is_int(p, 0) or p in ("same", "valid"),
+                                "an int >= 0, 'same' or 'valid'")]
+Pools = Annotated[Any, _each(lambda k: _is_int(k, 1), "a positive int (1 = no pooling)")]
+
+
+def _is_int(x: Any, low: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+
+def _conv_block(path: str, i: int, layer: tuple[int, int, int, int, int],
                 size: tuple[int, int], image: tuple[int, int], pool_cls: type,
                 activation: str, batch_norm: bool) -> tuple[list[Module], tuple[int, int]]:
     """Conv layer i (in, out channels, kernel, padding, pool) on a `size` map: its modules and
@@ -78,7 +92,7 @@ def _conv_block(s: Section, i: int, layer: tuple[int, int, int, int, int],
     out = (size[0] + 2 * p - k + 1, size[1] + 2 * p - k + 1)
     if min(out) < 1:
         raise ConfigError(
-            f"{s.key('channels')}: conv layer {i + 1} (kernel_size {k}, padding {p}) gets a "
+            f"{path}.channels: conv layer {i + 1} (kernel_size {k}, padding {p}) gets a "
             f"{size[0]}x{size[1]} input from a {h}x{w} image and would leave "
             f"{out[0]}x{out[1]}; use a smaller kernel_size, more padding or fewer layers"
         )
@@ -95,7 +109,7 @@ def _conv_block(s: Section, i: int, layer: tuple[int, int, int, int, int],
         pooled = (out[0] // pool, out[1] // pool)
         if min(pooled) < 1:
             raise ConfigError(
-                f"{s.key('pool')}: pooling {pool}x{pool} after conv layer {i + 1} gets a "
+                f"{path}.pool: pooling {pool}x{pool} after conv layer {i + 1} gets a "
                 f"{out[0]}x{out[1]} map (from a {h}x{w} image) and would leave nothing; "
                 "use a smaller pool or fewer layers"
             )
@@ -106,40 +120,39 @@ def _conv_block(s: Section, i: int, layer: tuple[int, int, int, int, int],
     return blocks, out
 
 
-def build_cnn(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
-    s = Section(cfg, path, KEYS)
-    shape = meta.input_shape
-    if len(shape) not in (2, 3):
-        raise ConfigError(
-            f"{path}.type: a cnn needs image inputs (H, W) or (C, H, W), but the dataset's input "
-            f"shape is {shape}"
-        )
-    in_ch, h, w = (1, *shape) if len(shape) == 2 else shape
-    channels = s.int_list("channels", [6, 16], allow_empty=False)
-    n = len(channels)
-    kernels = _per_layer(s, "kernel_size", 5, n)
-    for k in kernels:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ConfigError(f"{s.key('kernel_size')}: expected a positive int, got {k!r}")
-    pads = _padding(s, _per_layer(s, "padding", 0, n), kernels)
-    pools = _per_layer(s, "pool", 2, n)
-    for p in pools:
-        if not isinstance(p, int) or isinstance(p, bool) or p < 1:
-            raise ConfigError(f"{s.key('pool')}: expected a positive int (1 = no pooling), "
-                              f"got {p!r}")
-    pool_cls = MaxPool2d if s.choice("pool_type", ["max", "avg"], "max") == "max" else AvgPool2d
-    activation = s.choice("activation", list(ACTIVATIONS), "relu")
-    batch_norm = s.bool("batch_norm", False)
-    hidden = s.int_list("hidden", [120, 84])
-    dropout = s.float("dropout", 0.0, 0.0, 1.0, high_open=True)
+class CNNSection(ModelSection):
+    """`type: cnn`: conv blocks (`channels`, `kernel_size`, `padding`, `pool`, `batch_norm`),
+    then `hidden` Linear layers; kernel_size, padding and pool take one value or one per layer."""
 
-    blocks: list[Module] = []
-    size, prev = (h, w), in_ch
-    for i, (c, k, p, pool) in enumerate(zip(channels, kernels, pads, pools, strict=True)):
-        block, size = _conv_block(s, i, (prev, c, k, p, pool), size, (h, w), pool_cls,
-                                  activation, batch_norm)
-        blocks += block
-        prev = c
-    flat = prev * size[0] * size[1]
-    head = mlp_layers(flat, hidden, meta.out_features, activation, dropout)
-    return CNN(Sequential(*blocks), Sequential(*head), add_channel=len(shape) == 2)
+    type: Literal["cnn"] = "cnn"
+    channels: list[PositiveInt] = Field([6, 16], min_length=1)
+    kernel_size: Kernels = 5
+    padding: Paddings = 0
+    pool: Pools = 2
+    pool_type: Literal["max", "avg"] = "max"
+    activation: Activation = "relu"
+    batch_norm: Bool = False
+    hidden: list[PositiveInt] = [120, 84]
+    dropout: Probability = 0.0
+
+    def build(self, data: DataMeta, path: str) -> Module:
+        shape = data.input_shape
+        if len(shape) not in (2, 3):
+            raise ConfigError(f"{path}.type: a cnn needs image inputs (H, W) or (C, H, W), but "
+                              f"the dataset's input shape is {shape}")
+        in_ch, h, w = (1, *shape) if len(shape) == 2 else shape
+        n = len(self.channels)
+        kernels = _per_layer(path, "kernel_size", self.kernel_size, n)
+        pads = _padding(path, _per_layer(path, "padding", self.padding, n), kernels)
+        pools = _per_layer(path, "pool", self.pool, n)
+        pool_cls = MaxPool2d if self.pool_type == "max" else AvgPool2d
+        blocks: list[Module] = []
+        size, prev = (h, w), in_ch
+        for i, layer in enumerate(zip(self.channels, kernels, pads, pools, strict=True)):
+            block, size = _conv_block(path, i, (prev, *layer), size, (h, w), pool_cls,
+                                      self.activation, self.batch_norm)
+            blocks += block
+            prev = layer[0]
+        head = mlp_layers(prev * size[0] * size[1], self.hidden, data.out_features,
+                          self.activation, self.dropout)
+        return CNN(Sequential(*blocks), Sequential(*head), add_channel=len(shape) == 2)

@@ -21,15 +21,15 @@ the other language models (flatten to (B*T, vocab_size) for cross_entropy).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from dlrun import functional as F
+from dlrun.config.fields import Bool, PositiveInt, Probability
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
 from dlrun.models._meta import DataMeta
-from dlrun.models._section import Section
+from dlrun.models.section import ModelSection
 from dlrun.nn import (
     GELU,
     Dropout,
@@ -42,8 +42,6 @@ from dlrun.nn import (
     init,
 )
 
-KEYS = {"type", "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "tie_weights"}
-
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -55,8 +53,8 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    bias: bool = True  # biases in the Linears and LayerNorms
-    tie_weights: bool = True  # lm_head.weight is transformer.wte.weight
+    bias: Bool = True  # biases in the Linears and LayerNorms
+    tie_weights: Bool = True  # lm_head.weight is transformer.wte.weight
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -234,29 +232,38 @@ class GPT(Module):
         return generate(self, prompt, max_new_tokens, **options)
 
 
-def build_gpt(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
-    s = Section(cfg, path, KEYS)
-    if meta.task != "language_model" or meta.vocab_size is None:
-        data = ("floats" if meta.vocab_size is None else "token ids") + f" for {meta.task}"
-        raise ConfigError(f"{path}.type: 'gpt' is a language model and needs token data (a "
-                          f"language_model dataset with a vocab_size); this dataset gives {data}")
-    if len(meta.input_shape) != 1:
-        raise ConfigError(f"{path}.type: token inputs must have shape (T,), the dataset gives "
-                          f"{meta.input_shape}")
-    seq_len = meta.input_shape[0]
-    n_layer = s.int("n_layer", 4)
-    n_head = s.int("n_head", 4)
-    n_embd = s.int("n_embd", 128)
-    if n_embd % n_head:
-        raise ConfigError(f"{s.key('n_embd')}: {n_embd} is not divisible by {s.key('n_head')}: "
-                          f"{n_head}")
-    block_size = s.int("block_size", seq_len)
-    if block_size < seq_len:
-        raise ConfigError(f"{s.key('block_size')}: {block_size} is shorter than the data's "
-                          f"seq_len {seq_len}; use a block_size >= {seq_len} (or leave it out)")
-    dropout = s.float("dropout", 0.0, 0.0, 1.0, high_open=True)
-    bias = s.bool("bias", True)
-    tie = s.bool("tie_weights", True)
-    return GPT(GPTConfig(block_size=block_size, vocab_size=meta.out_features, n_layer=n_layer,
-                         n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias,
-                         tie_weights=tie))
+class GPTSection(ModelSection):
+    """`type: gpt`: nanoGPT's decoder-only transformer, language models only (`n_layer`,
+    `n_head`, `n_embd`, `block_size` (default: the data's seq_len), `dropout`, `bias`,
+    `tie_weights`)."""
+
+    type: Literal["gpt"] = "gpt"
+    n_layer: PositiveInt = 4
+    n_head: PositiveInt = 4
+    n_embd: PositiveInt = 128
+    block_size: PositiveInt | None = None
+    dropout: Probability = 0.0
+    bias: Bool = True
+    tie_weights: Bool = True
+
+    def build(self, data: DataMeta, path: str) -> Module:
+        if data.task != "language_model" or data.vocab_size is None:
+            given = ("floats" if data.vocab_size is None else "token ids") + f" for {data.task}"
+            raise ConfigError(f"{path}.type: 'gpt' is a language model and needs token data (a "
+                              "language_model dataset with a vocab_size); this dataset gives "
+                              f"{given}")
+        if len(data.input_shape) != 1:
+            raise ConfigError(f"{path}.type: token inputs must have shape (T,), the dataset "
+                              f"gives {data.input_shape}")
+        seq_len = data.input_shape[0]
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"{path}.n_embd: {self.n_embd} is not divisible by "
+                              f"{path}.n_head: {self.n_head}")
+        block_size = self.block_size or seq_len
+        if block_size < seq_len:
+            raise ConfigError(f"{path}.block_size: {block_size} is shorter than the data's "
+                              f"seq_len {seq_len}; use a block_size >= {seq_len} (or leave it "
+                              "out)")
+        return GPT(GPTConfig(block_size=block_size, vocab_size=data.out_features,
+                             n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                             dropout=self.dropout, bias=self.bias, tie_weights=self.tie_weights))

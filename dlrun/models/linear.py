@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from typing import Literal
 
+from dlrun.config.fields import Bool
 from dlrun.engine.tensor import Tensor
 from dlrun.models._meta import DataMeta
-from dlrun.models._section import Section
+from dlrun.models.section import ModelSection
 from dlrun.nn import Flatten, Linear, Module
 
 
@@ -24,6 +24,11 @@ class LinearModel(Module):
         return self.linear(self.flatten(x))
 
 
-def build_linear(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
-    s = Section(cfg, path, {"type", "bias"})
-    return LinearModel(math.prod(meta.input_shape), meta.out_features, s.bool("bias", True))
+class LinearSection(ModelSection):
+    """`type: linear`: one Linear layer: linear or softmax regression."""
+
+    type: Literal["linear"] = "linear"
+    bias: Bool = True
+
+    def build(self, data: DataMeta, path: str) -> Module:
+        return LinearModel(math.prod(data.input_shape), data.out_features, self.bias)

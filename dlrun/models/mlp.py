@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Literal
 
+from dlrun.config.fields import PositiveInt, Probability
 from dlrun.models._meta import DataMeta
-from dlrun.models._section import Section
+from dlrun.models.section import ModelSection
 from dlrun.nn import (
     GELU,
     Dropout,
@@ -40,10 +41,18 @@ def mlp_layers(in_features: int, hidden: Sequence[int], out_features: int, activ
     return layers
 
 
-def build_mlp(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
-    s = Section(cfg, path, {"type", "hidden", "activation", "dropout"})
-    hidden = s.int_list("hidden", [128])
-    activation = s.choice("activation", list(ACTIVATIONS), "relu")
-    dropout = s.float("dropout", 0.0, 0.0, 1.0, high_open=True)
-    return Sequential(Flatten(), *mlp_layers(math.prod(meta.input_shape), hidden,
-                                             meta.out_features, activation, dropout))
+Activation = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
+
+
+class MLPSection(ModelSection):
+    """`type: mlp`: Linear layers of the `hidden` sizes with `activation` and `dropout`."""
+
+    type: Literal["mlp"] = "mlp"
+    hidden: list[PositiveInt] = [128]
+    activation: Activation = "relu"
+    dropout: Probability = 0.0
+
+    def build(self, data: DataMeta, path: str) -> Module:
+        return Sequential(Flatten(), *mlp_layers(math.prod(data.input_shape), self.hidden,
+                                                 data.out_features, self.activation,
+                                                 self.dropout))

@@ -11,17 +11,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from dlrun import functional as F
+from dlrun.config.fields import Bool, PositiveInt, Probability
 from dlrun.engine.tensor import Tensor
 from dlrun.errors import ConfigError
 from dlrun.models._meta import DataMeta
-from dlrun.models._section import Section
+from dlrun.models.section import ModelSection
 from dlrun.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, RNNBase
-
-KEYS = {"type", "hidden_size", "num_layers", "dropout", "embedding_dim", "bidirectional"}
 
 
 def _last_state(rnn: RNNBase, h_n: Tensor) -> Tensor:
@@ -87,39 +85,58 @@ class LanguageModel(Module):
         return generate(self, prompt, max_new_tokens, **options)
 
 
-def build_recurrent(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
-    kind = cfg.get("type")
-    s = Section(cfg, path, KEYS | ({"nonlinearity"} if kind == "rnn" else set()))
-    hidden = s.int("hidden_size", 128)
-    layers = s.int("num_layers", 1)
-    dropout = s.float("dropout", 0.0, 0.0, 1.0, high_open=True)
-    bidirectional = s.bool("bidirectional", False)
-    tokens = meta.task == "language_model" or meta.vocab_size is not None
-    if s.has("embedding_dim") and not tokens:
-        raise ConfigError(f"{s.key('embedding_dim')}: only used with token inputs (a dataset "
-                          "with a vocab_size), this dataset has float features")
-    emb_dim = s.int("embedding_dim", min(hidden, 64)) if tokens else 0
-    shape = meta.input_shape
+class RecurrentSection(ModelSection):
+    """`type: lstm` or `gru`: recurrent layers (`hidden_size`, `num_layers`, `dropout`,
+    `bidirectional`, `embedding_dim` for token inputs; default min(hidden_size, 64)) and a
+    Linear head."""
+
+    type: Literal["lstm", "gru"] = "lstm"
+    hidden_size: PositiveInt = 128
+    num_layers: PositiveInt = 1
+    dropout: Probability = 0.0
+    bidirectional: Bool = False
+    embedding_dim: PositiveInt | None = None
+
+    def build(self, data: DataMeta, path: str) -> Module:
+        tokens = data.task == "language_model" or data.vocab_size is not None
+        _check_inputs(self, data, path, tokens)
+        emb_dim = (self.embedding_dim or min(self.hidden_size, 64)) if tokens else 0
+        shape = data.input_shape
+        in_size = emb_dim if tokens else (shape[1] if len(shape) == 2 else 1)
+        rnn = self._layers(in_size, dict(
+            num_layers=self.num_layers, batch_first=True, bidirectional=self.bidirectional,
+            dropout=self.dropout if self.num_layers > 1 else 0.0))
+        if data.task == "language_model":
+            return LanguageModel(data.out_features, emb_dim, rnn, self.dropout)
+        emb = Embedding(data.vocab_size, emb_dim) if tokens else None
+        return SequenceModel(rnn, data.out_features, emb, self.dropout)
+
+    def _layers(self, in_size: int, common: dict[str, Any]) -> RNNBase:
+        return (LSTM if self.type == "lstm" else GRU)(in_size, self.hidden_size, **common)
+
+
+class RNNSection(RecurrentSection):
+    """`type: rnn`: an Elman RNN, the keys of lstm/gru and its `nonlinearity`."""
+
+    type: Literal["rnn"] = "rnn"  # type: ignore[assignment]
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+
+    def _layers(self, in_size: int, common: dict[str, Any]) -> RNNBase:
+        return RNN(in_size, self.hidden_size, nonlinearity=self.nonlinearity, **common)
+
+
+def _check_inputs(s: RecurrentSection, data: DataMeta, path: str, tokens: bool) -> None:
+    """ConfigError when the data's shape or task does not fit the section."""
+    shape = data.input_shape
+    if s.embedding_dim is not None and not tokens:
+        raise ConfigError(f"{path}.embedding_dim: only used with token inputs (a dataset with a "
+                          "vocab_size), this dataset has float features")
     if tokens and len(shape) != 1:
         raise ConfigError(f"{path}.type: token inputs must have shape (T,), the dataset gives "
                           f"{shape}")
     if not tokens and len(shape) not in (1, 2):
-        raise ConfigError(f"{path}.type: a {kind} needs sequences (T,) or (T, features), the "
+        raise ConfigError(f"{path}.type: a {s.type} needs sequences (T,) or (T, features), the "
                           f"dataset's input shape is {shape}")
-    if meta.task == "language_model" and bidirectional:
-        raise ConfigError(f"{s.key('bidirectional')}: a language model cannot look ahead; "
-                          "use bidirectional: false")
-    in_size = emb_dim if tokens else (shape[1] if len(shape) == 2 else 1)
-    common = dict(num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0,
-                  bidirectional=bidirectional)
-    if kind == "rnn":
-        nl = s.choice("nonlinearity", ["tanh", "relu"], "tanh")
-        rnn: RNNBase = RNN(in_size, hidden, nonlinearity=nl, **common)
-    elif kind == "lstm":
-        rnn = LSTM(in_size, hidden, **common)
-    else:
-        rnn = GRU(in_size, hidden, **common)
-    if meta.task == "language_model":
-        return LanguageModel(meta.out_features, emb_dim, rnn, dropout)
-    emb = Embedding(meta.vocab_size, emb_dim) if tokens else None
-    return SequenceModel(rnn, meta.out_features, emb, dropout)
+    if data.task == "language_model" and s.bidirectional:
+        raise ConfigError(f"{path}.bidirectional: a language model cannot look ahead; use "
+                          "bidirectional: false")

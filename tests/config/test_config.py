@@ -47,8 +47,9 @@ def test_minimal_config_takes_defaults(tmp_path: Path) -> None:
     assert (cfg.name, cfg.seed, cfg.mode, cfg.device, cfg.dtype) == (
         "experiment", 0, "static", "cpu", "float32")
     assert cfg.data.name == "blobs" and cfg.data.val_fraction == 0.1 and cfg.data.options == {}
-    assert cfg.model.type == "mlp" and cfg.model.options() == {"hidden": [32, 16]}
-    assert cfg.model.as_dict() == {"type": "mlp", "hidden": [32, 16]}
+    assert cfg.model.type == "mlp" and cfg.model.hidden == [32, 16]
+    assert cfg.model.model_dump(exclude_unset=True) == {"type": "mlp", "hidden": [32, 16]}
+    assert (cfg.model.activation, cfg.model.dropout) == ("relu", 0.0)  # the family's defaults
     assert cfg.loss.name is None and cfg.loss.label_smoothing == 0.0
     assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 1e-3
     assert cfg.optimizer.betas == (0.9, 0.999)
@@ -58,12 +59,12 @@ def test_minimal_config_takes_defaults(tmp_path: Path) -> None:
     assert cfg.logging.dir == "runs" and cfg.logging.log_every == 50 and cfg.logging.plots
 
 
-def test_config_is_frozen_and_options_are_a_copy(tmp_path: Path) -> None:
+def test_config_and_its_sections_are_frozen(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL))
     with pytest.raises(Exception):  # noqa: B017  (pydantic's frozen-instance error)
         cfg.seed = 3  # type: ignore[misc]
-    cfg.model.options()["hidden"].append(99)
-    assert cfg.model.options() == {"hidden": [32, 16]}
+    with pytest.raises(Exception):  # noqa: B017
+        cfg.model.hidden = [1]  # type: ignore[misc]
 
 
 def test_full_config_and_shorthands(tmp_path: Path) -> None:
@@ -232,7 +233,7 @@ def test_overrides_nested_lists_and_null(tmp_path: Path) -> None:
         "optimizer.lr=0.1", "model.hidden=[256,128]", "train.early_stopping=null",
         "mode=eager", "seed=3", "data.options.n=50", "loss.label_smoothing=0.1",
     ])
-    assert cfg.optimizer.lr == 0.1 and cfg.model.options()["hidden"] == [256, 128]
+    assert cfg.optimizer.lr == 0.1 and cfg.model.hidden == [256, 128]
     assert cfg.train.early_stopping is None and cfg.mode == "eager" and cfg.seed == 3
     assert cfg.data.options == {"n": 50}
     assert cfg.loss.name == "mse" and cfg.loss.label_smoothing == 0.1
@@ -364,3 +365,13 @@ def test_nanogpt_keys_errors_name_the_key(tmp_path: Path) -> None:
 def test_nanogpt_cross_field_checks(tmp_path: Path, extra: str, message: str) -> None:
     (line,) = errors_of(write(tmp_path, MINIMAL + extra + "\n"))
     assert message in line
+
+
+def test_model_keys_are_checked_with_the_rest_of_the_file(tmp_path: Path) -> None:
+    """The family's section is part of the schema: its errors come in the same report."""
+    text = ("data: {name: blobs}\nmodel: {type: cnn, chanels: [4], dropout: 1.5, pool: 0}\n"
+            "optimizer: {name: sgd, momentum: -1}\n")
+    lines = errors_of(write(tmp_path, text))
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "model.pool", "model.dropout", "model.chanels", "optimizer.momentum"]
+    assert "did you mean 'channels'?" in lines[2]

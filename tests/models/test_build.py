@@ -60,14 +60,15 @@ def test_registry_families() -> None:
 
 
 @pytest.mark.parametrize("cfg, meta, message", [
-    ({"type": "transformer"}, MNIST, "model.type: unknown model type 'transformer'"),
+    ({"type": "transformer"}, MNIST, "model.type: expected one of 'linear', 'mlp', 'cnn', "
+                                     "'rnn', 'lstm', 'gru', 'gpt', got 'transformer'"),
     ({}, MNIST, "model.type: missing"),
-    ({"type": "mlp", "hidden": [-3]}, MNIST, "model.hidden: expected a list of positive ints, "
+    ({"type": "mlp", "hidden": [-3]}, MNIST, "model.hidden[0]: expected an integer >= 1, "
                                              "got -3"),
-    ({"type": "mlp", "hidden": 64}, MNIST, "model.hidden: expected a list of positive ints"),
+    ({"type": "mlp", "hidden": 64}, MNIST, "model.hidden: expected a list, got 64"),
     ({"type": "mlp", "hiden": [3]}, MNIST, "model.hiden: unknown key; did you mean 'hidden'?"),
     ({"type": "mlp", "activation": "swish"}, MNIST, "model.activation: expected one of"),
-    ({"type": "mlp", "dropout": 1.0}, MNIST, "model.dropout: expected a number in [0.0, 1.0)"),
+    ({"type": "mlp", "dropout": 1.0}, MNIST, "model.dropout: expected a number in [0, 1), got 1"),
     ({"type": "linear", "bias": "yes"}, MNIST, "model.bias: expected true or false"),
     ({"type": "cnn", "channels": [8, 8, 8]}, MNIST,
      "model.channels: conv layer 3 (kernel_size 5, padding 0) gets a 4x4 input from a 28x28 "
@@ -80,8 +81,10 @@ def test_registry_families() -> None:
                                                                  "an odd kernel_size"),
     ({"type": "cnn"}, {"input_shape": (12,), "task": "regression"},
      "model.type: a cnn needs image inputs"),
-    ({"type": "lstm", "hidden_size": 0}, SERIES, "model.hidden_size: expected a positive int"),
-    ({"type": "lstm", "num_layers": True}, SERIES, "model.num_layers: expected a positive int"),
+    ({"type": "lstm", "hidden_size": 0}, SERIES,
+     "model.hidden_size: expected an integer >= 1, got 0"),
+    ({"type": "lstm", "num_layers": True}, SERIES,
+     "model.num_layers: expected an integer, got true"),
     ({"type": "gru", "embedding_dim": 8}, SERIES, "model.embedding_dim: only used with token"),
     ({"type": "gru", "nonlinearity": "relu"}, SERIES, "model.nonlinearity: unknown key"),
     ({"type": "lstm", "bidirectional": True}, TEXT, "model.bidirectional: a language model"),
@@ -98,7 +101,7 @@ def test_config_errors_name_the_key(cfg: dict, meta: dict, message: str) -> None
 
 
 def test_error_path_prefix() -> None:
-    with pytest.raises(ConfigError, match=r"^experiment\.model\.hidden:"):
+    with pytest.raises(ConfigError, match=r"^experiment\.model\.hidden\[0\]:"):
         build_model({"type": "mlp", "hidden": [0]}, MNIST, path="experiment.model")
 
 

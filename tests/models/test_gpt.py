@@ -88,13 +88,14 @@ def test_options_bias_and_untied() -> None:
      "model.n_embd: 100 is not divisible by model.n_head: 3"),
     ({"type": "gpt", "block_size": 8}, TEXT,
      "model.block_size: 8 is shorter than the data's seq_len 16"),
-    ({"type": "gpt", "n_layer": 0}, TEXT, "model.n_layer: expected a positive int, got 0"),
-    ({"type": "gpt", "n_head": -2}, TEXT, "model.n_head: expected a positive int, got -2"),
-    ({"type": "gpt", "n_embd": 0}, TEXT, "model.n_embd: expected a positive int, got 0"),
-    ({"type": "gpt", "block_size": 0}, TEXT, "model.block_size: expected a positive int, got 0"),
-    ({"type": "gpt", "n_layer": 2.5}, TEXT, "model.n_layer: expected a positive int, got 2.5"),
-    ({"type": "gpt", "dropout": 1.0}, TEXT, "model.dropout: expected a number in [0.0, 1.0)"),
-    ({"type": "gpt", "dropout": -0.1}, TEXT, "model.dropout: expected a number in [0.0, 1.0)"),
+    ({"type": "gpt", "n_layer": 0}, TEXT, "model.n_layer: expected an integer >= 1, got 0"),
+    ({"type": "gpt", "n_head": -2}, TEXT, "model.n_head: expected an integer >= 1, got -2"),
+    ({"type": "gpt", "n_embd": 0}, TEXT, "model.n_embd: expected an integer >= 1, got 0"),
+    ({"type": "gpt", "block_size": 0}, TEXT, "model.block_size: expected an integer >= 1, got 0"),
+    ({"type": "gpt", "n_layer": 2.5}, TEXT, "model.n_layer: expected an integer, got 2.5"),
+    ({"type": "gpt", "dropout": 1.0}, TEXT, "model.dropout: expected a number in [0, 1), got 1"),
+    ({"type": "gpt", "dropout": -0.1}, TEXT, "model.dropout: expected a number in [0, 1), "
+     "got -0.1"),
     ({"type": "gpt", "bias": "no"}, TEXT, "model.bias: expected true or false"),
     ({"type": "gpt", "tie_weights": 1}, TEXT, "model.tie_weights: expected true or false"),
     ({"type": "gpt", "hidden_size": 8}, TEXT, "model.hidden_size: unknown key"),
@@ -142,7 +143,7 @@ def test_through_load_config_and_the_runner(tmp_path: Path) -> None:
 
     path = _write(tmp_path, GPT_RUN)
     cfg = load_config(path)
-    assert cfg.model.as_dict() == GPT_RUN["model"]
+    assert cfg.model.model_dump(exclude_unset=True) == GPT_RUN["model"]
     with pytest.raises(ConfigError, match=r"^model\.n_embd: 16 is not divisible by "
                                           r"model\.n_head: 3$"):
         runner.train(load_config(path, ["model.n_head=3"]), runs_dir=tmp_path / "bad")

@@ -36,7 +36,7 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None,
     task = meta.get("task", "classification")
     dlrun.set_default_device(device)
     try:
-        model = build_model(cfg.model.as_dict(), meta)
+        model = build_model(cfg.model, meta)
     finally:
         dlrun.set_default_device("cpu")
     model.to(device=device, dtype=dtype)

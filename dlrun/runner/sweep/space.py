@@ -28,7 +28,7 @@ from dlrun.config import (
 from dlrun.errors import ConfigError
 
 _SCALARS = (type(None), bool, int, float, str)
-_FREE_FORM = ("model", "data.options")  # checked by the model and dataset builders
+_FREE_FORM = ("model", "data.options")  # keys depend on model.type / data.name: probed values
 
 
 def base_config(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def _probe(base: dict[str, Any], name: str, value: Any, meta: Mapping[str, Any],
         if name.startswith("model."):
             from dlrun.models import build_model
 
-            build_model(cfg.model.as_dict(), meta)
+            build_model(cfg.model, meta)
     except ConfigError as e:
         lines = [line.removeprefix("@: ") for line in str(e).splitlines()]
         raise ConfigError(f"{where}: {json.dumps(value)} does not make a valid config: "
