@@ -301,6 +301,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"{s['all_reduce_bytes']:,}")]
     where = report["device"] + (f", {report['workers']} workers (per rank; the batch is "
                                  f"global)" if report.get("workers", 1) > 1 else "")
+    if report.get("accumulate", 1) > 1:
+        where += (f"; a step accumulates {report['accumulate']} micro-batches of "
+                  f"{report['batch_size']}")
     lines = [f"# {report['name']}: eager vs static on {where}", "",
              "| | eager | static |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]

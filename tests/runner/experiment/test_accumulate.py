@@ -12,7 +12,7 @@ import pytest
 
 from dlrun.config import validate_config
 from dlrun.runner import train as runner
-from dlrun.runner.commands.compare import compare
+from dlrun.runner.commands.compare import compare, markdown
 from dlrun.runner.commands.graph_report import graph_report
 from dlrun.runner.events import StepEnd
 from dlrun.runner.experiment import batch_tensors, build_experiment
@@ -154,6 +154,7 @@ def test_compare_runs_with_accumulation_and_agrees() -> None:
     assert report["agree"] and report["accumulate"] == 4
     assert report["static"]["traces"] == 2
     assert report["max_rel_param_diff"] < 1e-12
+    assert "accumulates 4 micro-batches of 5" in markdown(report)
 
 
 def test_accumulate_below_one_is_a_config_error(tiny_config, tmp_path: Path) -> None:
