@@ -29,7 +29,7 @@ class Accumulator:
     weight of the coming micro-batch (a 0-d tensor a compiled micro-step reads as state)."""
 
     def __init__(self, params: list[Tensor], device: str, dtype: Any) -> None:
-        self.params = params
+        self.params = [p for p in params if p.requires_grad]  # frozen ones get no gradient
         with no_grad():
             self.grads = [zeros_like(p) for p in params]
         self.loss = zeros((), dtype=dtype, device=device)

@@ -30,7 +30,8 @@ MLP = {
     "train": {"epochs": 2, "batch_size": 5, "drop_last": False, "grad_clip_norm": 1.0},
     "logging": {"log_every": 1, "plots": False},
 }
-# 45 training windows of 8 tokens: steps of 3 x 3 = 9 windows
+# 45 training windows of 8 tokens: steps of 3 x 3 = 9 windows (LSTM: 2 x 3 = 6, a last step of
+# 3 windows: a short step of one micro-batch)
 GPT = {
     "name": "acc-gpt", "seed": 1, "dtype": "float64",
     "data": {"name": "tokens", "options": {"n": 50, "seq_len": 8, "vocab_size": 11}},
@@ -41,6 +42,11 @@ GPT = {
     "train": {"epochs": 1, "batch_size": 3, "drop_last": False},
     "logging": {"log_every": 1, "plots": False},
 }
+
+LSTM = {**GPT, "name": "acc-lstm", "model": {"type": "lstm", "embedding_dim": 8, "hidden_size": 16},
+        "optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.9},
+        "schedule": {"name": "step", "interval": "step", "step_size": 2, "gamma": 0.5,
+                     "warmup_steps": 1}}
 
 
 def _cfg(base: dict, mode: str = "static", **train: Any) -> Any:
@@ -62,7 +68,8 @@ def _params(trainer: Trainer) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("mode", ["eager", "static"])
-@pytest.mark.parametrize(("base", "k"), [(MLP, 4), (GPT, 3)], ids=["mlp", "gpt"])
+@pytest.mark.parametrize(("base", "k"), [(MLP, 4), (GPT, 3), (LSTM, 2)],
+                         ids=["mlp", "gpt", "lstm"])
 def test_k_micro_batches_equal_one_k_times_larger_batch(base: dict, k: int, mode: str) -> None:
     b = base["train"]["batch_size"]
     acc, acc_steps = _train(_cfg(base, mode, accumulate=k))
