@@ -220,6 +220,13 @@ def print_compare(console: Console, report: dict[str, Any]) -> None:
 
 
 def print_graph(console: Console, report: dict[str, Any], full: bool = False) -> None:
+    """The passes table and the graph; with gradient accumulation, of each part of the step."""
+    parts = report.get("parts")
+    if parts:
+        for name, part in parts.items():
+            console.print(f"[bold]{name}[/]")
+            print_graph(console, part, full=full)
+        return
     r = report["report"]
     table = Table(title=f"passes (traced in {report['trace_seconds'] * 1e3:.1f} ms)")
     for col in ("pass", "nodes", "compute nodes", "details"):

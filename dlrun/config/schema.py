@@ -235,11 +235,16 @@ class TrainConfig(Section):
     `sampling`: `permutation` (every sample once per epoch, shuffled when `shuffle`) or
     `random` (every step draws `batch_size` samples with replacement, nanoGPT's get_batch; an
     epoch is then len(train) // batch_size steps).
+
+    `accumulate`: K micro-batches of `batch_size` per optimizer step (gradient accumulation, as
+    Lightning's accumulate_grad_batches): a step sees K x batch_size samples, and steps, epochs,
+    schedules, logging and checkpoints count optimizer steps.
     """
 
     epochs: Int = Field(1, ge=1)
     max_steps: Int | None = Field(None, ge=1)
     batch_size: Int = Field(64, ge=1)
+    accumulate: Int = Field(1, ge=1)
     eval_batch_size: Int | None = Field(None, ge=1)
     grad_clip_norm: Float | None = Field(None, gt=0)
     grad_clip_value: Float | None = Field(None, gt=0)
@@ -256,6 +261,11 @@ class TrainConfig(Section):
             raise fail("", [("shuffle", "false contradicts sampling: random (random batches "
                                          "at every step); remove one of them")])
         return self
+
+    @property
+    def step_batch_size(self) -> int:
+        """The samples of one optimizer step: accumulate x batch_size (global, over ranks)."""
+        return self.accumulate * self.batch_size
 
     @field_validator("early_stopping", mode="before")
     @classmethod

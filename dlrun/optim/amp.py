@@ -137,6 +137,11 @@ class MixedPrecision:
         self.scaler.scale_loss(loss).backward()
         self._scaled = True
 
+    def mark_scaled(self) -> None:
+        """The gradients about to be stepped carry the loss scale (fp16): they were summed
+        over several `backward` calls before this step (gradient accumulation)."""
+        self._scaled = self.scaler is not None
+
     def unscale_(self) -> list[Tensor]:
         """Divide the loss scale out of the gradients now, for code that reads them before
         `step` (clipping by value); returns the parameters."""

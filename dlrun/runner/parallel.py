@@ -28,16 +28,16 @@ def rank_device(requested: str, device: str, world: World | None) -> str:
 
 def check_batches(cfg: ExperimentConfig, n: int, n_train: int | None = None,
                   source: str = "") -> None:
-    """train.batch_size is the global batch: it must split evenly over the n ranks, and an
-    epoch's last, shorter batch (of a train split of n_train samples) must leave every rank
-    at least one sample."""
+    """train.batch_size is the global (micro-)batch: it must split evenly over the n ranks,
+    and an epoch's last, shorter step batch (of a train split of n_train samples) must leave
+    every rank at least one sample."""
     b = cfg.train.batch_size
     where = f"{source}: " if source else ""
     if b % n:
         raise ConfigError(f"{where}train.batch_size: {b} does not split over {n} workers "
                           f"(the batch size is global: use a multiple of {n})")
     tail = 0 if cfg.train.drop_last or cfg.train.sampling == "random" or n_train is None \
-        else n_train % b
+        else n_train % cfg.train.step_batch_size
     if 0 < tail < n:
         raise ConfigError(f"{where}train.drop_last: false leaves a last batch of {tail} "
                           f"sample(s) for {n} workers; set train.drop_last: true")

@@ -339,7 +339,7 @@ class Trainer:
                 median=statistics.median(times) * 1e3 if times else None,
                 mean=statistics.fmean(times) * 1e3 if times else None,
                 warmup_steps_excluded=min(WARMUP_STEPS, len(self.step_times))),
-            samples_per_second=(cfg.train.batch_size / statistics.median(times)
+            samples_per_second=(cfg.train.step_batch_size / statistics.median(times)
                                 if times else None),
             trace_counts=traces,
             loss_reads_per_step=self.pending.reads / max(len(self.step_times), 1),

@@ -29,7 +29,7 @@ def _batches(exp: Experiment, n: int) -> list[tuple[Any, Any]]:
     """The first n training batches (repeating epochs as needed), as tensors; on several
     ranks only full global batches (each rank's share is then the same, 1/ranks)."""
     out = []
-    full = exp.cfg.train.batch_size
+    full = exp.cfg.train.step_batch_size
     while len(out) < n:
         for xb, yb in exp.train_loader:
             if exp.parallel is not None and exp.train_loader.global_rows != full:
@@ -60,7 +60,8 @@ def compare(cfg: ExperimentConfig, steps: int = 50, warmup: int = 10, timed: int
     rtol = {"fp16": 1e-3, "bf16": 1e-2}.get(cfg.precision, rtol)  # mixed precision's rounding
     report: dict[str, Any] = {"name": cfg.name, "steps": steps, "dtype": cfg.dtype,
                               "precision": cfg.precision,
-                              "tolerance": rtol, "batch_size": cfg.train.batch_size}
+                              "tolerance": rtol, "batch_size": cfg.train.batch_size,
+                              "accumulate": cfg.train.accumulate}
     exps, batches = _agreement(cfg, steps, callbacks, world, report)
     emit(callbacks, Message(f"timing {timed} steps per mode after {warmup} warm-up steps"))
     x, y = batches[0]
@@ -138,7 +139,7 @@ def _mode_figures(cfg: ExperimentConfig, exp: Experiment, ts: list[float],
         "median_step_ms": statistics.median(ts) * 1e3,
         "p10_step_ms": float(np.percentile(ts, 10)) * 1e3,
         "p90_step_ms": float(np.percentile(ts, 90)) * 1e3,
-        "throughput": cfg.train.batch_size / statistics.median(ts),
+        "throughput": cfg.train.step_batch_size / statistics.median(ts),
     }
     info.update(_memory(exp, x, y))
     info["ops_per_step"] = _ops_per_step(exp, x, y)
@@ -146,15 +147,26 @@ def _mode_figures(cfg: ExperimentConfig, exp: Experiment, ts: list[float],
         info["all_reduce_ms"] = statistics.median(reduce_ts) * 1e3
         info["all_reduce_bytes"] = world.communicator.stats.bytes[-1]
     if exp.cfg.mode == "static":
-        step = exp.train_step
-        record = step.traces[0]
-        info["traces"] = step.trace_count
-        info["compile_ms"] = record.seconds * 1e3
-        info["kernels"] = dict(record.kernels)
-        info["nodes_before"] = record.report.traced_nodes
-        info["nodes_after"] = record.report.final_nodes
-        info["passes"] = record.report.as_dict()
+        info.update(_static_figures(exp.train_step))
     return info
+
+
+def _static_figures(step: Any) -> dict[str, Any]:
+    """What tracing and the passes did: the first trace of each compiled part of the step
+    (one; two with gradient accumulation: the micro-step and the update), summed."""
+    parts = getattr(step, "parts", {"train_step": step})
+    records = [f.traces[0] for f in parts.values()]
+    kernels: dict[str, Any] = {}
+    for r in records:
+        for k, v in r.kernels.items():
+            summable = isinstance(v, int | float) and not isinstance(v, bool)
+            kernels[k] = kernels.get(k, 0) + v if summable else v
+    return {"traces": step.trace_count,
+            "compile_ms": sum(r.seconds for r in records) * 1e3,
+            "kernels": kernels,
+            "nodes_before": sum(r.report.traced_nodes for r in records),
+            "nodes_after": sum(r.report.final_nodes for r in records),
+            "passes": records[0].report.as_dict()}
 
 
 def _cuda_figures(exp: Experiment, x: Any, y: Any, steps: int = 20) -> dict[str, Any]:
@@ -197,8 +209,10 @@ def _ops_per_step(exp: Experiment, x: Any, y: Any) -> int:
     """Array operations one step dispatches: primitives applied (eager) or calls in the plan
     (static; a fused chain counts each step on the CPU — on CUDA it is one kernel)."""
     step = exp.train_step
-    if hasattr(step, "last"):
+    if hasattr(step, "last"):  # compiled
         step(x, y)
+        if hasattr(step, "plan_calls"):  # accumulation: the micro-steps and the update
+            return step.plan_calls()
         return step.last.plan.calls
     before = EAGER.ops
     step(x, y)
@@ -287,6 +301,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"{s['all_reduce_bytes']:,}")]
     where = report["device"] + (f", {report['workers']} workers (per rank; the batch is "
                                  f"global)" if report.get("workers", 1) > 1 else "")
+    if report.get("accumulate", 1) > 1:
+        where += (f"; a step accumulates {report['accumulate']} micro-batches of "
+                  f"{report['batch_size']}")
     lines = [f"# {report['name']}: eager vs static on {where}", "",
              "| | eager | static |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]

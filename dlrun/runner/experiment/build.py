@@ -44,7 +44,7 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None,
     if world is not None:
         parallel.check_batches(cfg, world.size, len(bundle.train.x))
     loader = make_loader(bundle.train, cfg, device, dtype, shuffle=cfg.train.shuffle,
-                     drop_last=cfg.train.drop_last, batch_size=cfg.train.batch_size,
+                     drop_last=cfg.train.drop_last, batch_size=cfg.train.step_batch_size,
                      sampling=cfg.train.sampling,
                      shard=None if world is None else (world.rank, world.size))
     steps_per_epoch = len(loader)

@@ -1,4 +1,11 @@
-"""The train and eval step functions of an experiment (compiled in static mode)."""
+"""The train and eval step functions of an experiment (compiled in static mode).
+
+A training step is backward of the loss, then the update (`update`: the gradient all-reduce
+on several ranks, clipping, the optimizer step). With `train.accumulate: K` > 1 the step is
+split in two functions (see accumulate.py): a micro-step per micro-batch (forward and backward,
+gradients added into buffers) and one update per optimizer step, where the all-reduce then runs
+once, on the accumulated gradients.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from dlrun import optim
 from dlrun.backend import get_xp
 from dlrun.engine.tensor import Tensor
 from dlrun.optim.amp import MixedPrecision
+from dlrun.runner.experiment.accumulate import AccumulatedStep, Accumulator
 from dlrun.runner.experiment.builders import loss_function
 from dlrun.runner.experiment.record import Experiment
 
@@ -22,9 +30,9 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
     amp = exp.amp = exp.amp or MixedPrecision(cfg.precision, model, opt, exp.device)
     dp = exp.parallel
 
-    def train_step(x: Tensor, y: Tensor) -> Tensor:
-        loss = loss_fn(amp.run(model, x), y)
-        amp.backward(loss)  # loss.backward(); fp16: of the scaled loss
+    def update(loss: Tensor) -> Tensor:
+        """The gradients in `.grad` (of the loss, fp16: scaled) -> one optimizer step; the
+        loss, global on several ranks. The one place the all-reduce is placed."""
         if dp is not None:  # one all-reduce: gradients (and the loss) summed over ranks
             loss = dp.reduce_gradients(params, loss)
         if clip_value is not None:
@@ -33,16 +41,42 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
         opt.zero_grad()
         return loss
 
+    def train_step(x: Tensor, y: Tensor) -> Tensor:
+        loss = loss_fn(amp.run(model, x), y)
+        amp.backward(loss)  # loss.backward(); fp16: of the scaled loss
+        return update(loss)
+
     def eval_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with dlrun.no_grad():
             out = amp.run(model, x)
             return loss_fn(out, y), out
 
-    if (mode or cfg.mode) == "static":
-        exp.train_step = dlrun.compile(train_step, cuda_graphs=cfg.cuda_graphs)
-        exp.eval_step = dlrun.compile(eval_step, max_traces=16)
+    static = (mode or cfg.mode) == "static"
+
+    def compiled(fn: Any) -> Any:
+        return dlrun.compile(fn, cuda_graphs=cfg.cuda_graphs) if static else fn
+
+    if cfg.train.accumulate > 1:
+        acc = Accumulator(params, exp.device, exp.dtype)
+
+        def micro_step(x: Tensor, y: Tensor) -> None:
+            loss = loss_fn(amp.run(model, x), y)
+            amp.backward(loss * acc.weight)  # the micro-batch's share of the step's mean
+            acc.add(loss)
+
+        def update_step() -> Tensor:
+            loss = acc.take()
+            amp.mark_scaled()  # fp16: the accumulated gradients carry the loss scale
+            loss = update(loss)
+            acc.clear()
+            return loss
+
+        ranks = 1 if dp is None else dp.world.size
+        exp.train_step = AccumulatedStep(compiled(micro_step), compiled(update_step), acc,
+                                         cfg.train.batch_size // ranks)
     else:
-        exp.train_step, exp.eval_step = train_step, eval_step
+        exp.train_step = compiled(train_step)
+    exp.eval_step = dlrun.compile(eval_step, max_traces=16) if static else eval_step
 
 
 def batch_tensors(exp: Experiment, xb: Any, yb: Any) -> tuple[Tensor, Tensor]:
