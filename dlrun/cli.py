@@ -195,7 +195,8 @@ def evaluate(
     mode: ModeOpt = None,
     device: DeviceOpt = None,
     sample: Annotated[int, typer.Option(
-        help="Language models: also generate this many characters.")] = 0,
+        help="Language models: also generate this many tokens (characters for a character "
+        "model).")] = 0,
     prompt: Annotated[str | None, typer.Option(
         help="Start of the generated text (\\n for a newline; default: a newline).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,

@@ -47,16 +47,21 @@ def _write_split(path: Path, tok: Tokenizer, text: str, dtype: np.dtype) -> dict
             "chars_per_token": len(text) / tokens if tokens else None, "max_id": max_id}
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing a token folder already there."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / out.name)
+def _install(tmp: Path, out: Path, replace: bool) -> None:
+    """Move the finished folder `tmp` to `out`, replacing a token folder already there; with
+    `replace` False one that appeared meanwhile (another rank's, same settings) is kept."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
-    os.replace(tmp, out)
+    old = None
+    if replace and out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if replace or not (out / "meta.json").is_file():
+            raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -71,16 +76,18 @@ def _check_out(out: Path) -> None:
 
 def prepare_text(corpus: str | Path, tokenizer: str, out: str | Path, *,
                  vocab_size: int | None = None, val_fraction: float = 0.1,
-                 encoding: str = "utf-8", content: str | None = None) -> dict[str, Any]:
+                 encoding: str = "utf-8", content: str | None = None, replace: bool = True
+                 ) -> dict[str, Any]:
     """Tokenize the text file `corpus` into the folder `out`; returns its meta.json content.
 
     The text is split as the `text` dataset splits it (the last `val_fraction` of the
     characters is validation), the tokenizer ('char' or 'bpe', `vocab_size` tokens) is learnt on
     the training part. Everything is checked and encoded in a temporary folder beside `out`
-    that replaces it at the end, so a failure leaves `out` as it was.
+    that replaces it at the end (unless `replace` is False and a token folder is there by
+    then), so a failure leaves `out` as it was.
     """
     out = Path(out)
-    val_fraction = check_fraction("val_fraction", val_fraction, "prepare")
+    val_fraction = check_fraction("val_fraction", val_fraction, Path(corpus).name)
     _check_out(out)
     if content is None:
         content = read_text(corpus, encoding)
@@ -100,9 +107,9 @@ def prepare_text(corpus: str | Path, tokenizer: str, out: str | Path, *,
                 "tokenizer_sha256": fingerprint(tok_json), "corpus": str(Path(corpus).resolve()),
                 "corpus_sha256": file_digest(corpus), "val_fraction": val_fraction,
                 "encoding": encoding, "splits": splits}
-        (tmp / "tokenizer.json").write_text(tok_json, encoding="utf-8")
+        (tmp / "tokenizer.json").write_bytes(tok_json.encode("utf-8"))  # the fingerprinted bytes
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        _install(tmp, out)
+        _install(tmp, out, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
@@ -205,7 +212,7 @@ def prepared_folder(corpus: str | Path, tokenizer: str | None, vocab_size: int |
         raise DataError(f"{folder}: prepared with other settings ({'; '.join(differ)}); "
                         "delete it or give another options.path")
     prepare_text(corpus_path, tokenizer, folder, vocab_size=vocab_size,
-                 val_fraction=val_fraction, encoding=encoding, content=content)
+                 val_fraction=val_fraction, encoding=encoding, content=content, replace=False)
     return folder
 
 

@@ -136,3 +136,15 @@ def test_failures_write_nothing(shakespeare_slice: Path, tmp_path: Path) -> None
     with pytest.raises(DataError, match="not a token folder"):
         prepare_text(shakespeare_slice, "char", tmp_path / "mine")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_a_folder_another_rank_prepared_meanwhile_is_kept(shakespeare_slice: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "tok"
+    prepare_text(shakespeare_slice, "char", out)
+    first = (out / "train.bin").stat().st_ino
+    prepare_text(shakespeare_slice, "char", out, replace=False)  # as token_file's first use
+    assert (out / "train.bin").stat().st_ino == first
+    prepare_text(shakespeare_slice, "char", out)  # `dlrun prepare` makes it again
+    assert (out / "train.bin").stat().st_ino != first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
