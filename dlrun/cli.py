@@ -195,7 +195,8 @@ def evaluate(
     mode: ModeOpt = None,
     device: DeviceOpt = None,
     sample: Annotated[int, typer.Option(
-        help="Language models: also generate this many characters.")] = 0,
+        help="Language models: also generate this many tokens (characters for a character "
+        "model).")] = 0,
     prompt: Annotated[str | None, typer.Option(
         help="Start of the generated text (\\n for a newline; default: a newline).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,
@@ -438,6 +439,38 @@ def runs_show(
     with error_boundary():
         info = show_run(run, runs_dir or ctx.obj or Path("runs"))
     render.print_run(console, info)
+
+
+prepare_app = typer.Typer(help="Turn your own data into files dlrun trains on.",
+                          no_args_is_help=True, add_completion=False)
+app.add_typer(prepare_app, name="prepare")
+
+
+@prepare_app.command("text")
+def prepare_text_cmd(
+    corpus: Annotated[Path, typer.Argument(help="A UTF-8 text file.", show_default=False)],
+    tokenizer: Annotated[str, typer.Option(help="char or bpe (byte-level, trained here).",
+                                           show_default=False)],
+    out: Annotated[Path, typer.Option(help="The folder to write (train.bin, val.bin, "
+                                           "tokenizer.json, meta.json).", show_default=False)],
+    vocab_size: Annotated[int | None, typer.Option(
+        help="BPE vocabulary size (default 512; at least 257).")] = None,
+    val_fraction: Annotated[float, typer.Option(
+        help="The last fraction of the text kept for validation.")] = 0.1,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Tokenize a text file into a token folder (nanoGPT's train.bin and val.bin) for the
+    `token_file` dataset."""
+    from dlrun import render
+    from dlrun.runner.commands.prepare import prepare_text
+
+    with error_boundary():
+        result = prepare_text(corpus, tokenizer, out, vocab_size=vocab_size,
+                              val_fraction=val_fraction)
+    if json_out:
+        console.print_json(json.dumps(result))
+        return
+    render.print_prepared(console, result)
 
 
 def main() -> None:

@@ -194,7 +194,7 @@ def print_eval(console: Console, result: dict[str, Any]) -> None:
         console.print(result["sample"], markup=False, highlight=False)
     gen = result.get("generation")
     if gen is not None:
-        console.print(f"generated {gen['tokens']} characters in {gen['seconds']:.2f} s: "
+        console.print(f"generated {gen['tokens']} tokens in {gen['seconds']:.2f} s: "
                       f"{gen['tokens_per_second']:,.0f} tokens/s ({gen['method']}, "
                       f"{gen['mode']})", highlight=False)
 
@@ -208,6 +208,16 @@ def print_export(console: Console, result: dict[str, Any]) -> None:
     console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
                   f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "
                   f"{result['max_abs_error']:.3g}, max rel error {result['max_rel_error']:.3g}",
+                  highlight=False, soft_wrap=True)
+
+
+def print_prepared(console: Console, result: dict[str, Any]) -> None:
+    """`dlrun prepare text`: the folder written, its tokens and characters per token."""
+    train, val = result["splits"]["train"], result["splits"]["val"]
+    ratio = val["chars_per_token"] or train["chars_per_token"]
+    console.print(f"wrote [bold]{result['out']}[/]: {train['tokens']:,} training and "
+                  f"{val['tokens']:,} validation tokens ({result['dtype']}), {result['tokenizer']} "
+                  f"vocabulary of {result['vocab_size']:,}, {ratio:.3f} characters per token",
                   highlight=False, soft_wrap=True)
 
 

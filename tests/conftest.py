@@ -104,3 +104,52 @@ def tiny_config(tmp_path: Path):
         return path
 
     return make
+
+
+# ----- a small real text (tokenizer and token-file tests) -----------------------------------------
+_OPENING = """First Citizen:
+Before we proceed any further, hear me speak.
+
+All:
+Speak, speak.
+
+First Citizen:
+You are all resolved rather to die than to famish?
+
+All:
+Resolved. resolved.
+
+First Citizen:
+First, you know Caius Marcius is chief enemy to the people.
+"""
+
+
+@pytest.fixture
+def shakespeare_slice(tmp_path: Path) -> Path:
+    """A text file of the first 30,000 characters of Tiny Shakespeare (its opening lines
+    repeated when the real data is absent), for tokenizer and token-file tests."""
+    d = real_data_dir()
+    real = d / "tinyshakespeare" / "input.txt" if d is not None else None
+    text = (real.read_text(encoding="utf-8") if real is not None and real.is_file()
+            else _OPENING * 100)[:30_000]
+    path = tmp_path / "shakespeare.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def token_config():
+    """A tiny GPT config (a dict) training on a token folder: token_config(folder, mode, steps)."""
+
+    def make(folder: Path, mode: str = "eager", steps: int = 20) -> dict:
+        return {
+            "name": "tokens", "mode": mode, "seed": 0,
+            "data": {"name": "token_file", "options": {"path": str(folder), "seq_len": 16}},
+            "model": {"type": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 32},
+            "optimizer": {"name": "adamw", "lr": 0.01},
+            "train": {"max_steps": steps, "batch_size": 16, "eval_every": steps,
+                      "eval_batch_size": 64},
+            "logging": {"plots": False, "log_every": 1},
+        }
+
+    return make

@@ -16,7 +16,9 @@ OFFLINE = ["quickstart.yaml", "linreg_synthetic.yaml", "sine_rnn.yaml", "bench/l
            "linreg_csv.yaml"]
 REAL = ["mnist_mlp.yaml", "sweep_mnist_mlp.yaml", "mnist_cnn.yaml", "shakespeare_lstm.yaml",
         "shakespeare_gru.yaml", "temperatures_lstm.yaml", "mnist_linear.yaml",
-        "shakespeare_gpt.yaml"]
+        "shakespeare_gpt.yaml", "shakespeare_gpt_bpe.yaml"]
+# configs that write beside their data: the test points that folder into its tmp_path
+WRITES = {"shakespeare_gpt_bpe.yaml": "data.options.path={tmp}/tokens"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
@@ -41,8 +43,11 @@ def test_offline_config_trains(name: str, tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.parametrize("name", REAL)
 def test_real_data_config_trains(name: str, tmp_path: Path, data_dir: Path, monkeypatch) -> None:
     monkeypatch.setenv("DLRUN_DATA_DIR", str(data_dir))
+    if name == "shakespeare_gpt_bpe.yaml":
+        pytest.importorskip("tokenizers")
+    extra = [WRITES[name].format(tmp=tmp_path)] if name in WRITES else []
     cfg = load_config(ROOT / "configs" / name, ["train.max_steps=12", "train.eval_every=12",
-                                                "device=cpu"])
+                                                "device=cpu", *extra])
     summary = runner.train(cfg, runs_dir=tmp_path)
     assert summary.status == "completed"
     first = summary.final["train_loss"]

@@ -14,6 +14,7 @@ from dlrun.data import synthetic
 from dlrun.data.bundle import DatasetBundle
 from dlrun.data.tabular import csv_dataset, series
 from dlrun.data.text import text, tinyshakespeare
+from dlrun.data.token_file import token_file
 from dlrun.data.vision import fashion_mnist, mnist
 from dlrun.errors import DataError
 from dlrun.registry import Registry
@@ -27,6 +28,8 @@ for _name, _builder_fn, _doc in (
     ("fashion_mnist", fashion_mnist, "Fashion-MNIST: MNIST's format, 10 clothing classes"),
     ("text", text, "a character-level corpus from a text file (`path`, `seq_len`, `stride`)"),
     ("tinyshakespeare", tinyshakespeare, "Tiny Shakespeare, characters (karpathy/char-rnn)"),
+    ("token_file", token_file, "a tokenized corpus on disk, nanoGPT's train.bin/val.bin (`path`, "
+     "`seq_len`; or `corpus` + `tokenizer` to prepare it on first use)"),
     ("csv", csv_dataset, "a feature table from a CSV file (`path`, `features`, `target`, `task`)"),
     ("series", series, "a univariate series from a CSV column, windowed for forecasting"),
     ("linear", synthetic.linear, "synthetic y = x @ W + b + noise (regression)"),

@@ -77,7 +77,7 @@ def windows(ids: np.ndarray, seq_len: int, stride: int) -> Split:
     return Split(view[:, :-1], view[:, 1:])
 
 
-def _corpus(path: str | Path | None, dataset: str, root: str | Path | None, encoding: str,
+def corpus_text(path: str | Path | None, dataset: str, root: str | Path | None, encoding: str,
             download: bool, progress: Progress | None) -> tuple[Path, str]:
     """The corpus file (Tiny Shakespeare fetched when no path is given) and its text."""
     if path is None:
@@ -130,7 +130,7 @@ def text(
     val_stride = (seq_len if val_stride is None
                   else check_positive_int("val_stride", val_stride, name))
     val_fraction = check_fraction("val_fraction", val_fraction, name)
-    path, content = _corpus(path, dataset, root, encoding, download, progress)
+    path, content = corpus_text(path, dataset, root, encoding, download, progress)
 
     n_val = int(round(len(content) * val_fraction))
     train_text, val_text = content[: len(content) - n_val], content[len(content) - n_val :]

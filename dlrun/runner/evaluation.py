@@ -25,11 +25,14 @@ def metric_names(task: str, split: str) -> list[str]:
 class MetricAccumulator:
     """Sums over batches, then the task's metrics: loss and accuracy (and a confusion matrix)
     for classification; MSE, MAE and R² for regression; loss, accuracy, perplexity and bits per
-    character for language models."""
+    character for language models (a token's loss spread over `chars_per_token` characters: 1
+    for character models, the split's ratio for a tokenized corpus)."""
 
-    def __init__(self, task: str, num_classes: int | None = None) -> None:
+    def __init__(self, task: str, num_classes: int | None = None,
+                 chars_per_token: float | None = None) -> None:
         self.task = task
         self.num_classes = num_classes
+        self.chars_per_token = chars_per_token or 1.0
         self.loss_sum = 0.0
         self.samples = 0
         self.items = 0
@@ -85,7 +88,7 @@ class MetricAccumulator:
         out = {f"{split}_loss": loss, f"{split}_accuracy": self.correct / max(self.items, 1)}
         if self.task == "language_model":
             out[f"{split}_perplexity"] = float(np.exp(min(loss, 50.0)))
-            out[f"{split}_bits_per_char"] = loss / float(np.log(2.0))
+            out[f"{split}_bits_per_char"] = loss / float(np.log(2.0)) / self.chars_per_token
         return out
 
 
@@ -95,7 +98,8 @@ def evaluate_split(exp: Experiment, split: str, keep: dict[str, Any] | None = No
     confusion matrix of a classification task is stored in keep['confusion']."""
     was_training = exp.model.training
     exp.model.eval()
-    acc = MetricAccumulator(exp.task, exp.bundle.meta.get("num_classes"))
+    per_token = (exp.bundle.meta.get("chars_per_token") or {}).get(split)
+    acc = MetricAccumulator(exp.task, exp.bundle.meta.get("num_classes"), per_token)
     try:
         for xb, yb in exp.loader(split):
             if len(yb) == 0:  # this rank's share of a last batch smaller than the job

@@ -47,7 +47,7 @@ from dlrun.runner.io import checkpoint as ckpt
 from dlrun.runner.io import tensorboard
 from dlrun.runner.io.metrics_log import MetricsLogger, write_summary
 from dlrun.runner.io.pending_losses import PendingLosses, StepRecord, read_every
-from dlrun.runner.io.rundir import create_run_dir, find_run_config
+from dlrun.runner.io.rundir import create_run_dir, find_run_config, write_tokenizer
 from dlrun.runner.io.state import capture, restore
 from dlrun.runner.records import BestMetric, Progress, RunSummary, StepTimes
 
@@ -179,6 +179,8 @@ class Trainer:
         if self.write:
             self.tensorboard = tensorboard.open_tensorboard(self.cfg, self.run_dir,
                                                             self.progress.step)
+            if self.run_dir:
+                write_tokenizer(self.run_dir, self.exp.bundle.meta)
         try:
             with np.errstate(all="ignore"), self.stop.installed():
                 return self._run()

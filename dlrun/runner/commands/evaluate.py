@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.config import load_config
+from dlrun.data.tokenize import Tokenizer
 from dlrun.errors import ConfigError, DataError
 from dlrun.models.generation import check_sampling
 from dlrun.runner.evaluation import evaluate_split
 from dlrun.runner.experiment import Experiment, build_experiment
 from dlrun.runner.io import checkpoint as ckpt
-from dlrun.runner.io.rundir import atomic_write_text, find_run_config
+from dlrun.runner.io.rundir import atomic_write_text, find_run_config, run_tokenizer
 from dlrun.runner.io.state import load_model
 
 
@@ -63,49 +64,44 @@ def evaluate(path: Path | str, split: str | None = None, tag: str = "best",
     return result
 
 
-def _prompt_ids(prompt: str, vocab: list[str]) -> list[int]:
-    """The prompt's token ids; encode's DataError (naming the characters the run's vocabulary
+def _prompt_ids(prompt: str, tokenizer: Tokenizer) -> list[int]:
+    """The prompt's token ids; a DataError (naming the characters a character vocabulary
     lacks) says it is about --prompt."""
-    from dlrun.data.text import encode
-
     try:
-        return [int(i) for i in encode(prompt, vocab)]
+        return [int(i) for i in tokenizer.encode(prompt)]
     except DataError as e:
-        raise DataError(f"--prompt: {e} ({len(vocab)} characters)") from None
+        raise DataError(f"--prompt: {e} ({tokenizer.vocab_size} tokens)") from None
 
 
 def sample_text(path: Path | str, prompt: str | None = None, length: int = 200,
                 temperature: float = 1.0, seed: int = 0, tag: str = "best",
                 top_k: int | None = None, overrides: list[str] | None = None,
                 method: str = "auto") -> dict[str, Any]:
-    """Generate `length` characters from a character language model after `prompt` (default:
-    a newline).
+    """Generate `length` tokens (characters for a character model) from a language model after
+    `prompt` (default: a newline), encoded and decoded with the run's tokenizer.
 
     The run's mode decides eager or static (`overrides` may change it: ["mode=static"]); a GPT
     decodes with a KV cache, a recurrent model carries its state (see models.generation);
-    method='recompute' re-runs the model on the last seq_len (GPT: block_size) characters for
+    method='recompute' re-runs the model on the last seq_len (GPT: block_size) tokens for
     every one, eagerly. Returns the text (prompt included) and the speed of the generation loop
     (tokens per second, after the compile).
     """
-    from dlrun.data.text import decode
     from dlrun.models.generation import generate
 
     check_sampling(temperature, top_k, prefix="--")
     if length < 0:
         raise ConfigError(f"--sample must be >= 0, got {length}")
     exp, _, _ = load_run(path, tag, overrides)
-    vocab = exp.bundle.meta.get("vocab")
-    if exp.task != "language_model" or not vocab:
-        raise ConfigError(f"{path}: sampling needs a character language model run")
-    if not prompt:  # a newline, or the first character when the text has none
-        prompt = "\n" if "\n" in vocab else vocab[0]
-    ids = _prompt_ids(prompt, vocab)
+    tokenizer = run_tokenizer(find_run_config(Path(path))[0], exp.bundle.meta)
+    if exp.task != "language_model" or tokenizer is None:
+        raise ConfigError(f"{path}: sampling needs a language model run with a tokenizer")
+    ids = _prompt_ids(prompt or tokenizer.default_prompt(), tokenizer)
     window = None  # a GPT's recompute crops to its block_size
     if method == "recompute" and not hasattr(exp.model, "block_size"):
         window = int(exp.bundle.meta.get("seq_len", 64))  # what the recurrent model trained on
     out = generate(exp.model, ids, length, temperature=temperature, top_k=top_k, seed=seed,
                    static=exp.cfg.mode == "static", method=method, window=window)
-    return {"text": decode(out.ids, vocab), "tokens": out.new_tokens,
+    return {"text": tokenizer.decode(out.ids), "tokens": out.new_tokens,
             "seconds": out.seconds, "tokens_per_second": out.tokens_per_second,
             "method": out.method, "mode": "static" if out.static else "eager", "traces": out.traces,
             "temperature": temperature, "top_k": top_k, "seed": seed}

@@ -43,9 +43,11 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None,
     opt = build_optimizer(cfg, list(model.parameters()))
     if world is not None:
         parallel.check_batches(cfg, world.size, len(bundle.train.x))
+    # a dataset too large to walk in permutations (a token file) says it is sampled randomly
+    sampling = "random" if meta.get("sampling") == "random" else cfg.train.sampling
     loader = make_loader(bundle.train, cfg, device, dtype, shuffle=cfg.train.shuffle,
                      drop_last=cfg.train.drop_last, batch_size=cfg.train.step_batch_size,
-                     sampling=cfg.train.sampling,
+                     sampling=sampling,
                      shard=None if world is None else (world.rank, world.size))
     steps_per_epoch = len(loader)
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch

@@ -81,4 +81,11 @@ def make_steps(exp: Experiment, mode: str | None = None) -> None:
 
 def batch_tensors(exp: Experiment, xb: Any, yb: Any) -> tuple[Tensor, Tensor]:
     xp = get_xp(exp.device)
+    xb, yb = _wide_ids(xb), _wide_ids(yb)
     return Tensor._wrap(xb, exp.device, xp, False), Tensor._wrap(yb, exp.device, xp, False)
+
+
+def _wide_ids(a: Any) -> Any:
+    """Token ids kept narrow on disk (uint16/uint32 token files) as the int64 ids embeddings
+    and losses index with; only the batch is converted."""
+    return a.astype("int64") if a.dtype.kind == "u" and a.dtype.itemsize > 1 else a

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from dlrun.atomic import (  # noqa: F401  (re-exported: the runner imports them from here)
     atomic_write_bytes,
@@ -20,6 +21,7 @@ from dlrun.atomic import (  # noqa: F401  (re-exported: the runner imports them 
     from_jsonable,
     to_jsonable,
 )
+from dlrun.data.tokenize import Tokenizer, load_tokenizer, tokenizer_from_json, tokenizer_json
 from dlrun.errors import CheckpointError
 
 CONFIG_FILE = "config.yaml"
@@ -29,6 +31,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 TENSORBOARD_DIR = "tensorboard"  # event files, only with logging.tensorboard: true
+TOKENIZER_FILE = "tokenizer.json"  # language models: the tokenizer their ids belong to
 CHECKPOINT_SUFFIXES = (".safetensors", ".json")
 
 _STAMP = "%Y%m%d-%H%M%S"
@@ -133,3 +136,24 @@ def _find_under(root: Path, name: str) -> Path:
         raise CheckpointError(f"{name}: {len(matches)} runs in {root} match ({names}); be precise")
     return matches[0] if matches else exact
 
+
+
+def write_tokenizer(run_dir: Path | str, meta: dict[str, Any]) -> Path | None:
+    """Keep the dataset's tokenizer in the run (a token folder's tokenizer.json, a text
+    dataset's characters), once: eval and sampling then decode with the tokenizer the model
+    learnt, whatever happens to the data later. None when the dataset has no tokenizer."""
+    path = Path(run_dir) / TOKENIZER_FILE
+    if path.exists():
+        return path
+    content = tokenizer_json(meta)
+    return None if content is None else atomic_write_text(path, content)
+
+
+def run_tokenizer(run_dir: Path | str, meta: dict[str, Any]) -> Tokenizer | None:
+    """The run's tokenizer: its tokenizer.json, else (runs made before runs kept it) the one
+    its dataset describes; None for data without one."""
+    path = Path(run_dir) / TOKENIZER_FILE
+    if path.is_file():
+        return load_tokenizer(path)
+    content = tokenizer_json(meta)
+    return None if content is None else tokenizer_from_json(content)
