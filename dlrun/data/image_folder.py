@@ -194,12 +194,13 @@ def cached_pixels(listing: Listing, size: tuple[int, int], channels: int, image:
     return pixels, _conversion_warning(listing, manifest["modes"], mode), array_path
 
 
-def channel_stats(pixels: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(pixels: np.ndarray, rows: np.ndarray, chunk_values: int = 1 << 24
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of the [0, 1]-scaled pixels of `rows`, read in chunks of about
-    16M values (the array may be larger than memory); a constant channel gets std 1."""
+    `chunk_values` values (the array may be larger than memory); a constant channel gets std 1."""
     c = pixels.shape[1]
     per_row = int(np.prod(pixels.shape[1:]))
-    chunk = max(1, (1 << 24) // per_row)
+    chunk = max(1, chunk_values // per_row)
     total = np.zeros(c)
     squares = np.zeros(c)
     for k in range(0, len(rows), chunk):
