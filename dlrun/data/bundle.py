@@ -209,3 +209,22 @@ class Standardizer:
             np.asarray(meta["std"], dtype=np.float64),
             meta.get("kind", "standard"),
         )
+
+
+def chunked_stats(x: np.ndarray, rows: np.ndarray, axis: tuple[int, ...],
+                  chunk_values: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (float64, two passes) of `x[rows]` over `axis` (0: the rows, plus any sample
+    axes), reading about `chunk_values` values at a time, so that `x` may be a memory-mapped
+    array larger than memory. A constant column or channel has std 0."""
+    rows = np.sort(np.asarray(rows))
+    step = max(1, chunk_values // max(math.prod(x.shape[1:]), 1))
+    count = len(rows) * math.prod(x.shape[a] for a in axis if a != 0)
+
+    def blocks() -> Any:
+        for k in range(0, len(rows), step):
+            yield np.asarray(x[rows[k:k + step]], dtype=np.float64)
+
+    mean = sum((b.sum(axis=axis) for b in blocks()), np.zeros(())) / count
+    centre = np.expand_dims(mean, axis)
+    var = sum((np.square(b - centre).sum(axis=axis) for b in blocks()), np.zeros(())) / count
+    return mean, np.sqrt(var)

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,25 +67,61 @@ def open_array(path: Path, shape: tuple[int, ...], dtype: Any) -> np.memmap | No
     return arr
 
 
+@contextlib.contextmanager
+def new_files_in(folder: Path) -> Iterator[None]:
+    """Around building a cache: when the block fails, a cache folder it created is removed
+    again (an existing cache stays as it was: its files are replaced only once whole)."""
+    created = not folder.exists()
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def write_cache(array_path: Path, manifest_path: Path, shape: tuple[int, ...], dtype: Any,
                 fill: Callable[[np.memmap], None], manifest: dict[str, Any]) -> np.memmap:
     """Build the array with `fill` (rows written into a memory-mapped temporary file, so it
     never has to fit in memory), then the manifest, both atomically; the array, mapped
     read-only. On an error nothing is left behind (not even a new empty cache folder)."""
-    folder = array_path.parent
-    created = not folder.exists()
-    try:
+    with new_files_in(array_path.parent):
         with atomic_path(array_path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             fill(out)
             out.flush()
             del out
         atomic_write_json(manifest_path, manifest, indent=None)
-    except BaseException:
-        if created:  # an existing cache stays as it was: its array was not replaced
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
     arr = open_array(array_path, shape, np.dtype(dtype))
     assert arr is not None
     return arr
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype, length: int | None = None) -> bytes:
+    """A version 1.0 .npy header for `shape`, padded to `length` bytes (default: the shortest
+    multiple of 64), so that a header written before the row count is known can be rewritten
+    in place once it is."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": tuple(shape)})
+    size = length or -(-(10 + len(text) + 1) // 64) * 64
+    body = text.ljust(size - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + (size - 10).to_bytes(2, "little") + body.encode("latin1")
+
+
+def write_rows(path: Path, row_shape: tuple[int, ...], dtype: Any,
+               chunks: Any) -> int:
+    """Stream `chunks` (arrays of rows of `row_shape`) into the .npy file `path` without knowing
+    the row count in advance (the header is rewritten at the end); the number of rows."""
+    dtype = np.dtype(dtype)
+    reserved = len(_npy_header((1 << 62, *row_shape), dtype))
+    rows = 0
+    with open(path, "wb") as f:
+        f.write(b"\0" * reserved)
+        for chunk in chunks:
+            block = np.ascontiguousarray(chunk, dtype=dtype).reshape(-1, *row_shape)
+            f.write(block.tobytes())
+            rows += len(block)
+        f.seek(0)
+        f.write(_npy_header((rows, *row_shape), dtype, reserved))
+    return rows

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.data.bundle import DatasetBundle, Split, check_fraction, random_split
+from dlrun.data.bundle import DatasetBundle, Split, check_fraction, chunked_stats, random_split
 from dlrun.data.cache import cache_folder, file_entries, open_array, read_manifest, write_cache
 from dlrun.data.transforms import Augment, Normalize
 from dlrun.errors import DataError
@@ -196,21 +196,10 @@ def cached_pixels(listing: Listing, size: tuple[int, int], channels: int, image:
 
 def channel_stats(pixels: np.ndarray, rows: np.ndarray, chunk_values: int = 1 << 24
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std of the [0, 1]-scaled pixels of `rows`, read in chunks of about
-    `chunk_values` values (the array may be larger than memory); a constant channel gets std 1."""
-    c = pixels.shape[1]
-    per_row = int(np.prod(pixels.shape[1:]))
-    chunk = max(1, chunk_values // per_row)
-    total = np.zeros(c)
-    squares = np.zeros(c)
-    for k in range(0, len(rows), chunk):
-        block = pixels[np.sort(rows[k:k + chunk])].astype(np.float32)
-        total += block.sum(axis=(0, 2, 3), dtype=np.float64)
-        squares += np.square(block).sum(axis=(0, 2, 3), dtype=np.float64)
-    count = len(rows) * per_row / c
-    mean = total / count / 255.0
-    std = np.sqrt(np.maximum(squares / count / 255.0**2 - mean**2, 0.0))
-    return mean, np.where(std > 1e-12, std, 1.0)
+    """Per-channel mean and std of the [0, 1]-scaled pixels of `rows`, read in chunks (the
+    array may be larger than memory); a constant channel gets std 1."""
+    mean, std = chunked_stats(pixels, rows, (0, 2, 3), chunk_values)
+    return mean / 255.0, np.where(std > 1e-12, std / 255.0, 1.0)
 
 
 def _normalization(normalize: Any, pixels: np.ndarray, rows: np.ndarray, channels: int
