@@ -143,3 +143,33 @@ def image_folder_factory(tmp_path: Path):
         return root
 
     return make
+
+
+BAD_FOLDERS = {  # setup -> what the error says
+    "empty": "no class folders",
+    "empty_class": "c: a class folder without images",
+    "truncated": "b/bad.png: cannot read the image",
+    "not_an_image": "a/fake.jpg: cannot read the image",
+}
+
+
+@pytest.fixture
+def bad_image_folder(image_folder_factory, tmp_path: Path):
+    """make(setup) -> a folder with the problem BAD_FOLDERS names: no class folders, an empty
+    class folder, a truncated PNG, a text file named .jpg."""
+
+    def make(setup: str) -> Path:
+        if setup == "empty":
+            (tmp_path / "empty").mkdir()
+            return tmp_path / "empty"
+        root = image_folder_factory(per_class=2)
+        if setup == "empty_class":
+            (root / "c").mkdir()
+        elif setup == "truncated":
+            data = (root / "b" / "000.png").read_bytes()
+            (root / "b" / "bad.png").write_bytes(data[: len(data) // 2])
+        elif setup == "not_an_image":
+            (root / "a" / "fake.jpg").write_text("not a picture")
+        return root
+
+    return make

@@ -17,6 +17,7 @@ from dlrun.data.bundle import BatchKey
 from dlrun.data.image_folder import channel_stats
 from dlrun.data.transforms import Augment
 from dlrun.errors import DataError
+from tests.conftest import BAD_FOLDERS
 
 image_folder_module = sys.modules["dlrun.data.image_folder"]  # the name is also the function
 
@@ -132,26 +133,10 @@ def test_mixed_modes_are_converted_and_said_once(image_folder_factory) -> None:
         bundle.meta["warnings"]  # said again from the cache
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    ("empty", "no class folders"),
-    ("empty_class", "a class folder without images"),
-    ("truncated", "b/bad.png: cannot read the image"),
-    ("not_an_image", "a/fake.jpg: cannot read the image"),
-])
-def test_bad_folders_name_the_problem_and_write_nothing(image_folder_factory, tmp_path: Path,
-                                                       setup: str, message: str) -> None:
-    root = tmp_path / "empty"
-    root.mkdir()
-    if setup != "empty":
-        root = image_folder_factory(per_class=2)
-    if setup == "empty_class":
-        (root / "c").mkdir()
-    if setup == "truncated":
-        data = (root / "b" / "000.png").read_bytes()
-        (root / "b" / "bad.png").write_bytes(data[: len(data) // 2])
-    if setup == "not_an_image":
-        (root / "a" / "fake.jpg").write_text("not a picture")
-    with pytest.raises(DataError, match=message):
+@pytest.mark.parametrize("setup", sorted(BAD_FOLDERS))
+def test_bad_folders_name_the_problem_and_write_nothing(bad_image_folder, setup: str) -> None:
+    root = bad_image_folder(setup)
+    with pytest.raises(DataError, match=BAD_FOLDERS[setup]):
         image_folder(root)
     assert not (root / ".dlrun-cache").exists()
 

@@ -18,6 +18,7 @@ from dlrun.runner import train as runner
 from dlrun.runner.commands.evaluate import evaluate
 from dlrun.runner.events import StepEnd
 from tests.cli_helpers import assert_cli_fails
+from tests.conftest import BAD_FOLDERS
 
 
 def _config(tmp_path: Path, folder: Path, **train) -> Path:
@@ -76,24 +77,12 @@ def test_resumed_mid_epoch_with_augmentation_equals_uninterrupted(
     assert resumed.parameters_sha256 == full.parameters_sha256
 
 
-@pytest.mark.parametrize(("setup", "needle"), [
-    ("empty", "no class folders"),
-    ("empty_class", "c: a class folder without images"),
-    ("truncated", "bad.png: cannot read the image"),
-])
-def test_bad_folders_through_the_cli(image_folder_factory, tmp_path: Path, setup: str,
-                                     needle: str) -> None:
-    root = tmp_path / "empty"
-    root.mkdir()
-    if setup != "empty":
-        root = image_folder_factory(per_class=2)
-    if setup == "empty_class":
-        (root / "c").mkdir()
-    if setup == "truncated":
-        data = (root / "a" / "000.png").read_bytes()
-        (root / "a" / "bad.png").write_bytes(data[:40])
+@pytest.mark.parametrize("setup", ["empty", "empty_class", "truncated"])
+def test_bad_folders_through_the_cli(bad_image_folder, tmp_path: Path, setup: str) -> None:
+    root = bad_image_folder(setup)
     runs = tmp_path / "runs"
-    assert_cli_fails(["train", str(_config(tmp_path, root)), "--runs-dir", str(runs)], needle)
+    assert_cli_fails(["train", str(_config(tmp_path, root)), "--runs-dir", str(runs)],
+                     BAD_FOLDERS[setup])
     assert not runs.exists() and not (root / ".dlrun-cache").exists()
 
 
