@@ -94,3 +94,15 @@ def test_mixed_modes_are_said_once_through_the_cli(image_folder_factory, tmp_pat
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.output.count("converted 1 of 9 images to L (1 RGB)") == 1, result.output
+
+
+def test_the_loaders_read_the_memory_map_without_copying_it(image_folder_factory,
+                                                            tmp_path: Path) -> None:
+    from dlrun.runner.experiment import build_experiment
+
+    exp = build_experiment(load_config(_config(tmp_path, image_folder_factory(per_class=4))))
+    assert isinstance(exp.bundle.train.x, np.memmap)
+    assert exp.train_loader.x is exp.bundle.train.x  # the map itself, not an in-memory copy
+    assert exp.loader("val").x is exp.bundle.train.x
+    xb, _ = next(iter(exp.train_loader))
+    assert xb.dtype == np.float32 and xb.shape == (6, 1, 12, 12)  # 6 training images
