@@ -38,6 +38,13 @@ def cache_folder(source: Path) -> Path:
     return base / f"{source.name}-{digest}"
 
 
+def fallback_note(source: Path, array_path: Path) -> list[str]:
+    """One line saying where the cache went when it is not beside the data (else none)."""
+    if array_path.parent.name == LOCAL_FOLDER:
+        return []
+    return [f"{source}: its folder is not writable; the decoded cache is {array_path}"]
+
+
 def file_entries(root: Path, names: list[str]) -> list[list[Any]]:
     """[name, size, mtime_ns] of each file (relative to root): what a manifest compares."""
     out = []

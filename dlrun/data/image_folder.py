@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from dlrun.data.bundle import DatasetBundle, Split, check_fraction, chunked_stats, random_split
-from dlrun.data.cache import cache_folder, file_entries, open_array, read_manifest, write_cache
+from dlrun.data.cache import (
+    cache_folder,
+    fallback_note,
+    file_entries,
+    open_array,
+    read_manifest,
+    write_cache,
+)
 from dlrun.data.transforms import Augment, Normalize
 from dlrun.errors import DataError
 
@@ -276,7 +283,8 @@ def image_folder(
         "name": NAME, "task": "classification", "input_shape": [c, *size_hw],
         "input_dtype": "float32", "num_classes": len(listing.classes),
         "output_dim": len(listing.classes), "classes": listing.classes, "normalize": stats,
-        "files": [str(listing.root)], "cache": str(cache), "warnings": warnings,
+        "files": [str(listing.root)], "cache": str(cache),
+        "warnings": warnings + fallback_note(listing.root, cache),
         "resolved_options": {"size": list(size_hw), "channels": c, "normalize": stats},
     }
     return DatasetBundle(train, splits["val"], splits["test"], meta)

@@ -33,6 +33,7 @@ from dlrun.data.bundle import (
 )
 from dlrun.data.cache import (
     cache_folder,
+    fallback_note,
     file_entries,
     new_files_in,
     open_array,
@@ -207,7 +208,7 @@ def csv_dataset(
     meta: dict[str, Any] = {
         "name": "csv", "task": task, "input_shape": [x.shape[1]], "input_dtype": "float32",
         "features": info["features"], "target": info["target"], "files": [str(path)],
-        "cache": info["cache"],
+        "cache": info["cache"], "warnings": fallback_note(Path(path), Path(info["cache"])),
     }
     if task == "classification":
         classes = info["classes"]

@@ -120,6 +120,8 @@ def test_a_read_only_folder_caches_under_dlrun_data_cache(image_folder_factory, 
                         lambda p, m: False if Path(p) == root else real(p, m))
     bundle = image_folder(root, val_fraction=0.0)
     assert Path(bundle.meta["cache"]).parent.parent == tmp_path / "elsewhere"
+    assert bundle.meta["warnings"] == [f"{root}: its folder is not writable; the decoded cache "
+                                       f"is {bundle.meta['cache']}"]
     assert not (root / ".dlrun-cache").exists()
 
 
