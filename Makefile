@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,reference,tensorboard,onnx,mpi,sweep,cpu-kernels,text]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,reference,tensorboard,onnx,mpi,sweep,cpu-kernels,text,images]'
 	touch $@
 
 run: $(BIN)/.installed

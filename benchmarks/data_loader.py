@@ -1,157 +1,165 @@
-"""Is data preparation a bottleneck? Time the DataLoader per batch against a training step.
+"""Does loading keep up? Each dataset's loader against its model's training step.
 
-One epoch of MNIST-shaped batching (N x 1 x 28 x 28 float32, batch 64, shuffled) is timed
-batch by batch; the median after a warm-up is printed beside the median of a hand-written
-NumPy MLP 784-128-10 step (forward, softmax cross-entropy, backward, SGD) on batches of the
-same size, a stand-in for the cheapest real training step.
+For each workload (a config in configs/, built as `dlrun train` builds it), three timings on the
+same experiment, medians after a warm-up:
 
-    python benchmarks/data_loader.py [--batch-size 64] [--mnist-root DIR] [--device cpu]
+- loader: one batch from the training loader in the caller's thread (prefetch off): gather the
+  rows (from a memory map for image folders and CSV files), transform (scale, normalise,
+  augment), move to the device; samples/s = batch / that time;
+- step: the training step alone on batches gathered beforehand;
+- wait: the time the training loop waits for the next batch with the config's prefetching
+  (data.prefetch, default 2: the next batches are gathered by a background thread while the
+  step runs), what the loader costs the run.
+
+Loading is not the bottleneck when the loader's time is below 10% of the step (then even
+without prefetching it costs under 10%) or, with prefetching, when the wait is.
+
+    python benchmarks/data_loader.py [--data-dir ../shared/data] [--image-folder DIR]
+        [--steps 40] [--warmup 5] [--device cpu] [--json out.json]
+
+`--image-folder` is a folder from benchmarks/mnist_folder.py (the MNIST test set as PNG files);
+workloads whose data is missing are skipped with a note.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
-import platform
+import statistics
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dlrun.backend import synchronize  # noqa: E402
-from dlrun.data import DataLoader, mnist  # noqa: E402
+from dlrun.config import load_config  # noqa: E402
+from dlrun.errors import DlrunError  # noqa: E402
+from dlrun.runner.experiment import batch_tensors, build_experiment  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = "data.options={{path: {folder}, channels: 1}}"
+AUGMENTED = "data.options={{path: {folder}, channels: 1, augment: {{flip: true, crop_padding: 2}}}}"
+WORKLOADS: list[tuple[str, str, list[str]]] = [
+    ("mnist_cnn (IDX, in memory)", "mnist_cnn.yaml", []),
+    ("mnist_cnn on an image folder (memmap)", "mnist_cnn.yaml",
+     ["data.name=image_folder", FOLDER]),
+    ("  same, augmented (flip, crop 2)", "mnist_cnn.yaml", ["data.name=image_folder", AUGMENTED]),
+    ("shakespeare_gpt (text windows)", "shakespeare_gpt.yaml", []),
+    ("bench/gpt (tokens)", "bench/gpt.yaml", []),
+    ("linreg_csv (CSV, memmap)", "linreg_csv.yaml", []),
+]
 
 
-def time_loader(loader: DataLoader, warmup: int) -> np.ndarray:
-    """Seconds per batch over one epoch, after `warmup` batches (device synchronised)."""
+def _median_ms(times: list[float]) -> float:
+    return statistics.median(times) * 1e3
+
+
+def time_loader(exp: Any, n: int, warmup: int) -> float:
+    """Median ms of one training batch, gathered in this thread (no prefetching)."""
+    loader = exp.train_loader
+    loader.prefetch = 0
     times = []
-    it = iter(loader)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            next(it)
-        except StopIteration:
-            break
-        synchronize(loader.device)
-        times.append(time.perf_counter() - t0)
-    return np.array(times[warmup:])
+    while len(times) < n + warmup:
+        it = iter(loader)
+        while len(times) < n + warmup:
+            t0 = time.perf_counter()
+            try:
+                next(it)
+            except StopIteration:
+                break
+            synchronize(loader.device)
+            times.append(time.perf_counter() - t0)
+    return _median_ms(times[warmup:])
 
 
-class NumpyMLP:
-    """784-128-10 ReLU MLP with softmax cross-entropy and plain SGD, all in float32."""
-
-    def __init__(self, seed: int = 0, lr: float = 0.1) -> None:
-        rng = np.random.default_rng(seed)
-        self.w1 = (rng.standard_normal((784, 128)) * np.sqrt(2 / 784)).astype(np.float32)
-        self.b1 = np.zeros(128, np.float32)
-        self.w2 = (rng.standard_normal((128, 10)) * np.sqrt(2 / 128)).astype(np.float32)
-        self.b2 = np.zeros(10, np.float32)
-        self.lr = np.float32(lr)
-
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One forward + backward + SGD update; returns the mean loss."""
-        n = len(x)
-        h_pre = x @ self.w1 + self.b1
-        h = np.maximum(h_pre, 0)
-        logits = h @ self.w2 + self.b2
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        p = e / e.sum(axis=1, keepdims=True)
-        loss = -float(np.log(p[np.arange(n), y] + 1e-12).mean())
-        d_logits = p
-        d_logits[np.arange(n), y] -= 1
-        d_logits /= n
-        g_w2 = h.T @ d_logits
-        g_b2 = d_logits.sum(axis=0)
-        d_h = d_logits @ self.w2.T
-        d_h[h_pre <= 0] = 0
-        g_w1 = x.T @ d_h
-        g_b1 = d_h.sum(axis=0)
-        self.w1 -= self.lr * g_w1
-        self.b1 -= self.lr * g_b1
-        self.w2 -= self.lr * g_w2
-        self.b2 -= self.lr * g_b2
-        return loss
-
-
-def time_steps(x: np.ndarray, y: np.ndarray, batch: int, steps: int, warmup: int) -> tuple:
-    """Seconds per MLP step over `steps` batches (after `warmup`), and the last loss."""
-    model = NumpyMLP()
-    loader = DataLoader(x, y, batch, shuffle=True, seed=1, drop_last=True, x_shape=(784,))
-    batches = []
-    for xb, yb in loader:
-        batches.append((xb, yb))
-        if len(batches) == steps + warmup:
-            break
-    times = []
-    loss = float("nan")
+def time_training(exp: Any, n: int, warmup: int, prefetch: int) -> tuple[float, float]:
+    """(median step ms on batches gathered beforehand, median ms waited for each next batch
+    in a training loop with `prefetch`)."""
+    loader = exp.train_loader
+    loader.prefetch, batches = 0, []
+    while len(batches) < n + warmup:  # across epochs when an epoch is shorter
+        batches += itertools.islice(iter(loader), n + warmup - len(batches))
+    steps = []
     for xb, yb in batches:
+        x, y = batch_tensors(exp, xb, yb)
         t0 = time.perf_counter()
-        loss = model.step(xb, yb)
-        times.append(time.perf_counter() - t0)
-    return np.array(times[warmup:]), loss
+        exp.train_step(x, y)
+        synchronize(exp.device)
+        steps.append(time.perf_counter() - t0)
+    loader.prefetch, waits = prefetch, []
+    while len(waits) < n + warmup:
+        it = iter(loader)
+        while len(waits) < n + warmup:
+            t0 = time.perf_counter()
+            try:
+                xb, yb = next(it)
+            except StopIteration:
+                break
+            waits.append(time.perf_counter() - t0)
+            exp.train_step(*batch_tensors(exp, xb, yb))
+            synchronize(exp.device)
+        del it
+    return _median_ms(steps[warmup:]), _median_ms(waits[warmup:])
 
 
-def fmt(t: np.ndarray) -> str:
-    return (
-        f"median {np.median(t) * 1e6:8.1f} us   p90 {np.percentile(t, 90) * 1e6:8.1f} us   "
-        f"({len(t)} batches)"
-    )
+def measure(label: str, config: str, overrides: list[str], args: argparse.Namespace
+            ) -> dict[str, Any]:
+    """One workload's row (or its skip note)."""
+    sets = [o.format(folder=args.image_folder) for o in overrides]
+    if any("{folder}" in o for o in overrides) and not args.image_folder:
+        return {"workload": label, "skipped": "no --image-folder"}
+    try:
+        cfg = load_config(ROOT / "configs" / config, [*sets, f"device={args.device}"])
+        exp = build_experiment(cfg)
+    except DlrunError as e:
+        return {"workload": label, "skipped": str(e)}
+    batch = cfg.train.batch_size
+    load_ms = time_loader(exp, args.steps, args.warmup)
+    step_ms, wait_ms = time_training(exp, args.steps, args.warmup, cfg.data.prefetch)
+    return {"workload": label, "dataset": cfg.data.name, "batch": batch,
+            "loader_ms": load_ms, "loader_samples_per_s": batch / load_ms * 1e3,
+            "step_ms": step_ms, "step_samples_per_s": batch / step_ms * 1e3,
+            "loader_pct_of_step": 100 * load_ms / step_ms, "prefetch": cfg.data.prefetch,
+            "wait_ms": wait_ms, "wait_pct_of_step": 100 * wait_ms / step_ms}
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| workload | batch | loader ms | loader samples/s | step ms | step samples/s | "
+             "loader / step | wait with prefetch 2 |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['workload']} | skipped: {r['skipped']} |||||||")
+            continue
+        lines.append(
+            f"| {r['workload']} | {r['batch']} | {r['loader_ms']:.3f} | "
+            f"{r['loader_samples_per_s']:,.0f} | {r['step_ms']:.2f} | "
+            f"{r['step_samples_per_s']:,.0f} | {r['loader_pct_of_step']:.1f}% | "
+            f"{r['wait_ms']:.3f} ms ({r['wait_pct_of_step']:.1f}%) |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--n", type=int, default=60000, help="samples (synthetic data)")
-    ap.add_argument("--mnist-root", default=None, help="use the real MNIST from this folder")
+    ap.add_argument("--data-dir", default=None, help="$DLRUN_DATA_DIR for the real datasets")
+    ap.add_argument("--image-folder", default=None, help="from benchmarks/mnist_folder.py")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
-
-    if args.mnist_root:
-        bundle = mnist(args.mnist_root, val_fraction=0.0)
-        x, y = bundle.train.x, bundle.train.y
-        source = f"real MNIST train ({args.mnist_root})"
-    else:
-        rng = np.random.default_rng(0)
-        x = rng.random((args.n, 1, 28, 28), dtype=np.float32)
-        y = rng.integers(0, 10, size=args.n).astype(np.int64)
-        source = "random MNIST-shaped data"
-    bs = args.batch_size
-    print(f"data: {source}, x {x.shape} {x.dtype}, batch {bs}")
-    print(
-        f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"numpy {np.__version__}, device {args.device}"
-    )
-    print()
-
-    rows = []
-    for label, kwargs in [
-        ("loader, shuffled (default)", {}),
-        ("loader, shuffled, reused buffers", {"reuse_buffers": True}),
-        ("loader, in order (views)", {"shuffle": False}),
-    ]:
-        opts = {"shuffle": True, "seed": 0, **kwargs}
-        loader = DataLoader(x, y, bs, device=args.device, **opts)
-        time_loader(loader, 0)  # one untimed epoch: page in the arrays
-        t = time_loader(loader, args.warmup)
-        rows.append((label, t))
-        print(f"{label:36s} {fmt(t)}")
-
-    step_t, loss = time_steps(x, y, bs, args.steps, args.warmup)
-    print(f"{'MLP 784-128-10 step (NumPy, CPU)':36s} {fmt(step_t)}   loss {loss:.3f}")
-    print()
-    step = float(np.median(step_t))
-    for label, t in rows:
-        load = float(np.median(t))
-        ratio = f"{load / step:6.1%} of a training step  (step/load = {step / load:.1f}x)"
-        print(f"{label:36s} {ratio}")
-    epoch = float(np.sum(rows[0][1])) * len(x) / (len(rows[0][1]) * bs)
-    print(f"\none epoch of default batching: ~{epoch * 1e3:.0f} ms for {len(x)} samples")
+    if args.data_dir:
+        os.environ["DLRUN_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    os.chdir(ROOT)  # configs name their files relative to the project root
+    rows = [measure(label, config, sets, args) for label, config, sets in WORKLOADS]
+    print(f"device {args.device}, {os.cpu_count()} CPUs, medians of {args.steps} batches/steps "
+          f"after {args.warmup}\n")
+    print(to_markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

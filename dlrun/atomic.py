@@ -15,7 +15,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,19 +23,23 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "from_jsonable", "to_jsonable",
+    "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+    "from_jsonable", "to_jsonable",
 ]
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path in `path`'s folder for the caller to write (e.g. a large array streamed to
+    disk); when the block ends it is fsynced and renamed over `path`, on an error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
@@ -44,7 +48,13 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> Path:

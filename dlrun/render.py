@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -87,7 +88,9 @@ class RichView:
         elif isinstance(event, Checkpointed):
             pass
         elif isinstance(event, Message):
-            if not self.quiet:
+            if event.level == "warning":  # shown even with --quiet
+                self._print(f"[yellow]warning:[/] {escape(event.text)}")
+            elif not self.quiet:
                 self._print(f"[dim]{event.text}[/]")
         elif isinstance(event, RunFinished):
             self.close()

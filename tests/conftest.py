@@ -152,4 +152,71 @@ def token_config():
             "logging": {"plots": False, "log_every": 1},
         }
 
+
+# ----- small image folders (image_folder dataset) ---------------------------------------------
+def draw_image(label: int, index: int, size: int = 12, mode: str = "L") -> np.ndarray:
+    """A visually distinct image of class `label` (0: a vertical bar, 1: a horizontal bar,
+    2: a diagonal, ...) with seeded noise, uint8 (H, W) or (H, W, 3)."""
+    noise = np.random.default_rng([label, index]).integers(0, 60, size=(size, size))
+    img = noise.astype(np.uint8)
+    mid = size // 2 + (index % 3) - 1
+    if label % 3 == 0:
+        img[:, mid - 1:mid + 1] = 230
+    elif label % 3 == 1:
+        img[mid - 1:mid + 1, :] = 230
+    else:
+        np.fill_diagonal(img, 230)
+    return np.stack([img] * 3, axis=-1) if mode == "RGB" else img
+
+
+@pytest.fixture
+def image_folder_factory(tmp_path: Path):
+    """make(name, per_class, classes=("a", "b"), formats=("png", "jpg", "bmp"), mode="L",
+    split=None) writes a real image folder (Pillow) under tmp_path and returns its path;
+    `split` a sub-folder (train, val, test) of the same root."""
+    from PIL import Image
+
+    def make(name: str = "images", per_class: int = 10, classes=("a", "b"),
+             formats=("png", "jpg", "bmp"), mode: str = "L", split: str | None = None,
+             size: int = 12) -> Path:
+        root = tmp_path / name
+        base = root / split if split else root
+        for label, cls in enumerate(classes):
+            (base / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                fmt = formats[i % len(formats)]
+                Image.fromarray(draw_image(label, i, size, mode), mode).save(
+                    base / cls / f"{i:03d}.{fmt}")
+        return root
+
+    return make
+
+
+BAD_FOLDERS = {  # setup -> what the error says
+    "empty": "no class folders",
+    "empty_class": "c: a class folder without images",
+    "truncated": "b/bad.png: cannot read the image",
+    "not_an_image": "a/fake.jpg: cannot read the image",
+}
+
+
+@pytest.fixture
+def bad_image_folder(image_folder_factory, tmp_path: Path):
+    """make(setup) -> a folder with the problem BAD_FOLDERS names: no class folders, an empty
+    class folder, a truncated PNG, a text file named .jpg."""
+
+    def make(setup: str) -> Path:
+        if setup == "empty":
+            (tmp_path / "empty").mkdir()
+            return tmp_path / "empty"
+        root = image_folder_factory(per_class=2)
+        if setup == "empty_class":
+            (root / "c").mkdir()
+        elif setup == "truncated":
+            data = (root / "b" / "000.png").read_bytes()
+            (root / "b" / "bad.png").write_bytes(data[: len(data) // 2])
+        elif setup == "not_an_image":
+            (root / "a" / "fake.jpg").write_text("not a picture")
+        return root
+
     return make

@@ -42,6 +42,7 @@ class DataConfig(Section):
     root: str | None = None
     val_fraction: Float = Field(0.1, ge=0, lt=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    prefetch: Int = Field(2, ge=0)  # batches a background thread gathers ahead; 0: none
 
     @field_validator("name")
     @classmethod

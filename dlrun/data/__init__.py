@@ -14,6 +14,7 @@ from dlrun.data.datasets import (
 )
 from dlrun.data.download import SOURCES, Checksum, DatasetSource, cache_dir, fetch, verify_file
 from dlrun.data.idx import read_idx, read_image_label_pair, read_images, read_labels, write_idx
+from dlrun.data.image_folder import image_folder
 from dlrun.data.loader import DataLoader
 from dlrun.data.synthetic import adding, blobs, linear, sine, spirals
 from dlrun.data.tabular import csv_dataset, read_csv, series
@@ -40,6 +41,7 @@ __all__ = [
     "encode",
     "fashion_mnist",
     "fetch",
+    "image_folder",
     "linear",
     "mnist",
     "read_csv",

@@ -10,34 +10,74 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from dlrun.errors import DataError
 
 
+@dataclass(frozen=True)
+class BatchKey:
+    """Which batch a loader is gathering, for transforms that draw random numbers (augmentation):
+    the draws depend only on (seed, epoch, batch), never on how far a run got, so a resumed run
+    and an uninterrupted one see the same; `lo` and `rows` place this rank's share in the
+    global batch, so N ranks draw what one process draws."""
+
+    seed: int
+    epoch: int
+    batch: int
+    lo: int
+    rows: int
+
+
+class BatchTransform(Protocol):
+    """Raw rows of a split's `x` -> the model's inputs in `dtype`, one batch at a time (pixel
+    scaling and normalisation, column standardisation). `key` is None for evaluation (no
+    augmentation) and the batch's BatchKey for training."""
+
+    def __call__(self, x: np.ndarray, key: BatchKey | None, dtype: np.dtype) -> np.ndarray: ...
+
+
 @dataclass
 class Split:
     """One split: inputs `x` and targets `y`, aligned along the first axis.
 
-    They may be read-only strided views (text windows over one corpus, see data.text.windows):
-    index rows (`x[idx]`, `take`) rather than making the whole array contiguous.
+    They may be read-only strided views (text windows over one corpus, see data.text.windows) or
+    memory-mapped files (np.memmap, larger than memory): index rows (`x[idx]`, `take`) rather than
+    making the whole array contiguous. With `index`, the split holds only those rows of `x` (a
+    memory-mapped array shared by the splits, never copied) and `y` is aligned with `index`.
+    With `transform`, `x` holds raw rows (e.g. uint8 pixels) that the loader turns into inputs
+    batch by batch.
     """
 
     x: np.ndarray
     y: np.ndarray
+    index: np.ndarray | None = None
+    transform: BatchTransform | None = None
 
     def __post_init__(self) -> None:
-        if len(self.x) != len(self.y):
-            raise DataError(f"split has {len(self.x)} inputs but {len(self.y)} targets")
+        n = len(self.x) if self.index is None else len(self.index)
+        if n != len(self.y):
+            raise DataError(f"split has {n} inputs but {len(self.y)} targets")
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.y)
 
     def take(self, index: np.ndarray) -> Split:
-        """The rows at `index` (a copy)."""
-        return Split(self.x[index], self.y[index])
+        """The rows at `index`: a copy, or for memory-mapped inputs a new row index (the file's
+        rows are not read)."""
+        if self.index is not None or isinstance(self.x, np.memmap):
+            rows = np.arange(len(self.x)) if self.index is None else self.index
+            return Split(self.x, self.y[index], rows[index], self.transform)
+        return Split(self.x[index], self.y[index], None, self.transform)
+
+    def inputs(self, index: np.ndarray | slice) -> np.ndarray:
+        """The model inputs of the rows at `index` (gathered, transformed without augmentation,
+        float32 when transformed)."""
+        rows = np.arange(len(self))[index]
+        x = self.x[rows if self.index is None else self.index[rows]]
+        return x if self.transform is None else self.transform(x, None, np.dtype(np.float32))
 
 
 @dataclass
@@ -169,3 +209,22 @@ class Standardizer:
             np.asarray(meta["std"], dtype=np.float64),
             meta.get("kind", "standard"),
         )
+
+
+def chunked_stats(x: np.ndarray, rows: np.ndarray, axis: tuple[int, ...],
+                  chunk_values: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (float64, two passes) of `x[rows]` over `axis` (0: the rows, plus any sample
+    axes), reading about `chunk_values` values at a time, so that `x` may be a memory-mapped
+    array larger than memory. A constant column or channel has std 0."""
+    rows = np.sort(np.asarray(rows))
+    step = max(1, chunk_values // max(math.prod(x.shape[1:]), 1))
+    count = len(rows) * math.prod(x.shape[a] for a in axis if a != 0)
+
+    def blocks() -> Any:
+        for k in range(0, len(rows), step):
+            yield np.asarray(x[rows[k:k + step]], dtype=np.float64)
+
+    mean = sum((b.sum(axis=axis) for b in blocks()), np.zeros(())) / count
+    centre = np.expand_dims(mean, axis)
+    var = sum((np.square(b - centre).sum(axis=axis) for b in blocks()), np.zeros(())) / count
+    return mean, np.sqrt(var)

@@ -12,6 +12,7 @@ from typing import Any
 
 from dlrun.data import synthetic
 from dlrun.data.bundle import DatasetBundle
+from dlrun.data.image_folder import image_folder
 from dlrun.data.tabular import csv_dataset, series
 from dlrun.data.text import text, tinyshakespeare
 from dlrun.data.token_file import token_file
@@ -26,6 +27,8 @@ DATASETS: Registry[Builder] = Registry("dataset")
 for _name, _builder_fn, _doc in (
     ("mnist", mnist, "MNIST handwritten digits, 28x28, 10 classes (IDX files, downloaded once)"),
     ("fashion_mnist", fashion_mnist, "Fashion-MNIST: MNIST's format, 10 clothing classes"),
+    ("image_folder", image_folder,
+     "your images, one sub-folder per class (`path`, `size`, `channels`, `augment`)"),
     ("text", text, "a character-level corpus from a text file (`path`, `seq_len`, `stride`)"),
     ("tinyshakespeare", tinyshakespeare, "Tiny Shakespeare, characters (karpathy/char-rnn)"),
     ("token_file", token_file, "a tokenized corpus on disk, nanoGPT's train.bin/val.bin (`path`, "

@@ -15,27 +15,31 @@ which only the batch is copied, and moved with one `to_device` call per array.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from dlrun.backend import get_xp, normalize_device, to_device
+from dlrun.data.bundle import BatchKey, BatchTransform
 from dlrun.errors import CheckpointError, DataError
 
 SAMPLINGS = ("permutation", "random")
 
 
 def _check_arguments(x: Any, y: Any, batch_size: Any, seed: Any, sampling: str,
-                     shuffle: bool) -> None:
+                     shuffle: bool, index: Any) -> None:
     """DataError naming the first argument a DataLoader cannot work with."""
     if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
         raise DataError(
             f"DataLoader needs NumPy arrays, got {type(x).__name__} and {type(y).__name__}"
         )
-    if len(x) != len(y):
-        raise DataError(f"DataLoader: {len(x)} inputs but {len(y)} targets")
-    if len(x) == 0:
+    n = len(x) if index is None else len(index)
+    if n != len(y):
+        raise DataError(f"DataLoader: {n} inputs but {len(y)} targets")
+    if n == 0:
         raise DataError("DataLoader: the split is empty")
     if (
         isinstance(batch_size, bool)
@@ -51,6 +55,9 @@ def _check_arguments(x: Any, y: Any, batch_size: Any, seed: Any, sampling: str,
     if sampling == "random" and not shuffle:
         raise DataError("DataLoader: sampling 'random' draws random batches; it cannot be "
                         "combined with shuffle=False")
+    if index is not None and (np.ndim(index) != 1 or len(index) and (
+            np.min(index) < 0 or np.max(index) >= len(x))):
+        raise DataError(f"DataLoader: index must be rows of x (0 .. {len(x) - 1})")
 
 
 class DataLoader:
@@ -73,6 +80,14 @@ class DataLoader:
     - `shard`: (rank, ranks) for data-parallel training: every rank walks the same global
       batches (same order, same length, same state) and yields only its contiguous share of
       each, `shard_rows(m, rank, ranks)`; `global_rows` is the size of the last global batch.
+    - `index`: the rows of `x` to use (a split of a memory-mapped array shared by the splits);
+      `y` is aligned with `index`. Only each batch's rows are read.
+    - `transform`: raw rows -> inputs, per batch (see data.bundle.BatchTransform), e.g. uint8
+      pixels to normalised floats in `dtype`; with `augment`, it also gets the batch's
+      BatchKey, so its random draws depend on (seed, epoch, batch) alone and replay on resume.
+    - `prefetch`: gather (and transform) up to this many batches ahead in a background thread,
+      so that reading the data overlaps the training step; 0 gathers in the caller's thread.
+      The position (`state_dict`) counts only the batches handed out, never those prefetched.
 
     Iterating runs from the current position to the end of the current epoch, then moves to
     the next epoch; `set_epoch(n)` selects an epoch explicitly.
@@ -93,17 +108,25 @@ class DataLoader:
         resident: bool = False,
         reuse_buffers: bool | None = None,
         shard: tuple[int, int] | None = None,
+        index: np.ndarray | None = None,
+        transform: BatchTransform | None = None,
+        augment: bool = False,
+        dtype: Any = np.float32,
+        prefetch: int = 0,
     ) -> None:
-        _check_arguments(x, y, batch_size, seed, sampling, shuffle)
+        _check_arguments(x, y, batch_size, seed, sampling, shuffle, index)
         self.x = x
         self.y = y
-        self.n = len(x)
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
+        self.n = len(y)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.sampling = sampling
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.device = normalize_device(device)
+        self.transform, self.augment, self.dtype = transform, bool(augment), np.dtype(dtype)
+        self.prefetch = _check_prefetch(prefetch)
         self.x_shape = tuple(int(d) for d in x_shape) if x_shape is not None else None
         if self.x_shape is not None and math.prod(self.x_shape) != math.prod(x.shape[1:]):
             raise DataError(
@@ -115,18 +138,23 @@ class DataLoader:
         if not 0 <= self.shard[0] < self.shard[1]:
             raise DataError(f"DataLoader: shard {shard} is not (rank, ranks) with rank < ranks")
         self.global_rows = 0
+        self._setup_buffers(reuse_buffers, resident)
 
+    def _setup_buffers(self, reuse_buffers: bool | None, resident: bool) -> None:
+        """The device copy (resident) or the ring of host gather buffers (one per batch that
+        can be in flight: the prefetched ones, the one being gathered, the one handed out)."""
+        x, y = self.x, self.y
         on_gpu = self.device != "cpu"
-        self.resident = bool(resident) and on_gpu
+        self.resident = bool(resident) and on_gpu and self.transform is None
         if self.resident:
-            self._xd = _resident_copy(x, self.device)
+            self._xd = _resident_copy(x if self.index is None else x[self.index], self.device)
             self._yd = _resident_copy(y, self.device)
         self.reuse_buffers = on_gpu if reuse_buffers is None else bool(reuse_buffers)
-        self._xbuf: np.ndarray | None = None
-        self._ybuf: np.ndarray | None = None
+        self._buffers: list[tuple[np.ndarray, np.ndarray]] = []
         if self.reuse_buffers and not self.resident:
-            self._xbuf = np.empty((self.batch_size, *x.shape[1:]), dtype=x.dtype)
-            self._ybuf = np.empty((self.batch_size, *y.shape[1:]), dtype=y.dtype)
+            self._buffers = [(np.empty((self.batch_size, *x.shape[1:]), dtype=x.dtype),
+                              np.empty((self.batch_size, *y.shape[1:]), dtype=y.dtype))
+                             for _ in range(self.prefetch + 2 if self.prefetch else 1)]
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -195,44 +223,123 @@ class DataLoader:
         if batches and self.position >= batches:  # saved right after an epoch's last batch
             self.epoch, self.position = self.epoch + 1, 0
         epoch = self.epoch
-        random = self.sampling == "random"
-        order = self.order(epoch) if self.shuffle and not random else None
-        for b in range(self.position, batches):
-            if random:
-                order, start, stop = self.draw(epoch, b), 0, self.batch_size
-            else:
-                start = b * self.batch_size
-                stop = min(start + self.batch_size, self.n)
-            xb, yb = self._batch(order, start, stop)
-            self.position = b + 1
-            yield xb, yb
-            if self.epoch != epoch:  # set_epoch() was called mid-iteration: stop here
-                return
+        order = self.order(epoch) if self.shuffle and self.sampling != "random" else None
+
+        def gather(b: int) -> tuple[Any, Any, int]:
+            return self._host_batch(order, epoch, b)
+
+        todo = range(self.position, batches)
+        source = (prefetched(gather, todo, self.prefetch) if self.prefetch and not self.resident
+                  else ((b, gather(b)) for b in todo))
+        try:
+            for b, (xb, yb, rows) in source:
+                self.global_rows = rows
+                xb, yb = self._to_device(xb, yb)
+                self.position = b + 1
+                yield xb, yb
+                if self.epoch != epoch:  # set_epoch() was called mid-iteration: stop here
+                    return
+        finally:
+            source.close()  # stops the prefetching thread when the caller stops early
         self.epoch, self.position = epoch + 1, 0
 
-    def _batch(self, order: np.ndarray | None, start: int, stop: int) -> tuple[Any, Any]:
-        self.global_rows = stop - start
-        lo, hi = shard_rows(stop - start, *self.shard)
-        start, stop = start + lo, start + hi
-        m = stop - start
-        if self.resident:
-            xp = get_xp(self.device)
-            if order is None:
-                xb, yb = self._xd[start:stop], self._yd[start:stop]
-            else:
-                idx = to_device(order[start:stop], self.device)
-                xb, yb = _gather(self._xd, idx, None, xp), _gather(self._yd, idx, None, xp)
+    def _host_batch(self, order: np.ndarray | None, epoch: int, b: int) -> tuple[Any, Any, int]:
+        """Batch `b` of `epoch` gathered (and transformed) on the host, this rank's share, and
+        the global batch's size. Reads the loader's settings only, so it may run in the
+        prefetching thread."""
+        if self.sampling == "random":
+            order, start, stop = self.draw(epoch, b), 0, self.batch_size
         else:
+            start = b * self.batch_size
+            stop = min(start + self.batch_size, self.n)
+        rows = stop - start
+        lo, hi = shard_rows(rows, *self.shard)
+        m = hi - lo
+        sel = slice(start + lo, start + hi)
+        if self.resident:
             if order is None:
-                xb, yb = self.x[start:stop], self.y[start:stop]
-            else:
-                idx = order[start:stop]
-                xb = _gather(self.x, idx, None if self._xbuf is None else self._xbuf[:m])
-                yb = _gather(self.y, idx, None if self._ybuf is None else self._ybuf[:m])
+                return self._xd[sel], self._yd[sel], rows
+            idx = to_device(order[sel], self.device)
+            xp = get_xp(self.device)
+            return _gather(self._xd, idx, None, xp), _gather(self._yd, idx, None, xp), rows
+        xbuf, ybuf = (None, None)
+        if self._buffers:
+            xbuf, ybuf = (a[:m] for a in self._buffers[b % len(self._buffers)])
+        idx = None if order is None else order[sel]
+        if idx is None and self.index is None:
+            xb, yb = self.x[sel], self.y[sel]
+        else:
+            yb = self.y[sel] if idx is None else _gather(self.y, idx, ybuf)
+            xrows = self.index[sel] if idx is None else (
+                idx if self.index is None else self.index[idx])
+            xb = _gather(self.x, xrows, xbuf)
+        if self.transform is not None:
+            key = BatchKey(self.seed, epoch, b, lo, rows) if self.augment else None
+            xb = self.transform(xb, key, self.dtype)
+        return xb, yb, rows
+
+    def _to_device(self, xb: Any, yb: Any) -> tuple[Any, Any]:
+        """The batch on the loader's device (one transfer per array), reshaped to x_shape."""
+        if not self.resident:
             xb, yb = to_device(xb, self.device), to_device(yb, self.device)
         if self.x_shape is not None:
-            xb = xb.reshape((m, *self.x_shape))
+            xb = xb.reshape((len(xb), *self.x_shape))
         return xb, yb
+
+
+def _check_prefetch(prefetch: Any) -> int:
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int | np.integer) or prefetch < 0:
+        raise DataError(f"DataLoader: prefetch must be an integer >= 0, got {prefetch!r}")
+    return int(prefetch)
+
+
+class _Failed:
+    """An exception raised in the prefetching thread, re-raised in the caller's."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetched(produce: Callable[[int], Any], items: Iterable[int], depth: int
+               ) -> Generator[tuple[int, Any], None, None]:
+    """(item, produce(item)) for each item, computed by a background thread up to `depth` items
+    ahead (NumPy's gathers and copies release the GIL, so they overlap the caller's work).
+    Closing the generator stops the thread; an error in the thread is raised here, in order."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for i in items:
+                if not put((i, produce(i))):
+                    return
+        except BaseException as e:  # noqa: BLE001 -- handed to the consumer
+            put(_Failed(e))
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=work, name="dlrun-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def shard_rows(m: int, rank: int, ranks: int) -> tuple[int, int]:

@@ -8,23 +8,40 @@ scaling are fitted on the training split only, then stored in meta for evaluatio
 from __future__ import annotations
 
 import csv
+import hashlib
+import itertools
+import json
 import math
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlrun.atomic import atomic_path, atomic_write_json
 from dlrun.data.bundle import (
     DatasetBundle,
     Split,
     Standardizer,
     check_fraction,
     check_positive_int,
+    chunked_stats,
     random_split,
     split_counts,
 )
+from dlrun.data.cache import (
+    cache_folder,
+    fallback_note,
+    file_entries,
+    new_files_in,
+    open_array,
+    read_manifest,
+    write_rows,
+)
 from dlrun.data.download import Progress, fetch
+from dlrun.data.transforms import Normalize
 from dlrun.errors import DataError
 
 Column = str | int
@@ -82,17 +99,22 @@ class Table:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def read_csv(
-    path: str | Path, *, delimiter: str = ",", header: bool = True, encoding: str = "utf-8"
-) -> Table:
-    """Parse a CSV file; columns are named by the header row, or '0', '1', ... without one.
+CHUNK_ROWS = 1 << 16  # rows parsed at a time when a CSV file is decoded into its cache
 
-    Blank lines are skipped; a row with the wrong number of fields is a DataError.
-    """
+
+def iter_csv(
+    path: str | Path, *, delimiter: str = ",", header: bool = True, encoding: str = "utf-8",
+    chunk_rows: int | None = None,
+) -> Iterator[Table]:
+    """A CSV file as Tables of at most `chunk_rows` (default CHUNK_ROWS) rows with the same
+    columns, read as a stream (a file larger than memory is parsed chunk by chunk); errors as
+    `read_csv`."""
     path = Path(path)
+    chunk_rows = chunk_rows or CHUNK_ROWS
     rows: list[list[str]] = []
     lines: list[int] = []
     columns: list[str] | None = None
+    done = 0
     try:
         # utf-8-sig drops a byte-order mark; newline='' lets csv handle CRLF and quoted breaks
         enc = "utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding
@@ -102,10 +124,10 @@ def read_csv(
                 if not row or all(not v.strip() for v in row):
                     continue
                 if columns is None:
+                    columns = [v.strip() for v in row] if header else [
+                        str(i) for i in range(len(row))]
                     if header:
-                        columns = [v.strip() for v in row]
                         continue
-                    columns = [str(i) for i in range(len(row))]
                 if len(row) != len(columns):
                     raise DataError(
                         f"{path}, line {reader.line_num}: {len(row)} fields, expected "
@@ -113,6 +135,9 @@ def read_csv(
                     )
                 rows.append(row)
                 lines.append(reader.line_num)
+                if len(rows) >= chunk_rows:
+                    yield Table(path, columns, rows, lines)
+                    done, rows, lines = done + len(rows), [], []
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:
@@ -123,9 +148,21 @@ def read_csv(
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     if columns is None:
         raise DataError(f"{path}: the CSV file is empty")
-    if not rows:
+    if not rows and not done:
         raise DataError(f"{path}: the CSV file has a header but no data rows")
-    return Table(path, columns, rows, lines)
+    if rows:
+        yield Table(path, columns, rows, lines)
+
+
+def read_csv(
+    path: str | Path, *, delimiter: str = ",", header: bool = True, encoding: str = "utf-8"
+) -> Table:
+    """Parse a CSV file; columns are named by the header row, or '0', '1', ... without one.
+
+    Blank lines are skipped; a row with the wrong number of fields is a DataError.
+    """
+    return next(iter_csv(path, delimiter=delimiter, header=header, encoding=encoding,
+                         chunk_rows=sys.maxsize))
 
 
 def _class_sort_key(label: str) -> tuple[int, float, str]:
@@ -154,7 +191,10 @@ def csv_dataset(
 
     Features default to every column but the target. Classes are the sorted distinct target
     values (numerically when they are numbers), saved in meta['classes']. Rows are split at
-    random (seeded); standardisation is fitted on the training rows only.
+    random (seeded); standardisation is fitted on the training rows only. The file is parsed
+    in chunks into a float32 .npy cache beside it (data.cache), memory-mapped, so a table
+    larger than memory trains: the splits are row indices, and the loader standardises each
+    batch (Split.transform).
     """
     if task not in ("classification", "regression"):
         raise DataError(
@@ -162,32 +202,94 @@ def csv_dataset(
         )
     val_fraction = check_fraction("val_fraction", val_fraction, "csv")
     test_fraction = check_fraction("test_fraction", test_fraction, "csv")
-    table = read_csv(path, delimiter=delimiter, header=header, encoding=encoding)
-    t, f_idx = _columns(table, target, features)
-    x = np.stack([table.numbers(i) for i in f_idx], axis=1)
+    options = {"target": target, "features": features, "task": task, "delimiter": delimiter,
+               "header": header, "encoding": encoding}
+    x, y, info = _cached_table(Path(path), options)
     meta: dict[str, Any] = {
-        "name": "csv",
-        "task": task,
-        "input_shape": [len(f_idx)],
-        "input_dtype": "float32",
-        "features": [table.columns[i] for i in f_idx],
-        "target": table.columns[t],
-        "files": [str(table.path)],
+        "name": "csv", "task": task, "input_shape": [x.shape[1]], "input_dtype": "float32",
+        "features": info["features"], "target": info["target"], "files": [str(path)],
+        "cache": info["cache"], "warnings": fallback_note(Path(path), Path(info["cache"])),
     }
     if task == "classification":
-        y: np.ndarray = _class_ids(table, t, meta)
+        classes = info["classes"]
+        meta.update(classes=classes, num_classes=len(classes), output_dim=len(classes))
     else:
-        y = table.numbers(t).reshape(-1, 1)
+        y = y.reshape(-1, 1)
         meta.update(output_dim=1)
-
-    full = Split(x, y)
-    train, val, test = random_split(full, (val_fraction, test_fraction), seed, "csv")
-    assert train is not None
+    train, val, test = random_split(Split(x, y), (val_fraction, test_fraction), seed, "csv")
+    assert train is not None and train.index is not None
     parts = [s for s in (train, val, test) if s is not None]
-    meta["scaler"] = _scale(parts, "x", standardize)
+    mean, std = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    meta["scaler"] = None
+    if standardize:
+        mean, std = chunked_stats(x, train.index, (0,))
+        std = np.where(std > 0, std, 1.0)
+        meta["scaler"] = Standardizer(mean, std).to_meta()
+    for s in parts:
+        s.transform = Normalize(mean, std)
     if task == "regression":
         meta["target_scaler"] = _scale(parts, "y", scale_target)
     return DatasetBundle(train, val, test, meta)
+
+
+def _cached_table(path: Path, options: dict[str, Any]) -> tuple[np.memmap, np.ndarray,
+                                                                 dict[str, Any]]:
+    """(x memory-mapped float32 (N, F), y, info) of a CSV file: read from its cache, or parsed
+    in chunks into it first when the file (size, mtime) or the options changed."""
+    folder = cache_folder(path)
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+    stem = folder / f"csv-{path.name}-{key}"
+    x_path, y_path, manifest_path = (stem.with_name(stem.name + s)
+                                     for s in (".npy", "-y.npy", ".json"))
+    entry = file_entries(path.parent, [path.name]) if path.is_file() else None
+    info = read_manifest(manifest_path) or {}
+    if entry is not None and info.get("version") == 1 and info.get("file") == entry:
+        x = open_array(x_path, (info["rows"], len(info["features"])), np.float32)
+        y = open_array(y_path, (info["rows"],), np.dtype(info["y_dtype"]))
+        if x is not None and y is not None:
+            return x, np.array(y), {**info, "cache": str(x_path)}
+    with new_files_in(folder):
+        with atomic_path(x_path) as tmp:
+            y, info = _parse_into(tmp, path, options)
+        with atomic_path(y_path) as tmp, open(tmp, "wb") as f:
+            np.save(f, y)
+        info.update(version=1, file=file_entries(path.parent, [path.name]), rows=len(y),
+                    y_dtype=str(y.dtype))
+        atomic_write_json(manifest_path, info, indent=None)
+    x = open_array(x_path, (len(y), len(info["features"])), np.float32)
+    assert x is not None
+    return x, y, {**info, "cache": str(x_path)}
+
+
+def _parse_into(out: Path, path: Path, options: dict[str, Any]) -> tuple[np.ndarray,
+                                                                          dict[str, Any]]:
+    """Parse the CSV file chunk by chunk, features into the .npy file `out` (float32); the
+    targets (class ids of the sorted classes, or float64 values) and what was parsed."""
+    o = options
+    tables = iter_csv(path, delimiter=o["delimiter"], header=o["header"], encoding=o["encoding"])
+    first = next(tables)
+    t, f_idx = _columns(first, o["target"], o["features"])
+    lookup: dict[str, int] = {}  # class -> id in order of appearance
+    targets: list[np.ndarray] = []
+
+    def features() -> Iterator[np.ndarray]:
+        for table in itertools.chain([first], tables):
+            if o["task"] == "classification":
+                targets.append(_label_ids(table, t, lookup))
+            else:
+                targets.append(table.numbers(t))
+            yield np.stack([table.numbers(i) for i in f_idx], axis=1)
+
+    write_rows(out, (len(f_idx),), np.float32, features())
+    y = np.concatenate(targets)
+    info: dict[str, Any] = {"features": [first.columns[i] for i in f_idx],
+                            "target": first.columns[t], "classes": None}
+    if o["task"] == "classification":
+        classes = sorted(lookup, key=_class_sort_key)
+        remap = np.empty(len(classes), np.int64)
+        remap[[lookup[c] for c in classes]] = np.arange(len(classes))
+        y, info["classes"] = remap[y], classes
+    return y, info
 
 
 def _columns(table: Table, target: Column, features: list[Column] | Column | None
@@ -209,16 +311,13 @@ def _columns(table: Table, target: Column, features: list[Column] | Column | Non
     return t, f_idx
 
 
-def _class_ids(table: Table, t: int, meta: dict[str, Any]) -> np.ndarray:
-    """Class ids of the target column, the classes (sorted) recorded in `meta`."""
+def _label_ids(table: Table, t: int, lookup: dict[str, int]) -> np.ndarray:
+    """Ids of the target column's labels in order of first appearance (`lookup` grows)."""
     labels = [v.strip() for v in table.strings(t)]
     for value, line in zip(labels, table.lines, strict=True):
         if not value:
             raise DataError(f"{table.path}, line {line}, column {table.columns[t]!r}: empty label")
-    classes = sorted(set(labels), key=_class_sort_key)
-    lookup = {c: i for i, c in enumerate(classes)}
-    meta.update(classes=classes, num_classes=len(classes), output_dim=len(classes))
-    return np.array([lookup[v] for v in labels], dtype=np.int64)
+    return np.array([lookup.setdefault(v, len(lookup)) for v in labels], dtype=np.int64)
 
 
 def _scale(parts: list[Split], attr: str, standardize: bool) -> dict[str, Any] | None:

@@ -42,6 +42,7 @@ from dlrun.runner.events import (
     emit,
 )
 from dlrun.runner.experiment import Experiment, batch_tensors, build_experiment
+from dlrun.runner.experiment.data import resolved_config
 from dlrun.runner.interrupt import StopRequest
 from dlrun.runner.io import checkpoint as ckpt
 from dlrun.runner.io import tensorboard
@@ -381,7 +382,7 @@ def train(cfg: ExperimentConfig, callbacks: list[Callback] | None = None,
         run_dir = create_run_dir(root, cfg.name)
         trainer.run_dir = run_dir
         trainer.logger = MetricsLogger(run_dir)
-        dump_config(cfg, run_dir / "config.yaml")
+        dump_config(resolved_config(cfg, trainer.exp.bundle.meta), run_dir / "config.yaml")
         announce_run_dir(run_dir)
     return trainer.run()
 

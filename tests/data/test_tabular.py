@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlrun.data import download
+from dlrun.data import download, tabular
 from dlrun.data.bundle import Standardizer
 from dlrun.data.tabular import csv_dataset, read_csv, series
 from dlrun.errors import DataError
@@ -31,17 +31,25 @@ def test_classification_by_name(iris_like: Path) -> None:
     b = csv_dataset(iris_like, target="species", val_fraction=0.2, test_fraction=0.1, seed=0)
     assert b.meta["classes"] == ["setosa", "versicolor", "virginica"]
     assert b.meta["features"] == ["length", "width", "height"] and b.meta["num_classes"] == 3
-    assert b.train.x.shape == (42, 3) and len(b.val) == 12 and len(b.test) == 6
+    assert len(b.train) == 42 and len(b.val) == 12 and len(b.test) == 6
+    # the table is one memory-mapped float32 cache; the splits are row indices into it
+    assert isinstance(b.train.x, np.memmap) and b.train.x.shape == (60, 3)
     assert b.train.x.dtype == np.float32 and b.train.y.dtype == np.int64
+    train_x = b.train.inputs(slice(None))
+    assert train_x.shape == (42, 3) and train_x.dtype == np.float32
     # standardisation fitted on the training rows only
-    np.testing.assert_allclose(b.train.x.mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(b.train.x.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(train_x.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(train_x.std(axis=0), 1, atol=1e-4)
     raw = csv_dataset(
         iris_like, target="species", val_fraction=0.2, test_fraction=0.1, standardize=False
     )
     scaler = Standardizer.from_meta(b.meta["scaler"])
-    np.testing.assert_allclose(scaler.transform(raw.val.x), b.val.x, atol=1e-5)
-    np.testing.assert_allclose(b.meta["scaler"]["mean"], raw.train.x.mean(axis=0), rtol=1e-5)
+    raw_val = raw.val.inputs(slice(None))
+    np.testing.assert_allclose(scaler.transform(raw_val), b.val.inputs(slice(None)), atol=1e-5)
+    np.testing.assert_allclose(b.meta["scaler"]["mean"],
+                               raw.train.inputs(slice(None)).mean(axis=0), rtol=1e-5)
+    rows = np.array([[float(v) for v in r[:3]] for r in read_csv(iris_like).rows], np.float32)
+    np.testing.assert_array_equal(raw.train.inputs(slice(None)), rows[raw.train.index])
     json.dumps(b.meta)
 
 
@@ -60,6 +68,28 @@ def test_columns_by_index_and_regression(iris_like: Path) -> None:
     np.testing.assert_allclose(b.train.y.mean(), 0, atol=1e-5)
     last = csv_dataset(iris_like, target=-1)
     assert last.meta["target"] == "species"
+
+
+def test_chunked_parse_and_cache(iris_like: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = csv_dataset(iris_like, target="species", val_fraction=0.2)
+    cache = Path(whole.meta["cache"])
+    assert cache.parent == iris_like.parent / ".dlrun-cache"
+    cache.unlink()
+    monkeypatch.setattr(tabular, "CHUNK_ROWS", 7)  # 60 rows in 9 chunks
+    chunked = csv_dataset(iris_like, target="species", val_fraction=0.2)
+    np.testing.assert_array_equal(chunked.train.x, whole.train.x)
+    np.testing.assert_array_equal(chunked.train.y, whole.train.y)
+    assert chunked.meta["classes"] == whole.meta["classes"]
+    stamp = cache.stat().st_mtime_ns
+    csv_dataset(iris_like, target="species", val_fraction=0.2)
+    assert cache.stat().st_mtime_ns == stamp  # unchanged file: read from the cache
+    with iris_like.open("a") as f:
+        f.write("1,2,3,setosa\n")
+    assert len(csv_dataset(iris_like, target="species", val_fraction=0.0).train) == 61
+    with iris_like.open("a") as f:
+        f.write("1,x,3,setosa\n")
+    with pytest.raises(DataError, match=r"iris\.csv, line 63, column 'width': 'x' is not a"):
+        csv_dataset(iris_like, target="species")
 
 
 def test_numeric_classes_sort_numerically(tmp_path: Path) -> None:

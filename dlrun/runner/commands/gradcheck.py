@@ -158,7 +158,7 @@ def _compare(analytic: np.ndarray, numeric: np.ndarray, atol: float) -> tuple[fl
 def _small_batch(exp: Experiment, batch: int) -> tuple[Tensor, Tensor]:
     """The first `batch` training samples as float64 (float data) tensors on the device."""
     split = exp.bundle.train
-    xb, yb = split.x[:batch], split.y[:batch]
+    xb, yb = split.inputs(slice(0, batch)), split.y[:batch]
     if xb.dtype.kind == "f":
         xb = xb.astype(np.float64)
     if yb.dtype.kind == "f":

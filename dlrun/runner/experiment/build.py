@@ -11,7 +11,7 @@ from dlrun.backend import get_xp, normalize_device, tune_host_allocator
 from dlrun.config import ExperimentConfig
 from dlrun.models import build_model
 from dlrun.runner import parallel
-from dlrun.runner.events import DownloadProgress, emit
+from dlrun.runner.events import DownloadProgress, Message, emit
 from dlrun.runner.experiment.builders import DEFAULT_LOSS, build_optimizer, build_scheduler
 from dlrun.runner.experiment.data import load_data, make_loader
 from dlrun.runner.experiment.record import Experiment
@@ -32,6 +32,8 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None,
         emit(callbacks or [], DownloadProgress(done, total))
 
     bundle = load_data(cfg, progress if callbacks else None)
+    for warning in bundle.meta.get("warnings", []):  # e.g. images of mixed modes, converted
+        emit(callbacks or [], Message(warning, "warning"))
     meta = dict(bundle.meta)
     task = meta.get("task", "classification")
     dlrun.set_default_device(device)
@@ -42,13 +44,13 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None,
     model.to(device=device, dtype=dtype)
     opt = build_optimizer(cfg, list(model.parameters()))
     if world is not None:
-        parallel.check_batches(cfg, world.size, len(bundle.train.x))
+        parallel.check_batches(cfg, world.size, len(bundle.train))
     # a dataset too large to walk in permutations (a token file) says it is sampled randomly
     sampling = "random" if meta.get("sampling") == "random" else cfg.train.sampling
     loader = make_loader(bundle.train, cfg, device, dtype, shuffle=cfg.train.shuffle,
-                     drop_last=cfg.train.drop_last, batch_size=cfg.train.step_batch_size,
-                     sampling=sampling,
-                     shard=None if world is None else (world.rank, world.size))
+                         drop_last=cfg.train.drop_last, batch_size=cfg.train.step_batch_size,
+                         sampling=sampling, augment=True,
+                         shard=None if world is None else (world.rank, world.size))
     steps_per_epoch = len(loader)
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
     sched_total = cfg.train.epochs if cfg.schedule.interval == "epoch" else total_steps
