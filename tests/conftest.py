@@ -152,6 +152,8 @@ def token_config():
             "logging": {"plots": False, "log_every": 1},
         }
 
+    return make
+
 
 # ----- small image folders (image_folder dataset) ---------------------------------------------
 def draw_image(label: int, index: int, size: int = 12, mode: str = "L") -> np.ndarray:

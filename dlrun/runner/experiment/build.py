@@ -43,10 +43,11 @@ def build_experiment(cfg: ExperimentConfig, callbacks: list[Any] | None = None,
         dlrun.set_default_device("cpu")
     model.to(device=device, dtype=dtype)
     opt = build_optimizer(cfg, list(model.parameters()))
-    if world is not None:
-        parallel.check_batches(cfg, world.size, len(bundle.train))
     # a dataset too large to walk in permutations (a token file) says it is sampled randomly
     sampling = "random" if meta.get("sampling") == "random" else cfg.train.sampling
+    if world is not None:  # random sampling has no short last batch
+        parallel.check_batches(cfg, world.size,
+                               None if sampling == "random" else len(bundle.train))
     loader = make_loader(bundle.train, cfg, device, dtype, shuffle=cfg.train.shuffle,
                          drop_last=cfg.train.drop_last, batch_size=cfg.train.step_batch_size,
                          sampling=sampling, augment=True,
