@@ -196,6 +196,11 @@ def _section_fields(root: type[BaseModel], section: str) -> list[str]:
     return list(tp.model_fields)
 
 
+def unknown_key(key: str, allowed: Sequence[str]) -> str:
+    """`unknown key; did you mean 'x'?`, or the keys allowed when none is close."""
+    return f"unknown key{did_you_mean(key, allowed) or '; expected one of: ' + ', '.join(allowed)}"
+
+
 def did_you_mean(word: str, choices: Iterable[Any], prefix: str = "") -> str:
     """`; did you mean 'x'?` for the choice closest to `word` (shown after `prefix`), or ''.
 

@@ -22,8 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from dlrun.config.messages import did_you_mean, fail, show
+from dlrun.config.messages import did_you_mean, fail, show, unknown_key
 from dlrun.models import REGISTRY as MODELS
+from dlrun.models import model_keys
 from dlrun.optim.hyperparameters import HyperparameterError, hyperparameters
 from dlrun.optim.hyperparameters import check as check_hyperparameters
 from dlrun.optimization import LOSSES, OPTIMIZERS, SCHEDULES
@@ -112,6 +113,14 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     type: Literal[MODELS.names()]  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> ModelConfig:
+        allowed = sorted(model_keys(self.type))
+        unknown = [k for k in self.model_extra or {} if k not in allowed]
+        if unknown:
+            raise fail("", [(k, unknown_key(k, allowed)) for k in unknown])
+        return self
 
     def options(self) -> dict[str, Any]:
         """The family-specific keys (everything but `type`) as a plain dict (a deep copy)."""

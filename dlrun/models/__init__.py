@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dlrun.errors import ConfigError
+from dlrun.models import cnn, gpt, linear, mlp
 from dlrun.models._meta import DataMeta
 from dlrun.models.cnn import CNN, build_cnn
 from dlrun.models.gpt import GPT, GPTConfig, build_gpt
 from dlrun.models.linear import LinearModel, build_linear
 from dlrun.models.mlp import build_mlp
-from dlrun.models.rnn import LanguageModel, SequenceModel, build_recurrent
+from dlrun.models.rnn import LanguageModel, SequenceModel, build_recurrent, recurrent_keys
 from dlrun.nn import Module
 from dlrun.registry import Registry
 
@@ -46,6 +47,13 @@ _TOKEN_FAMILIES = ("rnn", "lstm", "gru")  # read token ids for any task
 _LANGUAGE_MODELS = (*_TOKEN_FAMILIES, "gpt")  # model a language (gpt does only that)
 
 
+def model_keys(kind: str) -> set[str]:
+    """The keys a `model:` section of family `kind` takes (what its builder checks), so that
+    config validation reports an unknown one with the file's other problems."""
+    fixed = {"linear": linear.KEYS, "mlp": mlp.KEYS, "cnn": cnn.KEYS, "gpt": gpt.KEYS}
+    return set(fixed[kind]) if kind in fixed else recurrent_keys(kind)
+
+
 def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "model") -> Module:
     """Build the model that `cfg` (a config section) describes for data described by `meta`."""
     if not isinstance(cfg, Mapping):
@@ -64,5 +72,6 @@ def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "mo
     return REGISTRY[kind](cfg, data, path)
 
 
-__all__ = ["build_model", "REGISTRY", "DataMeta", "LinearModel", "CNN", "SequenceModel",
+__all__ = ["build_model", "model_keys", "REGISTRY", "DataMeta", "LinearModel", "CNN",
+           "SequenceModel",
            "LanguageModel", "GPT", "GPTConfig"]

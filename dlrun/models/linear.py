@@ -24,6 +24,9 @@ class LinearModel(Module):
         return self.linear(self.flatten(x))
 
 
+KEYS = {"type", "bias"}
+
+
 def build_linear(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
-    s = Section(cfg, path, {"type", "bias"})
+    s = Section(cfg, path, KEYS)
     return LinearModel(math.prod(meta.input_shape), meta.out_features, s.bool("bias", True))

@@ -40,8 +40,11 @@ def mlp_layers(in_features: int, hidden: Sequence[int], out_features: int, activ
     return layers
 
 
+KEYS = {"type", "hidden", "activation", "dropout"}
+
+
 def build_mlp(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
-    s = Section(cfg, path, {"type", "hidden", "activation", "dropout"})
+    s = Section(cfg, path, KEYS)
     hidden = s.int_list("hidden", [128])
     activation = s.choice("activation", list(ACTIVATIONS), "relu")
     dropout = s.float("dropout", 0.0, 0.0, 1.0, high_open=True)

@@ -87,9 +87,14 @@ class LanguageModel(Module):
         return generate(self, prompt, max_new_tokens, **options)
 
 
+def recurrent_keys(kind: str) -> set[str]:
+    """The keys a `model:` section of this recurrent family takes (`nonlinearity`: rnn only)."""
+    return KEYS | ({"nonlinearity"} if kind == "rnn" else set())
+
+
 def build_recurrent(cfg: Mapping[str, Any], meta: DataMeta, path: str) -> Module:
     kind = cfg.get("type")
-    s = Section(cfg, path, KEYS | ({"nonlinearity"} if kind == "rnn" else set()))
+    s = Section(cfg, path, recurrent_keys(str(kind)))
     hidden = s.int("hidden_size", 128)
     layers = s.int("num_layers", 1)
     dropout = s.float("dropout", 0.0, 0.0, 1.0, high_open=True)
