@@ -73,5 +73,4 @@ def build_model(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: str = "mo
 
 
 __all__ = ["build_model", "model_keys", "REGISTRY", "DataMeta", "LinearModel", "CNN",
-           "SequenceModel",
-           "LanguageModel", "GPT", "GPTConfig"]
+           "SequenceModel", "LanguageModel", "GPT", "GPTConfig"]
