@@ -74,7 +74,7 @@ def error_boundary() -> Iterator[None]:
         if state.debug:
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
-                          soft_wrap=True)
+                          soft_wrap=not err_console.is_terminal)  # a terminal: whole words
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -428,8 +428,7 @@ def sweep_cmd(
     render.print_sweep_summary(console, summary)
 
 
-runs_app = typer.Typer(help="List past runs (newest first), show one, or diff several.",
-                       add_completion=False)
+runs_app = typer.Typer(add_completion=False)  # its help: runs_list's docstring
 app.add_typer(runs_app, name="runs")
 RunsDirOpt = Annotated[Path | None, typer.Option(
     "--dir", help="The folder holding the run directories (default: runs).", show_default=False)]
@@ -454,9 +453,9 @@ def runs_list(
         "one, or --sort's).")] = None,
     wide: WideOpt = False,
 ) -> None:
-    """A table of the runs in --dir, newest first: run, status, steps and one metric.
+    """List past runs (newest first), filtered and sorted; `show` one, `diff` several.
 
-    Date, mode and best metric join when the terminal is wide enough (or with --wide).
+    The table: run, status, steps, one metric; date, mode, best metric when there is room.
 
     Example: dlrun runs --status completed --sort val_accuracy --last 10
     """

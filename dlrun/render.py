@@ -303,11 +303,11 @@ def print_export(console: Console, result: dict[str, Any]) -> None:
     console.print(f"exported {result['checkpoint']} to [bold]{result['path']}[/] "
                   f"({result['format']}, opset {result['opset']}, {result['onnx_nodes']} nodes, "
                   f"dynamic axes: {', '.join(result.get('dynamic_axes', ['batch']))})",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=not console.is_terminal)
     console.print(f"verified with ONNX Runtime on {result['verified_on']} batches of "
                   f"{' and '.join(map(str, result['batch_sizes']))}: max abs error "
                   f"{result['max_abs_error']:.3g}, max rel error {result['max_rel_error']:.3g}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=not console.is_terminal)
 
 
 def print_compare(console: Console, report: dict[str, Any]) -> None:
@@ -477,7 +477,8 @@ def print_runs_diff(console: Console, diff: dict[str, Any], wide: bool = False) 
     if best:
         console.print(f"* best: {best['label']}, {best['goal']} {best['metric']}", highlight=False)
     if diff.get("plot"):
-        console.print(f"curves: {diff['plot']}", highlight=False, soft_wrap=True)
+        console.print(f"curves: {diff['plot']}", highlight=False,
+                      soft_wrap=not console.is_terminal)
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -492,11 +493,10 @@ def _param(v: Any) -> str:
 
 def sweep_table(rows: list[TrialRecord], metric: str, goal: str, title: str = "",
                 limit: int | None = None, best_so_far: bool = True,
-                console: Console | None = None, wide: bool = False) -> Table:
-    """Trials: number, state, parameters, the metric and the best so far (in trial order).
-
-    Fitted to `console` (unless `wide`): best so far, seconds, then the last parameters are
-    left out first, and the caption says which."""
+                console: Console | None = None, wide: bool = False) -> tuple[Table, list[str]]:
+    """Trials: number, state, parameters, the metric and the best so far (in trial order),
+    and the columns left out to fit `console` (unless `wide`): best so far, seconds, then the
+    last parameters first."""
     names = list(dict.fromkeys(k for r in rows for k in r.params))
     best: float | None = None
     best_at: dict[int, float | None] = {}
@@ -517,11 +517,8 @@ def sweep_table(rows: list[TrialRecord], metric: str, goal: str, title: str = ""
                       "-" if r.value is None else _fmt(r.value),
                       *(("-" if so_far is None else _fmt(so_far),) if best_so_far else ()),
                       "-" if r.seconds is None else f"{r.seconds:.1f}"])
-    table, dropped = fit_table(console or Console(), cols, cells, wide=wide,
-                               **_COMPACT, title=title or None)
-    if dropped:
-        table.caption = f"not shown: {', '.join(dropped)}"
-    return table
+    return fit_table(console or Console(), cols, cells, wide=wide, **_COMPACT,
+                     title=title or None)
 
 
 class SweepView:
@@ -536,22 +533,27 @@ class SweepView:
             return
         if isinstance(event, SweepStarted):
             self.console.print(f"sweep {event.folder}: {event.note}", highlight=False,
-                               soft_wrap=True)
+                               soft_wrap=not self.console.is_terminal)
             self.console.print(f"{event.trials} trials, {event.workers} worker(s), "
                                f"{event.goal} {event.metric} over "
                                f"{', '.join(event.parameters)}; storage: {event.storage}",
-                               highlight=False, soft_wrap=True)
+                               highlight=False, soft_wrap=not self.console.is_terminal)
         elif isinstance(event, SweepProgress):
             done = sum(r.state in ("complete", "pruned", "failed") for r in event.rows)
-            table = sweep_table(event.rows, event.metric, event.goal, limit=20,
-                                title=f"{done}/{event.trials} trials finished",
-                                console=self.console)
+            table, dropped = sweep_table(event.rows, event.metric, event.goal, limit=20,
+                                         title=f"{done}/{event.trials} trials finished",
+                                         console=self.console)
+            view: Any = table
+            if dropped:
+                from rich.console import Group
+
+                view = Group(table, Text(f"not shown: {', '.join(dropped)}", style="dim"))
             if self.live is None:
                 from rich.live import Live
 
-                self.live = Live(table, console=self.console, auto_refresh=False)
+                self.live = Live(view, console=self.console, auto_refresh=False)
                 self.live.start()
-            self.live.update(table, refresh=True)
+            self.live.update(view, refresh=True)
         elif isinstance(event, Message):
             self.console.print(f"[yellow]{event.text}[/]", highlight=False)
 
@@ -571,20 +573,20 @@ def print_sweep_summary(console: Console, summary: dict[str, Any], wide: bool = 
         console.print(f"sweep {summary.get('folder', '')}: no summary yet", highlight=False)
         return
     if rows:
-        print_table(console, sweep_table(ranked(rows, summary["goal"]), summary["metric"],
-                                         summary["goal"], title="trials, best first",
-                                         best_so_far=False, console=console, wide=wide),
-                    wide=wide)
+        table, dropped = sweep_table(ranked(rows, summary["goal"]), summary["metric"],
+                                     summary["goal"], title="trials, best first",
+                                     best_so_far=False, console=console, wide=wide)
+        print_table(console, table, dropped=dropped, wide=wide)
     best = summary.get("best")
     states = ", ".join(f"{n} {s}" for s, n in (summary.get("states") or {}).items())
     console.print(f"sweep {summary['folder']}: {summary['finished']}/{summary['trials']} "
                   f"trials finished ({states or 'none'}), status {summary['status']}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=not console.is_terminal)
     if best is None:
         console.print("no trial completed", style="yellow")
         return
     params = ", ".join(f"{k}={_param(v)}" for k, v in best["params"].items())
     console.print(f"best: trial {best['number']}, {summary['metric']} {_fmt(best['value'])} "
-                  f"({params})", highlight=False, soft_wrap=True)
+                  f"({params})", highlight=False, soft_wrap=not console.is_terminal)
     console.print(f"best config: [bold]{best['config']}[/]  (dlrun train {best['config']})",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=not console.is_terminal)
