@@ -90,22 +90,32 @@ def _need(cell: Text, wrap: bool) -> int:
 def fit_table(console: Console, cols: Sequence[Col], rows: Sequence[Sequence[Cell]],
               wide: bool = False, **table_kw: Any) -> tuple[Table, list[str]]:
     """A table of `rows` that fits the console (all columns when `wide`), and the headers of
-    the columns left out."""
+    the columns left out. When the columns that always show are still too wide, their cells
+    wrap at spaces (`val_accuracy` over `0.9583`), never inside a word."""
     cells = [[_text(c) for c in row] for row in rows]
     keep = list(range(len(cols)))
+    wrap_all = False
     while True:
         table = Table(**table_kw)
         for i in keep:
             col = cols[i]
-            need = max([len(col.header)] + [_need(row[i], col.wrap) for row in cells])
+            # rich narrows the widest wrapping column first: only those that can wrap do
+            wrap = (col.wrap or wrap_all) and any(" " in row[i].plain for row in cells)
+            need = max([len(col.header)] + [_need(row[i], wrap) for row in cells])
             table.add_column(col.header, justify=col.justify, style=col.style,  # type: ignore
-                             no_wrap=not col.wrap, min_width=need, overflow="fold")
+                             no_wrap=not wrap, min_width=need, overflow="fold")
         for row in cells:
             table.add_row(*(row[i] for i in keep))
+        if wide or _widths(console, table)[0] <= console.width:
+            break
         droppable = [i for i in keep if cols[i].drop > 0]
-        if wide or not droppable or _widths(console, table)[0] <= console.width:
-            return table, [c.header for i, c in enumerate(cols) if i not in keep]
-        keep.remove(max(droppable, key=lambda i: (cols[i].drop, i)))
+        if droppable:
+            keep.remove(max(droppable, key=lambda i: (cols[i].drop, i)))
+        elif not wrap_all:
+            wrap_all = True
+        else:
+            break
+    return table, [c.header for i, c in enumerate(cols) if i not in keep]
 
 
 def _widths(console: Console, table: Table) -> tuple[int, int]:
@@ -445,35 +455,50 @@ def _value(v: Any) -> Cell:
     return path_cell(text) if len(text) > 24 else text
 
 
-def print_runs_diff(console: Console, diff: dict[str, Any], wide: bool = False) -> None:
-    """`dlrun runs diff`: the runs, the config keys that differ, the metrics side by side (the
-    best run marked *), and where the curves went."""
-    runs, best = diff["runs"], diff.get("best")
-    for r in runs:
-        mark = " *" if best and best["label"] == r["label"] else ""
-        console.print(f"[bold]{r['label']}{mark}[/]: {r['path']} ({r['status']}, "
-                      f"{'-' if r['steps'] is None else r['steps']} steps)", highlight=False)
-    heads = [r["label"] + (" *" if best and best["label"] == r["label"] else "") for r in runs]
-    cols = [Col("key"), *(Col(h, drop=i, wrap=True) for i, h in enumerate(heads))]
-    rows = [[c["key"], *("-" if absent else _value(v)
-                         for v, absent in zip(c["values"], c["absent"], strict=True))]
-            for c in diff["config"]]
-    hint = "--wide or --json shows them"
-    if rows:
-        table, dropped = fit_table(console, cols, rows, wide=wide, **_COMPACT)
-        print_table(console, table, "config keys that differ", dropped, hint, wide)
-    else:
-        console.print("[bold]config[/]: the same in every run")
+def _diff_tables(console: Console, diff: dict[str, Any], heads: list[str], wide: bool
+                 ) -> list[tuple[str, Table, list[str]]]:
+    """(title, table, columns left out) of the config keys that differ and of the metrics."""
+    out = []
+    if diff["config"]:
+        cols = [Col("key"), *(Col(h, drop=i, wrap=True) for i, h in enumerate(heads))]
+        rows = [[c["key"], *("-" if absent else _value(v)
+                             for v, absent in zip(c["values"], c["absent"], strict=True))]
+                for c in diff["config"]]
+        out.append(("config keys that differ", *fit_table(console, cols, rows, wide=wide,
+                                                          **_COMPACT)))
     cols = [Col("metric"), *(Col(h, justify="right", drop=i) for i, h in enumerate(heads))]
     rows = []
     for m in diff["metrics"]:
         cells = ["-" if v is None else _fmt(v) for v in m["values"]]
         if m["kind"] == "best":
-            cells = [c if s is None else f"{c} @{s}" for c, s in zip(cells, m["steps"],
-                                                                      strict=True)]
+            cells = [c if s is None else f"{c} @{s}"
+                     for c, s in zip(cells, m["steps"], strict=True)]
         rows.append([f"{m['kind']} {m['metric']}", *cells])
-    table, dropped = fit_table(console, cols, rows, wide=wide, **_COMPACT)
-    print_table(console, table, "metrics (best: value @step)", dropped, hint, wide)
+    out.append(("metrics (best: value @step)", *fit_table(console, cols, rows, wide=wide,
+                                                          **_COMPACT)))
+    return out
+
+
+def print_runs_diff(console: Console, diff: dict[str, Any], wide: bool = False) -> None:
+    """`dlrun runs diff`: the runs, the config keys that differ, the metrics side by side (the
+    best run marked *), and where the curves went. Columns are headed by the runs' labels, or
+    by #1, #2, ... (listed first) when the labels do not fit."""
+    runs, best = diff["runs"], diff.get("best")
+    marks = [" *" if best and best["index"] == i else "" for i in range(len(runs))]
+    tables = _diff_tables(console, diff, [r["label"] + m for r, m in zip(runs, marks,
+                                                                          strict=True)], wide)
+    short = any(dropped for _, _, dropped in tables)
+    if short:
+        tables = _diff_tables(console, diff, [f"#{i + 1}{m}" for i, m in enumerate(marks)],
+                              wide)
+    for i, (r, mark) in enumerate(zip(runs, marks, strict=True)):
+        steps = "-" if r["steps"] is None else r["steps"]
+        console.print(f"[bold]{f'#{i + 1} ' if short else ''}{r['label']}{mark}[/]: "
+                      f"{r['path']} ({r['status']}, {steps} steps)", highlight=False)
+    if not diff["config"]:
+        console.print("[bold]config[/]: the same in every run")
+    for title, table, dropped in tables:
+        print_table(console, table, title, dropped, "--wide or --json shows them", wide)
     if best:
         console.print(f"* best: {best['label']}, {best['goal']} {best['metric']}", highlight=False)
     if diff.get("plot"):
