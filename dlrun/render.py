@@ -53,7 +53,7 @@ def _fmt(v: Any) -> str:
 # first, and a footnote says which and how to see them.
 
 Cell = str | Text
-_COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False}  # no side borders
+_COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False, "show_edge": False}
 
 
 @dataclass(frozen=True)
@@ -395,11 +395,15 @@ def print_runs(console: Console, rows: list[dict[str, Any]], root: Any,
     if metric is None:
         final = _metric_column("final", [(r["main_metric"], r["main_value"]) for r in rows])
     else:
-        final = (metric, [_fmt(v) if (v := (r.get("final") or {}).get(metric)) is not None
-                          else "-" for r in rows])
+        final = (f"final {metric}", [_fmt(v) if (v := (r.get("final") or {}).get(metric))
+                                     is not None else "-" for r in rows])
     best = _metric_column("best", [(r["best_metric"], r["best_value"]) for r in rows])
+    def just(header: str) -> str:  # bare values (the metric named in the header): right
+        return "right" if " " in header else "left"
+
     cols = [Col("run"), Col("date", drop=5), Col("mode", drop=3), Col("status"),
-            Col("steps", justify="right", drop=2), Col(best[0], drop=4), Col(final[0])]
+            Col("steps", justify="right", drop=2), Col(best[0], just(best[0]), drop=4),
+            Col(final[0], just(final[0]))]
     cells = [[r["run"], r["date"][:16], f"{r['mode'] or '-'}/{r['device'] or '-'}",
               f"[{_STATUS_COLORS.get(str(r['status']), 'yellow')}]{r['status']}[/]",
               "-" if r["steps"] is None else str(r["steps"]), b, f]
