@@ -344,22 +344,22 @@ def print_graph(console: Console, report: dict[str, Any], full: bool = False) ->
 
 def print_gradcheck(console: Console, report: dict[str, Any]) -> None:
     """The per-parameter worst relative errors of `dlrun gradcheck`, eager and static."""
-    table = Table(title=f"{report['name']}: gradients vs central differences "
-                        f"(float64, batch {report['batch']}, eps {report['eps']:.0e})")
-    for col, justify in (("parameter", "left"), ("shape", "left"), ("checked", "right"),
-                         ("eager rel. error", "right"), ("static rel. error", "right"),
-                         ("", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    cols = [Col("parameter"), Col("shape", drop=3), Col("checked", "right", drop=2),
+            Col("eager rel. error", "right"), Col("static rel. error", "right"), Col("")]
     noisy = False
+    rows = []
     for r in report["parameters"]:
         if r["passed"]:
             status = "[green]ok[/]" + ("*" if r.get("within_noise") else "")
             noisy = noisy or bool(r.get("within_noise"))
         else:
             status = "[bold red]FAIL[/]"
-        table.add_row(r["name"], "x".join(map(str, r["shape"])) or "scalar", str(r["checked"]),
-                      f"{r['eager_error']:.1e}", f"{r['static_error']:.1e}", status)
-    console.print(table)
+        rows.append([r["name"], "x".join(map(str, r["shape"])) or "scalar", str(r["checked"]),
+                     f"{r['eager_error']:.1e}", f"{r['static_error']:.1e}", status])
+    table, dropped = fit_table(console, cols, rows, **_COMPACT)
+    print_table(console, table, f"{report['name']}: gradients vs central differences "
+                f"(float64, batch {report['batch']}, eps {report['eps']:.0e})", dropped,
+                "a wider terminal shows them")
     if noisy:
         console.print(f"[dim]* above {report['tolerance']:.0e} only where |analytic - numeric| "
                       f"<= {report['noise_atol']:.1e}, the rounding noise of the difference[/]")

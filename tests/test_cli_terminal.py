@@ -88,22 +88,22 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def term80(runs: Path) -> Iterator[Terminal]:
-    terminal = Terminal(80, 24, runs.parent)
+def _terminal(width: int, height: int, cwd: Path) -> Iterator[Terminal]:
+    terminal = Terminal(width, height, cwd)
     try:
         yield terminal
     finally:
-        terminal.close()
+        terminal.close()  # the tmux server of this socket ends with the module
+
+
+@pytest.fixture(scope="module")
+def term80(runs: Path) -> Iterator[Terminal]:
+    yield from _terminal(80, 24, runs.parent)
 
 
 @pytest.fixture(scope="module")
 def term120(runs: Path) -> Iterator[Terminal]:
-    terminal = Terminal(120, 40, runs.parent)
-    try:
-        yield terminal
-    finally:
-        terminal.close()
+    yield from _terminal(120, 40, runs.parent)
 
 
 def _run_dir(runs: Path, name: str) -> Path:
