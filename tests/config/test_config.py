@@ -255,11 +255,11 @@ def test_every_bad_override_and_the_files_errors_in_one_report(tmp_path: Path) -
     assert lines[:2] == [
         "--set foo: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01",
         "--set model.type.x=1: model.type is 'mlp', not a section with keys"]
-    assert sorted(lines[2:]) == sorted([
+    (name,) = [line for line in lines if line.startswith("--set optimizer.name=")]
+    assert name.endswith("got 'adamm'; did you mean 'adam'?")
+    assert sorted(set(lines[2:]) - {name}) == sorted([
         "--set optimizer.lrr=0.1: optimizer.lrr: unknown key; did you mean 'lr'?",
         "--set model.hiden=3: model.hiden: unknown key; did you mean 'hidden'?",
-        "--set optimizer.name=adamm: optimizer.name: expected one of 'sgd', 'adam', 'adamw', "
-        "'rmsprop', got 'adamm'; did you mean 'adam'?",
         "--set train.batch_size=abc: train.batch_size: expected an integer, got 'abc'",
         f"{path}: optimizer.lr: expected a number > 0, got -1",
         f"{path}: trian: unknown key; did you mean 'train'?"])
