@@ -336,7 +336,8 @@ def print_graph(console: Console, report: dict[str, Any], full: bool = False) ->
              ", ".join(f"{k}={_fmt(v)}" for k, v in s["detail"].items())] for s in r["passes"]]
     table, _ = fit_table(console, cols, rows, **_COMPACT)
     print_table(console, table, f"passes (traced in {report['trace_seconds'] * 1e3:.1f} ms)")
-    lines = report["text"].splitlines()
+    package_root = f"{Path(__file__).resolve().parent.parent}/"  # dlrun's own source lines
+    lines = report["text"].replace(package_root, "").splitlines()
     if not full and len(lines) > 60:
         lines = lines[:30] + [f"... {len(lines) - 50} more nodes (--full) ..."] + lines[-20:]
     console.print("\n".join(lines), highlight=False, markup=False)
