@@ -40,6 +40,7 @@ class Terminal:
         self._tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
                    "-c", str(cwd), "bash --norc --noprofile")
         self._tmux("set-option", "-t", "t", "history-limit", "20000")
+        self.socket_path = Path(self._tmux("display-message", "-p", "#{socket_path}").strip())
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], check=True,
@@ -69,6 +70,7 @@ class Terminal:
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
                        timeout=30)
+        self.socket_path.unlink(missing_ok=True)  # kill-server may leave the socket file
 
 
 @pytest.fixture(scope="module")
