@@ -74,7 +74,7 @@ def error_boundary() -> Iterator[None]:
         if state.debug:
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
-                          soft_wrap=True)
+                          soft_wrap=not err_console.is_terminal)  # a terminal: whole words
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -114,7 +114,10 @@ def train(
     json_lines: JsonOpt = False,
     nproc: NprocOpt = None,
 ) -> None:
-    """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/."""
+    """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/.
+
+    Example: dlrun train configs/quickstart.yaml --set optimizer.lr=0.003 --mode eager
+    """
     from dlrun import render
     from dlrun.runner import train as runner
 
@@ -205,7 +208,10 @@ def evaluate(
     sample_seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Evaluate a saved checkpoint on a data split (metrics also go to eval.json beside it)."""
+    """Evaluate a saved checkpoint on a data split (metrics also go to eval.json beside it).
+
+    Example: dlrun eval runs/<stamp>-quickstart --split val
+    """
     from dlrun import render
     from dlrun.runner.commands.evaluate import check_sampling, sample_text
     from dlrun.runner.commands.evaluate import evaluate as run_eval
@@ -239,7 +245,10 @@ def export_cmd(
     tag: Annotated[str, typer.Option(help="Which checkpoint of a run: best or last.")] = "best",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Export a trained model (verified against dlrun's own outputs before it is written)."""
+    """Export a trained model (verified against dlrun's own outputs before it is written).
+
+    Example: dlrun export runs/<stamp>-quickstart --out model.onnx
+    """
     from dlrun import render
     from dlrun.runner.commands.export_run import export as run_export
 
@@ -269,7 +278,10 @@ def compare(
         "--cuda-graphs", help="Also replay the static step as a CUDA graph (needs a GPU): "
         "launches and device time per step beside plain static.")] = False,
 ) -> None:
-    """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?"""
+    """Run CONFIG in eager and in static mode: same numbers? how much faster and leaner?
+
+    Example: dlrun compare configs/quickstart.yaml --steps 20 --timed 100
+    """
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.runner.commands.compare import compare as run_compare
@@ -308,8 +320,12 @@ def graph(
     full: Annotated[bool, typer.Option("--full", help="Print every node.")] = False,
     nproc: NprocOpt = None,
 ) -> None:
-    """Trace CONFIG's training step and show the graph and what each pass did to it (with
-    --nproc N, one rank's step of an N-process job, its gradient all-reduce included)."""
+    """Trace CONFIG's training step and show the graph and what each pass did to it.
+
+    With --nproc N: one rank's step of an N-process job, its gradient all-reduce included.
+
+    Example: dlrun graph configs/quickstart.yaml --no-passes
+    """
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.errors import ConfigError
@@ -331,7 +347,10 @@ def graph(
 
 @app.command()
 def info() -> None:
-    """Show the engine's primitives and the available devices."""
+    """Show the engine's primitives, the available devices and how CPU kernels run.
+
+    Example: dlrun info
+    """
     from dlrun.backend import cuda_available
     from dlrun.engine.prims import REGISTRY
     from dlrun.engine.static.cpu_kernels import describe
@@ -350,7 +369,10 @@ def gradcheck(
     max_per_param: Annotated[int, typer.Option(
         help="Entries checked per parameter (seeded random choice).")] = 20,
 ) -> None:
-    """Check every parameter's gradient (float64, eager and static) against finite differences."""
+    """Check every parameter's gradient (float64, eager and static) against finite differences.
+
+    Example: dlrun gradcheck configs/quickstart.yaml --batch 4
+    """
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.runner.commands.gradcheck import gradcheck as run_gradcheck
@@ -385,9 +407,12 @@ def sweep_cmd(
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Search CONFIG's `sweep:` parameters with Optuna; the sweep goes to
-    runs/<stamp>-<name>-sweep/ (rerun the same command to continue it)."""
+    """Search CONFIG's `sweep:` parameters with Optuna; rerun the same command to continue.
 
+    The sweep goes to runs/<stamp>-<name>-sweep/; each trial is a run directory in it.
+
+    Example: dlrun sweep configs/sweep_mnist_mlp.yaml --trials 20 --workers 2
+    """
     from dlrun import render
     from dlrun.config import load_config
     from dlrun.runner.sweep.driver import sweep as run_sweep
@@ -404,15 +429,37 @@ def sweep_cmd(
     render.print_sweep_summary(console, summary)
 
 
-runs_app = typer.Typer(help="List past runs (newest first) or show one.", add_completion=False)
+runs_app = typer.Typer(add_completion=False)  # its help: runs_list's docstring
 app.add_typer(runs_app, name="runs")
 RunsDirOpt = Annotated[Path | None, typer.Option(
     "--dir", help="The folder holding the run directories (default: runs).", show_default=False)]
+WideOpt = Annotated[bool, typer.Option(
+    "--wide", help="Show every column, however wide the terminal.")]
 
 
 @runs_app.callback(invoke_without_command=True)
-def runs_list(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
-    """A table of the runs in --dir: date, mode, device, status, steps, best and final metric."""
+def runs_list(
+    ctx: typer.Context,
+    runs_dir: RunsDirOpt = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Only runs whose name matches this glob, e.g. 'mnist*'.")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="Only runs ended so: completed, failed, interrupted, ...")] = None,
+    sort: Annotated[str | None, typer.Option(
+        "--sort", help="Best first by this final metric, e.g. val_accuracy.")] = None,
+    last: Annotated[int | None, typer.Option(
+        "--last", help="Only the N newest runs (of those matched).")] = None,
+    metric: Annotated[str | None, typer.Option(
+        "--metric", help="The metric column shows this final metric (default: the headline "
+        "one, or --sort's).")] = None,
+    wide: WideOpt = False,
+) -> None:
+    """List past runs (newest first), filtered and sorted; `show` one, `diff` several.
+
+    The table: run, status, steps, one metric; date, mode, best metric when there is room.
+
+    Example: dlrun runs --status completed --sort val_accuracy --last 10
+    """
     ctx.obj = runs_dir
     if ctx.invoked_subcommand is not None:
         return
@@ -421,8 +468,8 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
 
     root = runs_dir or Path("runs")
     with error_boundary():
-        rows = list_runs_table(root)
-    render.print_runs(console, rows, root)
+        rows = list_runs_table(root, name=name, status=status, last=last, sort=sort)
+    render.print_runs(console, rows, root, metric=metric or sort, wide=wide)
 
 
 @runs_app.command("show")
@@ -431,14 +478,51 @@ def runs_show(
     run: Annotated[str, typer.Argument(
         help="A run folder, or (a unique part of) its name under --dir.", show_default=False)],
     runs_dir: RunsDirOpt = None,
+    wide: WideOpt = False,
 ) -> None:
-    """One run: summary, config, the last metrics, checkpoints and plots."""
+    """One run: summary, config, the last metrics, checkpoints and plots.
+
+    Example: dlrun runs show mnist-mlp
+    """
     from dlrun import render
     from dlrun.runner.commands.runs import show_run
 
     with error_boundary():
         info = show_run(run, runs_dir or ctx.obj or Path("runs"))
-    render.print_run(console, info)
+    render.print_run(console, info, wide=wide)
+
+
+@runs_app.command("diff")
+def runs_diff(
+    ctx: typer.Context,
+    runs: Annotated[list[str], typer.Argument(
+        help="Two runs or more (folders or names under --dir), or one sweep folder.",
+        show_default=False)],
+    runs_dir: RunsDirOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where the PNG of the curves goes (default: diff-<stamp>.png beside the "
+        "runs).", show_default=False)] = None,
+    top: Annotated[int, typer.Option(help="A sweep: how many of its best trials.")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
+    wide: WideOpt = False,
+) -> None:
+    """Compare runs: the config keys that differ and their metrics side by side, best marked.
+
+    One PNG overlays their training and validation curves.
+
+    A sweep folder stands for its best trials (--top).
+
+    Example: dlrun runs diff runs/<stamp>-mnist-mlp runs/<stamp>-mnist-cnn
+    """
+    from dlrun import render
+    from dlrun.runner.commands.runs_diff import diff_runs
+
+    with error_boundary():
+        diff = diff_runs(runs, runs_dir or ctx.obj or Path("runs"), out=out, top=top)
+    if json_out:
+        console.print_json(json.dumps(diff))
+        return
+    render.print_runs_diff(console, diff, wide=wide)
 
 
 prepare_app = typer.Typer(help="Turn your own data into files dlrun trains on.",

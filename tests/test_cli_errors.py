@@ -43,6 +43,16 @@ def test_impossible_value(tiny_config) -> None:
     _fails(["train", str(tiny_config(), ), "--set", "train.batch_size=0"], "train.batch_size")
 
 
+def test_every_bad_override_at_once_and_nothing_created(tiny_config, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    out = _fails(["train", str(tiny_config(optimizer__lr=-1)), "--runs-dir", str(runs),
+                  "--set", "optimizer.lrr=0.1", "--set", "model.hiden=3"],
+                 "--set optimizer.lrr=0.1: optimizer.lrr: unknown key; did you mean 'lr'?",
+                 "--set model.hiden=3: model.hiden: unknown key; did you mean 'hidden'?",
+                 "optimizer.lr: expected a number > 0, got -1")
+    assert out.count("\n") == 3 and not runs.exists()
+
+
 def test_bad_model_section(tiny_config) -> None:
     _fails(["train", str(tiny_config(model={"type": "mlp", "hiden": [3]}))], "model.hiden",
            "hidden")

@@ -64,7 +64,7 @@ def test_runs_table_and_show(runs_dir, monkeypatch) -> None:
     out = result.output
     assert out.index("-second") < out.index("-first")  # newest first
     assert out.count("completed") == 2 and "eager/cpu" in out
-    assert "val_loss 0." in out and "val_accuracy 0." in out  # best, final
+    assert "best val_loss" in out and "final val_accuracy" in out  # one metric: in the header
     result = runner.invoke(app, ["runs", "show", "second", "--dir", str(runs_dir)])
     assert result.exit_code == 0, result.output
     assert "completed" in result.output and "last.safetensors" in result.output
@@ -84,3 +84,18 @@ def test_runs_errors(runs_dir, tmp_path) -> None:
     empty.mkdir()
     result = runner.invoke(app, ["runs", "--dir", str(empty)])
     assert result.exit_code == 0 and "no runs" in result.output
+
+
+def test_runs_filters_on_the_command_line(runs_dir) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["runs", "--dir", str(runs_dir), "--name", "fir*"])
+    assert result.exit_code == 0, result.output
+    assert "-first" in result.output and "-second" not in result.output
+    result = runner.invoke(app, ["runs", "--dir", str(runs_dir), "--sort", "val_loss",
+                                 "--last", "2", "--status", "completed", "--wide"])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("run "))
+    assert header.split()[-2:] == ["final", "val_loss"] and "date" in header  # --wide
+    result = runner.invoke(app, ["runs", "--dir", str(runs_dir), "--status", "complete"])
+    assert result.exit_code == 1
+    assert "did you mean 'completed'" in _one_error_line(result.output)

@@ -25,11 +25,13 @@ from dlrun.errors import ConfigError
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read a YAML experiment, apply `a.b.c=value` overrides and validate (ConfigError if bad)."""
+    """Read a YAML experiment, apply `a.b.c=value` overrides and validate (ConfigError if bad).
+
+    Every bad override and every problem of the file are reported together, in one ConfigError.
+    """
     source = str(path)
-    data = read_yaml(path)
-    data = apply_overrides(data, overrides)
-    return validate_config(data, source=source, overrides=overrides)
+    data, problems = override(read_yaml(path), overrides)
+    return validate_config(data, source=source, overrides=overrides, problems=problems)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -82,37 +84,57 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     """A deep copy of `data` with each `a.b.c=value` override set (values parsed as YAML).
 
     Missing intermediate sections are created; `loss: mse` is widened to `{name: mse}` so
-    `loss.label_smoothing=0.1` works. Unknown keys are left for validation to report.
+    `loss.label_smoothing=0.1` works. Unknown keys are left for validation to report; an
+    override that cannot be applied raises ConfigError (all of them in one).
     """
-    out = copy.deepcopy(dict(data))
-    for override in overrides:
-        parts, value = parse_override(override)
-        node: dict[str, Any] = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif isinstance(child, str) and depth == 0 and part == "loss":
-                child = node[part] = {"name": child}
-            elif not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError(
-                    f"--set {override}: {where} is {show(child)}, not a section with keys"
-                )
-            node = child
-        node[parts[-1]] = value
+    out, problems = override(data, overrides)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return out
 
 
+def override(data: Mapping[str, Any], overrides: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+    """`apply_overrides` that goes on past a bad override: the data with every good one set,
+    and one message per override that could not be applied."""
+    out = copy.deepcopy(dict(data))
+    problems = []
+    for item in overrides:
+        try:
+            _set(out, item)
+        except ConfigError as e:
+            problems.append(str(e))
+    return out, problems
+
+
+def _set(out: dict[str, Any], override: str) -> None:
+    parts, value = parse_override(override)
+    node: dict[str, Any] = out
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif isinstance(child, str) and depth == 0 and part == "loss":
+            child = node[part] = {"name": child}
+        elif not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"--set {override}: {where} is {show(child)}, not a section with keys"
+            )
+        node = child
+    node[parts[-1]] = value
+
+
 def validate_config(
-    data: Mapping[str, Any], source: str = "config", overrides: Sequence[str] = ()
+    data: Mapping[str, Any], source: str = "config", overrides: Sequence[str] = (),
+    problems: Sequence[str] = (),
 ) -> ExperimentConfig:
     """Validate a config mapping; ConfigError with one `source: key.path: problem` line each.
 
-    Problems at keys set by one of `overrides` name that override instead of `source`.
+    Problems at keys set by one of `overrides` name that override instead of `source`;
+    `problems` (overrides that could not be applied) come first in the same error.
     """
     try:
-        return ExperimentConfig.model_validate(dict(data))
+        cfg = ExperimentConfig.model_validate(dict(data))
     except ValidationError as e:
         set_paths = []
         for o in overrides:
@@ -128,13 +150,16 @@ def validate_config(
                     if tuple(map(str, loc[: len(parts)])) == parts:
                         origin = f"--set {o}"
                 lines.append(f"{origin}: {dotted(loc) or '(top level)'}: {message}")
-        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+        raise ConfigError("\n".join(dict.fromkeys([*problems, *lines]))) from None
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
     """`cfg` with `a.b=value` overrides applied and validated again (e.g. `mode=eager`)."""
-    data = apply_overrides(config_to_dict(cfg), overrides)
-    return validate_config(data, source="config", overrides=overrides)
+    data, problems = override(config_to_dict(cfg), overrides)
+    return validate_config(data, source="config", overrides=overrides, problems=problems)
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -247,6 +247,36 @@ def test_override_new_key_names_the_override(tmp_path: Path) -> None:
     ]
 
 
+def test_every_bad_override_and_the_files_errors_in_one_report(tmp_path: Path) -> None:
+    """Bad keys, bad values, malformed and inapplicable overrides and the file's own problems:
+    one ConfigError, a line each, every unknown name with its did-you-mean."""
+    path = write(tmp_path, MINIMAL + "optimizer: {lr: -1}\ntrian: {}\n")
+    lines = errors_of(path, ["optimizer.lrr=0.1", "model.hiden=3", "optimizer.name=adamm",
+                             "foo", "model.type.x=1", "train.batch_size=abc"])
+    assert lines[:2] == [
+        "--set foo: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01",
+        "--set model.type.x=1: model.type is 'mlp', not a section with keys"]
+    (name,) = [line for line in lines if line.startswith("--set optimizer.name=")]
+    assert name.endswith("got 'adamm'; did you mean 'adam'?")
+    assert sorted(set(lines[2:]) - {name}) == sorted([
+        "--set optimizer.lrr=0.1: optimizer.lrr: unknown key; did you mean 'lr'?",
+        "--set model.hiden=3: model.hiden: unknown key; did you mean 'hidden'?",
+        "--set train.batch_size=abc: train.batch_size: expected an integer, got 'abc'",
+        f"{path}: optimizer.lr: expected a number > 0, got -1",
+        f"{path}: trian: unknown key; did you mean 'train'?"])
+
+
+def test_unknown_model_keys_are_config_errors_of_the_family(tmp_path: Path) -> None:
+    lines = errors_of(write(tmp_path, MINIMAL + "  n_layer: 2\n  zzz: 1\n"))
+    assert lines[0].endswith("model.n_layer: unknown key; expected one of: type, hidden, "
+                             "activation, dropout")
+    gpt = "data: {name: blobs}\nmodel: {type: gpt, n_layr: 2}\n"
+    assert errors_of(write(tmp_path, gpt))[0].endswith(
+        "model.n_layr: unknown key; did you mean 'n_layer'?")
+    rnn = "data: {name: blobs}\nmodel: {type: rnn, nonlinearity: tanh}\n"
+    assert load_config(write(tmp_path, rnn)).model.nonlinearity == "tanh"
+
+
 @pytest.mark.parametrize("override", ["foo", "=1", "a..b=1", "train.epochs=[1,", "1a=2"])
 def test_malformed_override(override: str) -> None:
     with pytest.raises(ConfigError, match=r"^--set "):

@@ -7,6 +7,8 @@ with the mode and device of its config.yaml and the step of its last metrics rec
 
 from __future__ import annotations
 
+import fnmatch
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from dlrun.errors import CheckpointError
+from dlrun.config.messages import did_you_mean
+from dlrun.errors import CheckpointError, ConfigError
 from dlrun.runner.io.metrics_log import read_metrics, read_run_summary, read_summary
 from dlrun.runner.io.rundir import (
     CHECKPOINTS_DIR,
@@ -43,7 +46,8 @@ def run_date(run_dir: Path) -> datetime:
     return datetime.fromtimestamp(run_dir.stat().st_mtime)
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml as data; {} when it has none or it cannot be read."""
     try:
         data = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -62,7 +66,7 @@ def _main_metric(final: dict[str, Any]) -> tuple[str | None, Any]:
 def run_row(run_dir: Path) -> dict[str, Any]:
     """One run as a table row: name, date, mode, device, status, steps, best and main metric."""
     summary = read_run_summary(run_dir)
-    config = _read_config(run_dir)
+    config = read_config(run_dir)
     m = _STAMP.match(run_dir.name)
     row: dict[str, Any] = {
         "run": run_dir.name, "path": str(run_dir),
@@ -73,13 +77,14 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     if summary is not None:
         metric, value = _main_metric(summary.final)
         row.update(mode=summary.mode, device=summary.device, status=summary.status,
-                   steps=summary.steps, best_metric=summary.best.metric,
+                   steps=summary.steps, final=dict(summary.final), best_metric=summary.best.metric,
                    best_value=summary.best.value, main_metric=metric, main_value=value)
     else:
         records = read_metrics(run_dir)
         steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
         row.update(mode=config.get("mode"), device=config.get("device"), status=NO_SUMMARY,
-                   steps=max(steps) if steps else None, best_metric=None, best_value=None,
+                   steps=max(steps) if steps else None, final={}, best_metric=None,
+                   best_value=None,
                    main_metric=None, main_value=None)
     return row
 
@@ -91,11 +96,52 @@ def _check_root(root: Path | str) -> Path:
     return root
 
 
-def list_runs_table(root: Path | str) -> list[dict[str, Any]]:
-    """A row per run under `root` (see `run_row`), newest first; CheckpointError if no folder."""
-    runs = list_runs(_check_root(root))
-    return [sweep_row(p) if is_sweep_dir(p) else run_row(p)
-            for p in sorted(runs, key=_start_key, reverse=True)]
+STATUSES = ("completed", "early_stopped", "failed", "interrupted", "pruned", NO_SUMMARY)
+
+
+def list_runs_table(root: Path | str, name: str | None = None, status: str | None = None,
+                    last: int | None = None, sort: str | None = None) -> list[dict[str, Any]]:
+    """A row per run under `root` (see `run_row`), newest first; CheckpointError if no folder.
+
+    `name`: a glob matched against the run's name or folder name; `status`: one of STATUSES;
+    `last`: only the N newest (of those matched); `sort`: best first by that final metric
+    (higher first for accuracy and r2, lower first for the rest; runs without it last).
+    """
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"--status: expected one of {', '.join(STATUSES)}, got {status!r}"
+                          + did_you_mean(status, STATUSES))
+    if last is not None and last < 1:
+        raise ConfigError(f"--last: expected a number >= 1, got {last}")
+    runs = sorted(list_runs(_check_root(root)), key=_start_key, reverse=True)
+    rows = [sweep_row(p) if is_sweep_dir(p) else run_row(p) for p in runs]
+    if name is not None:
+        rows = [r for r in rows if fnmatch.fnmatchcase(str(r["name"]), name)
+                or fnmatch.fnmatchcase(r["run"], name)]
+    if status is not None:
+        rows = [r for r in rows if r["status"] == status]
+    rows = rows[:last] if last is not None else rows
+    return rows if sort is None else sort_rows(rows, sort)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is better (accuracy, r2), as for early stopping."""
+    return metric.endswith(("accuracy", "r2"))
+
+
+def sort_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """`rows` best first by their final `metric`; rows without it keep their order, last."""
+    known = {k for r in rows for k in r.get("final") or {}}
+    if rows and metric not in known:
+        raise ConfigError(f"--sort: no run here has the final metric {metric!r}"
+                          + (did_you_mean(metric, sorted(known))
+                             or f"; they have: {', '.join(sorted(known)) or 'none'}"))
+    sign = -1.0 if higher_is_better(metric) else 1.0
+
+    def key(row: dict[str, Any]) -> float:
+        v = (row.get("final") or {}).get(metric)
+        return sign * v if isinstance(v, int | float) and math.isfinite(v) else math.inf
+
+    return sorted(rows, key=key)
 
 
 def sweep_row(folder: Path) -> dict[str, Any]:
@@ -105,7 +151,7 @@ def sweep_row(folder: Path) -> dict[str, Any]:
     return {"run": folder.name, "path": str(folder), "name": summary.get("name", folder.name),
             "date": run_date(folder).isoformat(sep=" "), "mode": "sweep", "device": None,
             "status": summary.get("status", NO_SUMMARY), "steps": None,
-            "best_metric": summary.get("metric"), "best_value": best.get("value"),
+            "final": {}, "best_metric": summary.get("metric"), "best_value": best.get("value"),
             "main_metric": "trials",
             "main_value": f"{summary.get('finished', 0)}/{summary.get('trials', '?')}"}
 
@@ -139,7 +185,7 @@ def show_run(path_or_name: Path | str, root: Path | str = "runs",
     records = read_metrics(run_dir)
     return {
         **run_row(run_dir),
-        "config": _read_config(run_dir),
+        "config": read_config(run_dir),
         "summary": summary.to_json() if (summary := read_run_summary(run_dir)) else None,
         "metrics": records[-last_metrics:] if last_metrics > 0 else [],
         "metrics_records": len(records),

@@ -67,6 +67,9 @@ def plot_metrics(run_dir: Path | str) -> list[Path]:
     return paths
 
 
+Panel = tuple[str, Series, str]  # title, named (xs, ys) series, y label
+
+
 def line_chart(
     path: Path | str, series: Series, *, title: str = "", xlabel: str = "", ylabel: str = ""
 ) -> Path:
@@ -74,25 +77,31 @@ def line_chart(
 
     The y axis turns logarithmic when every value is positive and they span over 100x (losses).
     """
+    return panel_chart(path, [(title, series, ylabel)], xlabel=xlabel)
+
+
+def panel_chart(path: Path | str, panels: Sequence[Panel], *, xlabel: str = "") -> Path:
+    """`line_chart` with several panels side by side (one PNG, written atomically)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.2), dpi=100)
+    fig = Figure(figsize=(7 if len(panels) == 1 else 5.5 * len(panels), 4.2), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    finite: list[float] = []
-    for name, (xs, ys) in series.items():
-        marker = "o" if len(xs) <= 30 else None
-        ax.plot(list(xs), list(ys), label=name, marker=marker, markersize=3, linewidth=1.4)
-        finite.extend(y for y in ys if math.isfinite(y))
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    if len(series) > 1 or any(name != title for name in series):
-        ax.legend()
+    for i, (title, series, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        finite: list[float] = []
+        for name, (xs, ys) in series.items():
+            marker = "o" if len(xs) <= 30 else None
+            ax.plot(list(xs), list(ys), label=name, marker=marker, markersize=3, linewidth=1.4)
+            finite.extend(y for y in ys if math.isfinite(y))
+        if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if len(series) > 1 or any(name != title for name in series):
+            ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dlrun.config import load_config
-from dlrun.errors import CheckpointError
+from dlrun.errors import CheckpointError, ConfigError
 from dlrun.runner.commands.runs import NO_SUMMARY, list_runs_table, show_run
 from dlrun.runner.train import train
 
@@ -72,3 +72,29 @@ def test_unknown_run_and_missing_folder(two_runs, tmp_path) -> None:
     with pytest.raises(CheckpointError, match="no such runs folder"):
         list_runs_table(tmp_path / "elsewhere")
     assert list_runs_table(tmp_path) == []  # a folder without runs: an empty table
+
+
+def test_filters_last_and_sort(two_runs, tmp_path) -> None:
+    old = Path(__file__).resolve().parents[1] / "fixtures" / "20261206-034821-oldrun"
+    shutil.copytree(old, two_runs / old.name)  # interrupted, the oldest
+    assert [r["name"] for r in list_runs_table(two_runs, name="sec*")] == ["second"]
+    assert [r["name"] for r in list_runs_table(two_runs, name="*-tiny")] == ["tiny"]  # folder
+    assert [r["name"] for r in list_runs_table(two_runs, status="interrupted")] == ["oldrun"]
+    assert [r["name"] for r in list_runs_table(two_runs, last=2)] == ["second", "tiny"]
+    rows = list_runs_table(two_runs)
+    for metric, higher in (("val_loss", False), ("val_accuracy", True)):
+        ranked = list_runs_table(two_runs, sort=metric)
+        values = [r["final"][metric] for r in ranked]
+        assert values == sorted((r["final"][metric] for r in rows), reverse=higher)
+    assert list_runs_table(two_runs, status="failed") == []
+
+
+def test_filter_errors(two_runs) -> None:
+    with pytest.raises(ConfigError, match="--status: expected one of .* got 'complete'; did "
+                                          "you mean 'completed'"):
+        list_runs_table(two_runs, status="complete")
+    with pytest.raises(ConfigError, match="--sort: no run here has the final metric "
+                                          "'val_acc'; did you mean 'val_accuracy'"):
+        list_runs_table(two_runs, sort="val_acc")
+    with pytest.raises(ConfigError, match="--last"):
+        list_runs_table(two_runs, last=0)
