@@ -243,7 +243,8 @@ def _unknown_key(root: type[BaseModel], sections: Sequence[str], loc: tuple[Any,
     hint = did_you_mean(key, allowed)
     if not hint:
         # The key may belong to another section: `lr` at the top level -> optimizer.lr.
-        elsewhere = [f"{s}.{key}" for s in sections if key in _section_fields(root, s)]
+        elsewhere = [f"{s}.{key}" for s in sections
+                     if key in _section_fields(root, s) and (len(loc) == 1 or s != loc[0])]
         if len(loc) == 1 and key in root.model_fields:
             elsewhere = []
         if elsewhere:
