@@ -32,6 +32,7 @@ class MpiCommunicator:
     def __init__(self, world: World) -> None:
         self.MPI = import_mpi()
         self.comm, self.rank, self.size = world.comm, world.rank, world.size
+        self.guard = world.guard
         self.stats = Stats()
 
     def all_reduce(self, x: Any, out: Any | None = None) -> Any:
@@ -44,10 +45,11 @@ class MpiCommunicator:
         t0 = time.perf_counter()
         if out is None:
             out = np.empty_like(x)
-        if out is x and x.flags.c_contiguous:
-            self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
-        else:
-            self.comm.Allreduce(np.ascontiguousarray(x), out, op=self.MPI.SUM)
+        with self.guard("an all-reduce"):
+            if out is x and x.flags.c_contiguous:
+                self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
+            else:
+                self.comm.Allreduce(np.ascontiguousarray(x), out, op=self.MPI.SUM)
         self.stats.add(time.perf_counter() - t0, x.nbytes)
         return out
 

@@ -70,6 +70,7 @@ class Communication:
     all_reduce_ms: float | None = None
     all_reduce_bytes: int = 0
     all_reduces_per_step: int = 1
+    hosts: dict[str, list[int]] | None = None  # host name -> its ranks (None: one machine)
 
 
 @dataclass(frozen=True)
