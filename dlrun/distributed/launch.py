@@ -140,6 +140,8 @@ def launch(args: list[str], nproc: int, out: IO[str] | None = None,
         if proc.returncode == 0:
             return 130 if interrupted else 0
         _kill_group(proc)  # whatever mpiexec left behind (a proxy it could not reach)
+        if guard.verdict is None and hosts is not None:  # e.g. a host whose proxy vanished
+            guard.verdict = unreachable_ranks(job)
         raise DistributedError(describe_failure(job, report, proc.returncode, nproc,
                                                 _read(job / "run"), guard.verdict, hosts))
 
@@ -192,6 +194,8 @@ def unreachable_ranks(job: Path) -> str | None:
     for rank, ((host, _), state) in enumerate(zip(table, states, strict=True)):
         if state != "up":
             lost.setdefault((host, state), []).append(rank)
+    if any(state == "unreachable" for _, state in lost):  # the cause; the rest followed it
+        lost = {k: v for k, v in lost.items() if k[1] == "unreachable"}
     phrases = []
     for (host, state), ranks in lost.items():
         which = f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 LAUNCHER = Path(__file__).with_name("netns_launcher.sh")
+HIDE = Path("/run/dlrun-netns")  # HOST.hide: folders the launcher covers on HOST
 _COUNT = itertools.count()
 
 
@@ -91,10 +92,20 @@ class Cluster:
                 'hostname "$0" && exec "$@"', host, *argv]
 
     def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """An environment in which MPICH reaches the hosts through the namespace launcher."""
+        """An environment in which MPICH reaches the hosts through the namespace launcher.
+        UCX (MPICH's network layer here) recognises one machine by its boot id, whatever the
+        hostname, and would pass messages between namespaces through shared memory; UCX_TLS
+        keeps it on TCP, as between real hosts (MPICH's own shared memory still serves the
+        ranks of one host)."""
         env = dict(os.environ if base is None else base)
-        env.update(HYDRA_LAUNCHER="ssh", HYDRA_LAUNCHER_EXEC=str(LAUNCHER))
+        env.update(HYDRA_LAUNCHER="ssh", HYDRA_LAUNCHER_EXEC=str(LAUNCHER), UCX_TLS="tcp")
         return env
+
+    def hide(self, host: str, folder: Path) -> None:
+        """Make `folder` look empty on `host` (as on a host without that file system)."""
+        HIDE.mkdir(exist_ok=True)
+        with open(HIDE / f"{host}.hide", "a") as f:
+            f.write(f"{folder}\n")
 
     def bytes_through(self, host: str) -> int:
         """Bytes received plus sent by `host`'s network interface so far."""
@@ -120,10 +131,14 @@ class Cluster:
         return [int(p) for p in out.split()]
 
     def remove(self, host: str) -> None:
-        """Make `host` vanish: kill everything on it and delete its namespace (and link)."""
+        """Make `host` vanish, as a host that loses power: off the network first (nothing it
+        sends on its way out, no reset, reaches the others), then everything on it killed and
+        its namespace (and link) deleted."""
+        _ip("-n", host, "link", "del", "eth0", check=False)
         self._kill(host)
         _ip("netns", "del", host, check=False)
         shutil.rmtree(Path("/etc/netns", host), ignore_errors=True)
+        (HIDE / f"{host}.hide").unlink(missing_ok=True)
 
     def _kill(self, host: str) -> None:
         for _ in range(50):
