@@ -14,15 +14,21 @@ from dlrun.errors import DistributedError
 
 
 class Stats:
-    """Seconds and payload bytes of every all-reduce call, in call order."""
+    """Seconds a rank was held up by each all-reduce (a blocking call, or the wait that ends a
+    started one) and its payload bytes, in call order; `started` counts the started ones."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.bytes: list[int] = []
+        self.started = 0
 
     def add(self, seconds: float, nbytes: int) -> None:
         self.seconds.append(seconds)
         self.bytes.append(nbytes)
+
+
+def _address(x: np.ndarray) -> int:
+    return x.__array_interface__["data"][0]
 
 
 class MpiCommunicator:
@@ -34,6 +40,32 @@ class MpiCommunicator:
         self.comm, self.rank, self.size = world.comm, world.rank, world.size
         self.guard = world.guard
         self.stats = Stats()
+        self.pending: dict[int, Any] = {}  # buffer address -> its MPI request
+
+    def start(self, x: Any) -> Any:
+        """MPI_Iallreduce(SUM) in place on `x` (a contiguous NumPy array; a device array is
+        summed at once, through host memory)."""
+        if not isinstance(x, np.ndarray) or not x.flags.c_contiguous:
+            return self.all_reduce(x, x)
+        self.pending[_address(x)] = self.comm.Iallreduce(self.MPI.IN_PLACE, x, op=self.MPI.SUM)
+        self.stats.started += 1
+        return x
+
+    def wait(self, x: Any) -> Any:
+        """Wait for the all-reduce `start(x)` began (timed: the part not hidden)."""
+        request = self.pending.pop(_address(x), None) if isinstance(x, np.ndarray) else None
+        if request is None:
+            return x
+        t0 = time.perf_counter()
+        with self.guard("an all-reduce"):
+            request.Wait()
+        self.stats.add(time.perf_counter() - t0, x.nbytes)
+        return x
+
+    def progress(self) -> None:
+        """Test the started all-reduces: MPICH moves them on only inside MPI calls."""
+        if self.pending:
+            self.MPI.Request.Testall(list(self.pending.values()))
 
     def all_reduce(self, x: Any, out: Any | None = None) -> Any:
         if not isinstance(x, np.ndarray):  # a CuPy array
@@ -87,6 +119,16 @@ class NcclCommunicator:
         stream.synchronize()
         self.stats.add(time.perf_counter() - t0, x.nbytes)
         return out
+
+    def start(self, x: Any) -> Any:
+        """NCCL runs on its own stream already: the sum is done here, `wait` has nothing to do."""
+        return self.all_reduce(x, x)
+
+    def wait(self, x: Any) -> Any:
+        return x
+
+    def progress(self) -> None:
+        pass
 
 
 def make_communicator(world: World, backend: str, device: str) -> Any:

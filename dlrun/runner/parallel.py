@@ -48,7 +48,7 @@ def attach(exp: Any, world: World) -> DataParallel:
     """Make the job's communicator the engine's and give the experiment its DataParallel."""
     world.communicator = make_communicator(world, exp.cfg.distributed.backend, exp.device)
     collective.set_world(world.communicator)
-    exp.parallel = DataParallel(world, exp.device, exp.dtype)
+    exp.parallel = DataParallel(world, exp.device, exp.dtype, exp.cfg.distributed.bucket_mb)
     return exp.parallel
 
 
@@ -79,11 +79,13 @@ def communication(parallel: DataParallel | None, skip: int) -> Communication | N
         return None
     world = parallel.world
     stats = world.communicator.stats
-    times = stats.seconds[skip:] or stats.seconds
+    k = parallel.buckets
+    steps = [sum(stats.seconds[i:i + k]) for i in range(0, len(stats.seconds) - k + 1, k)]
+    times = steps[skip:] or steps
     return Communication(
         backend=world.backend, workers=world.size,
         all_reduce_ms=float(np.median(times)) * 1e3 if times else None,
-        all_reduce_bytes=stats.bytes[-1] if stats.bytes else 0, all_reduces_per_step=1,
+        all_reduce_bytes=sum(stats.bytes[-k:]) if stats.bytes else 0, all_reduces_per_step=k,
         hosts=hosts_of(world))
 
 
