@@ -12,7 +12,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -95,21 +97,36 @@ def _quickstart(path: Path, mode: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The weights one process ends with, per (config maker, mode), trained once."""
+    done: dict[tuple, tuple[Path, dict]] = {}
+
+    def get(make: Any, mode: str) -> tuple[Path, dict]:
+        if (make, mode) not in done:
+            tmp = tmp_path_factory.mktemp("one")
+            cfg = make(tmp / "c.yaml", mode)
+            result = dlrun("train", str(cfg), "--runs-dir", str(tmp / "runs"), "-q")
+            assert result.returncode == 0, result.stderr
+            done[make, mode] = cfg, weights(run_dir(tmp / "runs"))
+        return done[make, mode]
+
+    return get
+
+
 @pytest.mark.parametrize("per_host", [1, 2])
 @pytest.mark.parametrize("mode", ["static", "eager"])
 @pytest.mark.parametrize("make", [_quickstart, _cnn_config], ids=["quickstart", "cnn"])
 def test_hosts_end_with_the_weights_of_one_process(cluster: Cluster, tmp_path: Path,
-                                                   make: object, mode: str,
+                                                   one_process: Any, make: Any, mode: str,
                                                    per_host: int) -> None:
-    cfg = make(tmp_path / "c.yaml", mode)  # type: ignore[operator]
-    one = dlrun("train", str(cfg), "--runs-dir", str(tmp_path / "one"), "-q")
-    assert one.returncode == 0, one.stderr
+    cfg, reference = one_process(make, mode)
     before = {h: cluster.bytes_through(h) for h in cluster.hosts}
     many = _on_head(cluster, "train", str(cfg), "--runs-dir", str(tmp_path / "many"), "-q",
                     "--hosts", _hosts(cluster, per_host))
     assert many.returncode == 0, many.stdout + many.stderr
-    a, b = run_dir(tmp_path / "one"), run_dir(tmp_path / "many")
-    assert_same_weights(weights(a), weights(b), rtol=TIGHT, atol=TIGHT)
+    b = run_dir(tmp_path / "many")
+    assert_same_weights(reference, weights(b), rtol=TIGHT, atol=TIGHT)
     summary = json.loads((b / "summary.json").read_text())
     d = summary["distributed"]
     ranks = list(range(2 * per_host))
@@ -119,6 +136,25 @@ def test_hosts_end_with_the_weights_of_one_process(cluster: Cluster, tmp_path: P
     # every step's all-reduce crossed each host's link (not shared memory)
     for h in cluster.hosts:
         assert cluster.bytes_through(h) - before[h] >= d["all_reduce_bytes"] * summary["steps"]
+
+
+def test_buckets_sum_like_one_buffer_bit_for_bit(cluster: Cluster, tmp_path: Path) -> None:
+    """Gradients in many small buckets, started during the backward pass (non-blocking MPI),
+    end with the very bits of one blocking all-reduce of one buffer, on 2 hosts x 2 ranks."""
+    cfg = _cnn_config(tmp_path / "c.yaml", "static")
+    ends = {}
+    for mb in ("0", "0.0001"):
+        runs = tmp_path / f"mb{mb}"
+        done = _on_head(cluster, "train", str(cfg), "--runs-dir", str(runs), "-q",
+                        "--hosts", _hosts(cluster, 2), "--set", f"distributed.bucket_mb={mb}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        summary = json.loads((run_dir(runs) / "summary.json").read_text())
+        ends[mb] = weights(run_dir(runs)), summary["distributed"]["all_reduces_per_step"]
+    (one, n_one), (many, n_many) = ends["0"], ends["0.0001"]
+    assert n_one == 1 and n_many >= 3
+    assert one.keys() == many.keys()
+    for k in one:
+        assert np.array_equal(one[k], many[k]), k
 
 
 def _interrupt(cluster: Cluster, cfg: Path, runs: Path, *where: str) -> Path:

@@ -23,12 +23,14 @@ def _starts(graph: Graph) -> set[int]:
 
 
 def _serving(graph: Graph, starts: set[int]) -> set[int]:
-    """Pure compute nodes whose every use leads only to starts."""
+    """Pure nodes (sources included: they read nothing a step writes before its end) whose
+    every use leads only to starts."""
     users = graph.users()
     serving: set[int] = set()
     for n in reversed(graph.nodes):
         uses = users.get(n.id, [])
-        movable = n.op not in SINKS and n.op not in SOURCES and REGISTRY[n.op].pure
+        prim = REGISTRY.get(n.op)  # sources (constants, state reads) have no entry
+        movable = n.op not in SINKS and (prim.pure if prim is not None else n.op in SOURCES)
         if movable and uses and all(u in starts or u in serving for u in uses):
             serving.add(n.id)
     return serving
