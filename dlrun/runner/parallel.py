@@ -80,13 +80,20 @@ def communication(parallel: DataParallel | None, skip: int) -> Communication | N
     world = parallel.world
     stats = world.communicator.stats
     k = parallel.buckets
-    steps = [sum(stats.seconds[i:i + k]) for i in range(0, len(stats.seconds) - k + 1, k)]
-    times = steps[skip:] or steps
+    held, flying = stats.per_step(k, skip)
     return Communication(
         backend=world.backend, workers=world.size,
-        all_reduce_ms=float(np.median(times)) * 1e3 if times else None,
+        all_reduce_ms=float(np.median(held)) * 1e3 if held else None,
         all_reduce_bytes=sum(stats.bytes[-k:]) if stats.bytes else 0, all_reduces_per_step=k,
-        hosts=hosts_of(world))
+        hosts=hosts_of(world), overlapped=overlapped(held, flying))
+
+
+def overlapped(held: list[float], flying: list[float]) -> float | None:
+    """The share of the all-reduces' time under way that the step did not wait for (hidden
+    behind the backward pass): 1 - median held / median under way."""
+    if not held or not flying or float(np.median(flying)) <= 0:
+        return None
+    return max(0.0, 1.0 - float(np.median(held)) / float(np.median(flying)))
 
 
 def hosts_of(world: World) -> dict[str, list[int]] | None:

@@ -71,6 +71,7 @@ class Communication:
     all_reduce_bytes: int = 0
     all_reduces_per_step: int = 1
     hosts: dict[str, list[int]] | None = None  # host name -> its ranks (None: one machine)
+    overlapped: float | None = None  # share of the all-reduce time hidden behind the backward
 
 
 @dataclass(frozen=True)
