@@ -88,6 +88,24 @@ class MpiCommunicator:
             if entry[2] is None and entry[0].Test():
                 entry[2] = time.perf_counter()
 
+    def all_reduce(self, x: Any, out: Any | None = None) -> Any:
+        if not isinstance(x, np.ndarray):  # a CuPy array
+            host = self.all_reduce(x.get())
+            if out is None:
+                out = x.copy()
+            out.set(host)
+            return out
+        t0 = time.perf_counter()
+        if out is None:
+            out = np.empty_like(x)
+        with self.guard("an all-reduce"):
+            if out is x and x.flags.c_contiguous:
+                self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
+            else:
+                self.comm.Allreduce(np.ascontiguousarray(x), out, op=self.MPI.SUM)
+        self.stats.add(time.perf_counter() - t0, x.nbytes)
+        return out
+
 
 class NcclCommunicator:
     """ncclAllReduce(sum) on CuPy arrays, on the current stream; one GPU per rank. The time

@@ -1,0 +1,125 @@
+"""Data parallel across hosts over a real (virtual) network: step time, samples/s and the
+all-reduce's share of each step for the bench workloads on 1 process, 2 hosts x 1 rank and
+2 hosts x 2 ranks, at each link rate, with the gradient all-reduce in one blocking buffer
+(`distributed.bucket_mb=0`) and in buckets started during the backward pass (overlap).
+
+    sudo .venv/bin/python benchmarks/multihost.py                      # everything (~15 min)
+    sudo .venv/bin/python benchmarks/multihost.py --workloads gpt --rates 100mbit --steps 20
+
+The hosts are network namespaces on one private bridge (tests/distributed/netns.py, the same
+helper the multi-host tests use), each link limited with `tc ... tbf` (both directions). Needs
+root. A delay case needs the kernel's netem qdisc; where it is missing it is skipped (and
+said so). Every run is a real `dlrun train --hosts ...` launched from the head namespace, one
+BLAS thread per rank; the figures come from its summary.json (medians, warm-up steps left out).
+This machine has 2 cores: 2 hosts x 2 ranks run 4 ranks on them (oversubscribed), and every
+host shares the same CPUs, so the compute part does not shrink with ranks as on real hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.distributed.netns import Cluster, missing_privileges  # noqa: E402
+
+LAYOUTS = {"1 process": 0, "2 hosts x 1": 1, "2 hosts x 2": 2}
+
+
+def run_once(cluster: Cluster, workload: str, per_host: int, bucket_mb: float,
+             steps: int) -> dict:
+    """One `dlrun train` of the bench workload; its summary's figures."""
+    config = ROOT / "configs" / "bench" / f"{workload}.yaml"
+    env = cluster.environment(dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                                   MKL_NUM_THREADS="1"))
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [sys.executable, "-m", "dlrun", "train", str(config), "--runs-dir", tmp, "-q",
+                "--set", f"train.max_steps={steps}", "--set", "logging.plots=false",
+                "--set", f"distributed.bucket_mb={bucket_mb}"]
+        if per_host:
+            args += ["--hosts", ",".join(f"{h}:{per_host}" for h in cluster.hosts)]
+        subprocess.run(cluster.command(cluster.head, args), cwd=ROOT, env=env, check=True,
+                       capture_output=True, text=True, timeout=900)
+        (summary,) = Path(tmp).glob("*/summary.json")
+        s = json.loads(summary.read_text())
+    d = s.get("distributed") or {}
+    return {"step_ms": s["step_time_ms"]["median"], "samples_per_second": s["samples_per_second"],
+            "all_reduce_ms": d.get("all_reduce_ms"), "all_reduce_bytes": d.get("all_reduce_bytes"),
+            "buckets": d.get("all_reduces_per_step"), "overlapped": d.get("overlapped")}
+
+
+def netem_available(cluster: Cluster) -> bool:
+    """Whether this kernel has netem (for a delay case)."""
+    probe = subprocess.run(["ip", "netns", "exec", cluster.hosts[0], "tc", "qdisc", "add", "dev",
+                            "eth0", "root", "netem", "delay", "1ms"], capture_output=True)
+    subprocess.run(["ip", "netns", "exec", cluster.hosts[0], "tc", "qdisc", "del", "dev", "eth0",
+                    "root"], capture_output=True)
+    return probe.returncode == 0
+
+
+def measure(workloads: list[str], rates: list[str], steps: int, bucket_mb: float,
+            out: Path) -> list[dict]:
+    rows: list[dict] = []
+    with Cluster(["h1", "h2"]) as cluster:
+        if not netem_available(cluster):
+            print("netem is missing from this kernel: the delay case is skipped", flush=True)
+        for workload in workloads:
+            base = run_once(cluster, workload, 0, 0.0, steps)
+            rows.append({"workload": workload, "rate": "-", "layout": "1 process",
+                         "overlap": False, **base})
+            for rate in rates:
+                for h in cluster.hosts:
+                    cluster.limit(h, rate)
+                for layout, per_host in list(LAYOUTS.items())[1:]:
+                    for mb in (0.0, bucket_mb):
+                        r = run_once(cluster, workload, per_host, mb, steps)
+                        rows.append({"workload": workload, "rate": rate, "layout": layout,
+                                     "overlap": mb > 0, **r})
+                        print(json.dumps(rows[-1]), flush=True)
+                        out.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| workload | link | ranks (hosts x ranks) | overlap | step (ms) | samples/s | "
+             "all-reduce waited (ms/step) | hidden | buckets |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        waited = "-" if r["all_reduce_ms"] is None else f"{r['all_reduce_ms']:.1f}"
+        hidden = "-" if r["overlapped"] is None else f"{r['overlapped']:.0%}"
+        note = " (4 ranks on 2 cores)" if r["layout"] == "2 hosts x 2" else ""
+        lines.append(f"| {r['workload']} | {r['rate']} | {r['layout']}{note} | "
+                     f"{'yes' if r['overlap'] else 'no'} | {r['step_ms']:.1f} | "
+                     f"{r['samples_per_second']:.0f} | {waited} | {hidden} | "
+                     f"{r['buckets'] or '-'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="mlp,cnn,lstm,gpt")
+    parser.add_argument("--rates", default="10gbit,1gbit,100mbit")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--bucket-mb", type=float, default=0.25,
+                        help="bucket size with overlap (small: these models are 0.4-3 MB)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
+                        "multihost.json")
+    a = parser.parse_args()
+    reason = missing_privileges()
+    if reason:
+        sys.exit(f"benchmarks/multihost.py {reason}")
+    rows = measure(a.workloads.split(","), a.rates.split(","), a.steps, a.bucket_mb, a.out)
+    text = table(rows)
+    a.out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
