@@ -102,6 +102,40 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+RATES_BITS = {"100mbit": 1e8, "1gbit": 1e9, "10gbit": 1e10}
+LATENCY_S = 50e-6  # per message on an ordinary Ethernet (a model figure, not measured here)
+
+
+def projection(step_s: float, grad_bytes: int, hosts: tuple[int, ...] = (2, 4, 8, 16, 32, 64),
+               backward_share: float = 2 / 3) -> list[dict]:
+    """A model, not a measurement: one rank per host, the global batch split over the hosts
+    (compute per step = step_s / N, optimistic: no fixed overhead), a ring all-reduce of the
+    gradients (each rank sends and receives 2 (N-1)/N of them, 2 (N-1) messages) at each link
+    rate; with overlap the all-reduce hides behind the backward pass (`backward_share` of the
+    compute) and only what is left over shows."""
+    rows = []
+    for n in hosts:
+        compute = step_s / n
+        for rate, bits in RATES_BITS.items():
+            comm = 2 * (n - 1) / n * grad_bytes * 8 / bits + 2 * (n - 1) * LATENCY_S
+            shown = max(0.0, comm - backward_share * compute)
+            rows.append({"hosts": n, "rate": rate, "compute_ms": compute * 1e3,
+                         "all_reduce_ms": comm * 1e3, "step_ms": (compute + comm) * 1e3,
+                         "step_overlap_ms": (compute + shown) * 1e3,
+                         "dominates": comm > compute})
+    return rows
+
+
+def projection_table(rows: list[dict]) -> str:
+    lines = ["| hosts | link | compute (ms) | all-reduce (ms) | step, no overlap (ms) | "
+             "step, overlap (ms) | all-reduce > compute |", "|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['hosts']} | {r['rate']} | {r['compute_ms']:.1f} | "
+                     f"{r['all_reduce_ms']:.1f} | {r['step_ms']:.1f} | "
+                     f"{r['step_overlap_ms']:.1f} | {'yes' if r['dominates'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default="mlp,cnn,lstm,gpt")
@@ -117,6 +151,10 @@ def main() -> None:
         sys.exit(f"benchmarks/multihost.py {reason}")
     rows = measure(a.workloads.split(","), a.rates.split(","), a.steps, a.bucket_mb, a.out)
     text = table(rows)
+    gpt = [r for r in rows if r["workload"] == "gpt"]
+    sizes = [r["all_reduce_bytes"] for r in gpt if r["all_reduce_bytes"]]
+    if gpt and sizes:
+        text += "\n\n" + projection_table(projection(gpt[0]["step_ms"] / 1e3, sizes[0]))
     a.out.with_suffix(".md").write_text(text + "\n")
     print(text)
 
