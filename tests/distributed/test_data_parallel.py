@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from tests.distributed.jobs import (
     assert_same_weights,
     blobs_config,
     dlrun,
+    interrupt_once_saved,
     run_dir,
     start,
-    wait_for,
     weights,
 )
 
@@ -78,16 +77,7 @@ def long_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def _interrupt(cfg: Path, runs: Path, *extra: str) -> Path:
     """Start training, send SIGINT (Ctrl-C) once a checkpoint exists; the run it left."""
     proc = start("train", str(cfg), "--runs-dir", str(runs), "-q", *extra)
-    try:
-        wait_for(lambda: any(runs.glob("*/checkpoints/last.safetensors")))
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, out + err
-    run = run_dir(runs)
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
+    run, summary = interrupt_once_saved(proc, runs)
     assert 0 < summary["steps"] < 150 * 10
     return run
 

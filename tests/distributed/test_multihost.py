@@ -23,6 +23,7 @@ from tests.distributed.jobs import (
     assert_same_weights,
     blobs_config,
     dlrun,
+    interrupt_once_saved,
     rank_pids,
     run_dir,
     wait_for,
@@ -165,16 +166,7 @@ def _interrupt(cluster: Cluster, cfg: Path, runs: Path, *where: str) -> Path:
     else:
         proc = subprocess.Popen(_argv(*args), cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: any(runs.glob("*/checkpoints/last.safetensors")))
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, out + err
-    run = run_dir(runs)
-    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
-    return run
+    return interrupt_once_saved(proc, runs)[0]
 
 
 @pytest.mark.parametrize("first_on_hosts", [True, False], ids=["hosts-then-one", "one-then-hosts"])
