@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,8 +46,15 @@ def run_once(cluster: Cluster, workload: str, per_host: int, bucket_mb: float,
                 "--set", f"distributed.bucket_mb={bucket_mb}"]
         if per_host:
             args += ["--hosts", ",".join(f"{h}:{per_host}" for h in cluster.hosts)]
-        subprocess.run(cluster.command(cluster.head, args), cwd=ROOT, env=env, check=True,
-                       capture_output=True, text=True, timeout=900)
+        for attempt in range(3):
+            done = subprocess.run(cluster.command(cluster.head, args), cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=900)
+            if done.returncode == 0:
+                break
+            print(f"failed (attempt {attempt + 1}): {done.stderr.strip()[-2000:]}", flush=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise RuntimeError(f"{workload} on {per_host} a host failed three times")
         (summary,) = Path(tmp).glob("*/summary.json")
         s = json.loads(summary.read_text())
     d = s.get("distributed") or {}
@@ -65,8 +73,10 @@ def netem_available(cluster: Cluster) -> bool:
 
 
 def measure(workloads: list[str], rates: list[str], steps: int, bucket_mb: float,
-            out: Path) -> list[dict]:
+            out: Path, keep: bool = False) -> list[dict]:
     rows: list[dict] = []
+    if keep and out.exists():  # the rows of other workloads from an earlier run
+        rows = [r for r in json.loads(out.read_text()) if r["workload"] not in workloads]
     with Cluster(["h1", "h2"]) as cluster:
         if not netem_available(cluster):
             print("netem is missing from this kernel: the delay case is skipped", flush=True)
@@ -112,7 +122,9 @@ def projection(step_s: float, grad_bytes: int, hosts: tuple[int, ...] = (2, 4, 8
     (compute per step = step_s / N, optimistic: no fixed overhead), a ring all-reduce of the
     gradients (each rank sends and receives 2 (N-1)/N of them, 2 (N-1) messages) at each link
     rate; with overlap the all-reduce hides behind the backward pass (`backward_share` of the
-    compute) and only what is left over shows."""
+    compute) and only what is left over shows. The last figure is the other way to grow: each
+    host keeps the 1-process batch (the global batch grows with the hosts), so the compute per
+    step stays step_s and the all-reduce's share is comm / step_s."""
     rows = []
     for n in hosts:
         compute = step_s / n
@@ -122,17 +134,19 @@ def projection(step_s: float, grad_bytes: int, hosts: tuple[int, ...] = (2, 4, 8
             rows.append({"hosts": n, "rate": rate, "compute_ms": compute * 1e3,
                          "all_reduce_ms": comm * 1e3, "step_ms": (compute + comm) * 1e3,
                          "step_overlap_ms": (compute + shown) * 1e3,
-                         "dominates": comm > compute})
+                         "dominates": comm > compute, "weak_ratio": comm / step_s})
     return rows
 
 
 def projection_table(rows: list[dict]) -> str:
     lines = ["| hosts | link | compute (ms) | all-reduce (ms) | step, no overlap (ms) | "
-             "step, overlap (ms) | all-reduce > compute |", "|---:|---|---:|---:|---:|---:|---|"]
+             "step, overlap (ms) | all-reduce > compute | batch per host fixed: all-reduce / "
+             "compute |", "|---:|---|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r['hosts']} | {r['rate']} | {r['compute_ms']:.1f} | "
                      f"{r['all_reduce_ms']:.1f} | {r['step_ms']:.1f} | "
-                     f"{r['step_overlap_ms']:.1f} | {'yes' if r['dominates'] else 'no'} |")
+                     f"{r['step_overlap_ms']:.1f} | {'yes' if r['dominates'] else 'no'} | "
+                     f"{r['weak_ratio']:.2f} |")
     return "\n".join(lines)
 
 
@@ -145,17 +159,25 @@ def main() -> None:
                         help="bucket size with overlap (small: these models are 0.4-3 MB)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         "multihost.json")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the other workloads' rows of an earlier --out")
     a = parser.parse_args()
     reason = missing_privileges()
     if reason:
         sys.exit(f"benchmarks/multihost.py {reason}")
-    rows = measure(a.workloads.split(","), a.rates.split(","), a.steps, a.bucket_mb, a.out)
+    rows = measure(a.workloads.split(","), a.rates.split(","), a.steps, a.bucket_mb, a.out,
+                   a.keep)
+    write_report(rows, a.out)
+
+
+def write_report(rows: list[dict], out: Path) -> None:
+    """The table (and the projection for the gpt shape) as markdown beside the JSON."""
     text = table(rows)
     gpt = [r for r in rows if r["workload"] == "gpt"]
     sizes = [r["all_reduce_bytes"] for r in gpt if r["all_reduce_bytes"]]
     if gpt and sizes:
         text += "\n\n" + projection_table(projection(gpt[0]["step_ms"] / 1e3, sizes[0]))
-    a.out.with_suffix(".md").write_text(text + "\n")
+    out.with_suffix(".md").write_text(text + "\n")
     print(text)
 
 
