@@ -7,7 +7,9 @@ one process per host checks that it sees the files the command reads.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -100,11 +102,11 @@ def check_paths(mpiexec: str, hosts: Hosts, paths: Sequence[str],
         raise DistributedError(f"{hosts.source}: not every host answered within "
                                f"{PROBE_SECONDS:.0f} s (can mpiexec reach them? it uses "
                                f"{os.environ.get('HYDRA_LAUNCHER', 'ssh')})") from None
+    # mpiexec interleaves the hosts' output in chunks: find each whole record, not lines
     seen = {}
-    for line in out.stdout.splitlines():
-        host, _, missing = line.partition("\t")
-        if host:
-            seen[host] = missing
+    for record in re.findall(r"<dlrun-probe>(.*?)</dlrun-probe>", out.stdout):
+        host, missing = json.loads(record)
+        seen[host] = missing
     problems = sorted((h, m) for h, m in seen.items() if m)
     if problems:
         host, missing = problems[0]
@@ -117,11 +119,13 @@ def check_paths(mpiexec: str, hosts: Hosts, paths: Sequence[str],
 
 
 def _probe(paths: list[str]) -> None:
-    """One line: this host's name, a tab, the first path it cannot see (nothing if all)."""
+    """One record, in one write: this host's name and the first path it cannot see ('' if
+    none)."""
     import socket
 
     missing = next((p for p in paths if not os.path.exists(p)), "")
-    print(f"{socket.gethostname()}\t{missing}", flush=True)
+    record = json.dumps([socket.gethostname(), missing])
+    os.write(1, f"<dlrun-probe>{record}</dlrun-probe>\n".encode())
 
 
 if __name__ == "__main__":
