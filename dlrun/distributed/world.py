@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.distributed.watchdog import Beacon, Watchdog, leave_note
 from dlrun.errors import DistributedError
 
 # Sizes the MPI launchers put in each worker's environment: MPICH/Hydra (PMI), PMIx, Open MPI
@@ -115,8 +116,6 @@ def join() -> World | None:
     if launched_size() <= 1:
         return None
     MPI = import_mpi()
-    from dlrun.distributed.watchdog import Beacon, Watchdog, leave_note
-
     comm = MPI.COMM_WORLD
     rank, host = comm.Get_rank(), MPI.Get_processor_name()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
