@@ -158,6 +158,23 @@ def test_buckets_sum_like_one_buffer_bit_for_bit(cluster: Cluster, tmp_path: Pat
         assert np.array_equal(one[k], many[k]), k
 
 
+def test_compare_across_hosts_says_how_much_of_the_all_reduce_was_hidden(
+        cluster: Cluster, tmp_path: Path) -> None:
+    cfg = _cnn_config(tmp_path / "c.yaml", "static")
+    report = tmp_path / "report.json"
+    done = _on_head(cluster, "compare", str(cfg), "--runs-dir", str(tmp_path / "r"),
+                    "--hosts", _hosts(cluster, 1), "--steps", "3", "--timed", "10",
+                    "--warmup", "2", "--set", "distributed.bucket_mb=0.0001",
+                    "--json", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all-reduce hidden behind backward" in done.stdout
+    for mode in ("eager", "static"):
+        figures = json.loads(report.read_text())[mode]
+        assert figures["all_reduces_per_step"] >= 3
+        assert 0 <= figures["all_reduce_ms"] <= figures["all_reduce_in_flight_ms"]
+        assert 0.0 <= figures["all_reduce_overlapped"] <= 1.0
+
+
 def _interrupt(cluster: Cluster, cfg: Path, runs: Path, *where: str) -> Path:
     """Train (on `where`), Ctrl-C once a checkpoint exists; the run directory it left."""
     args = ("train", str(cfg), "--runs-dir", str(runs), "-q")
