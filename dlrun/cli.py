@@ -54,6 +54,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Write events as JSON line
 NprocOpt = Annotated[int | None, typer.Option(
     "--nproc", min=1, help="Run on N processes of this machine (data parallel over MPI); "
     "under mpiexec, dlrun joins the job it was started in.")]
+HostsOpt = Annotated[str | None, typer.Option(
+    "--hosts", help="Run the --nproc ranks on these hosts, e.g. node1,node2:2 (reached as "
+    "MPICH reaches them, ssh by default; every host needs the same paths).")]
+HostfileOpt = Annotated[Path | None, typer.Option(
+    "--hostfile", help="Like --hosts, from an MPICH hostfile (one host[:slots] a line).")]
 
 
 def _overrides(set_: list[str] | None, mode: str | None, device: str | None,
@@ -113,6 +118,8 @@ def train(
     quiet: QuietOpt = False,
     json_lines: JsonOpt = False,
     nproc: NprocOpt = None,
+    hosts: HostsOpt = None,
+    hostfile: HostfileOpt = None,
 ) -> None:
     """Train the model described by CONFIG; logs go to runs/<stamp>-<name>/.
 
@@ -123,7 +130,8 @@ def train(
 
     overrides = _overrides(set_, mode, device, seed)
     with error_boundary():
-        ranks = _join_job(nproc, lambda: _train_config(config, resume, overrides))
+        ranks = _join_job(nproc, lambda: _train_config(config, resume, overrides), hosts,
+                          hostfile)
         main = ranks is None or ranks.is_main
         view = render.make_view(console, quiet=quiet or not main, json_lines=json_lines)
 
@@ -142,19 +150,20 @@ def train(
         raise typer.Exit(130)
 
 
-def _join_job(nproc: int | None,
-              job_config: Callable[[], tuple[ExperimentConfig, str]]) -> World | None:
+def _join_job(nproc: int | None, job_config: Callable[[], tuple[ExperimentConfig, str]],
+              hosts: str | None = None, hostfile: Path | None = None) -> World | None:
     """This command's place in a job (distributed.launch.join_or_launch): alone (None), one
     worker of it (its World), or, with --nproc N > 1, the launcher of N workers running this
-    same command, which exits with their status once they end."""
+    same command (on --hosts/--hostfile), which exits with their status once they end."""
     from dlrun.distributed.launch import join_or_launch
-    from dlrun.runner.parallel import check_batches
+    from dlrun.runner.parallel import check_batches, job_paths
 
-    def check(n: int) -> None:
+    def check(n: int) -> list[str]:
         cfg, source = job_config()
         check_batches(cfg, n, source=source)
+        return job_paths(cfg, source)
 
-    place = join_or_launch(nproc, sys.argv[1:], check)
+    place = join_or_launch(nproc, sys.argv[1:], check, hosts, hostfile)
     if place.exit_status is not None:
         raise typer.Exit(place.exit_status)
     return place.world
@@ -274,6 +283,8 @@ def compare(
     runs_dir: Annotated[Path | None, typer.Option(
         "--runs-dir", help="Where the report's run directory goes (default: logging.dir).")] = None,
     nproc: NprocOpt = None,
+    hosts: HostsOpt = None,
+    hostfile: HostfileOpt = None,
     cuda_graphs: Annotated[bool, typer.Option(
         "--cuda-graphs", help="Also replay the static step as a CUDA graph (needs a GPU): "
         "launches and device time per step beside plain static.")] = False,
@@ -290,7 +301,7 @@ def compare(
     with error_boundary():
         overrides = _overrides(set_, None, device, seed)
         cfg = load_config(config, overrides)
-        ranks = _join_job(nproc, lambda: (cfg, str(config)))
+        ranks = _join_job(nproc, lambda: (cfg, str(config)), hosts, hostfile)
         main = ranks is None or ranks.is_main
         view = render.make_view(err_console, quiet=not main)
         report = _run_as(ranks, lambda: run_compare(cfg, steps=steps, warmup=warmup,
@@ -319,6 +330,8 @@ def graph(
                                             help="Show the graph as traced.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print every node.")] = False,
     nproc: NprocOpt = None,
+    hosts: HostsOpt = None,
+    hostfile: HostfileOpt = None,
 ) -> None:
     """Trace CONFIG's training step and show the graph and what each pass did to it.
 
@@ -335,7 +348,7 @@ def graph(
         if fmt not in ("text", "dot"):
             raise ConfigError(f"--format: expected text or dot, got {fmt!r}")
         cfg = load_config(config, list(set_ or []))
-        ranks = _join_job(nproc, lambda: (cfg, str(config)))
+        ranks = _join_job(nproc, lambda: (cfg, str(config)), hosts, hostfile)
         report = _run_as(ranks, lambda: graph_report(cfg, not no_passes, ranks))
     if ranks is not None and not ranks.is_main:
         return

@@ -266,8 +266,10 @@ def print_summary(console: Console, summary: RunSummary) -> None:
     dist = summary.distributed
     if dist:
         reduce = dist.all_reduce_ms
-        rows.append(("workers", f"{dist.workers} ({dist.backend}); all-reduce "
-                     + (f"{reduce:.3f} ms / step, " if reduce is not None else "")
+        hosts = f" on {len(dist.hosts)} hosts" if dist.hosts else ""
+        hidden = f" ({dist.overlapped:.0%} hidden)" if dist.overlapped else ""
+        rows.append(("workers", f"{dist.workers} ({dist.backend}){hosts}; all-reduce "
+                     + (f"{reduce:.3f} ms / step{hidden}, " if reduce is not None else "")
                      + f"{dist.all_reduce_bytes / 1e6:.2f} MB"))
     if summary.trace_counts:
         rows.append(("traces", ", ".join(f"{k} {v}" for k, v in summary.trace_counts.items())))

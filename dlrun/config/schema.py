@@ -291,6 +291,9 @@ class DistributedConfig(Section):
     sum their gradients: `auto` is NCCL on CUDA devices and MPI on CPUs."""
 
     backend: Literal["auto", "mpi", "nccl"] = "auto"
+    # gradients travel in buckets of this many MiB, each all-reduced while the backward pass
+    # still runs (as DDP's bucket_cap_mb); 0: one buffer, one blocking all-reduce
+    bucket_mb: Float = Field(25.0, ge=0)
 
 
 SECTIONS = ("data", "model", "loss", "optimizer", "schedule", "train", "logging", "distributed")

@@ -14,15 +14,39 @@ from dlrun.errors import DistributedError
 
 
 class Stats:
-    """Seconds and payload bytes of every all-reduce call, in call order."""
+    """Per all-reduce, in call order: the seconds this rank was held up by it (a blocking call,
+    or the wait that ends a started one), when it began and when it was seen complete (by a
+    progress test or its wait; a blocking call: its own span), and its payload bytes."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.spans: list[tuple[float, float]] = []
         self.bytes: list[int] = []
 
-    def add(self, seconds: float, nbytes: int) -> None:
+    def add(self, seconds: float, nbytes: int, span: tuple[float, float] | None = None) -> None:
+        if span is None:  # a blocking call, ended now
+            now = time.perf_counter()
+            span = (now - seconds, now)
         self.seconds.append(seconds)
+        self.spans.append(span)
         self.bytes.append(nbytes)
+
+    def step(self, end: int, k: int) -> tuple[float, float]:
+        """For the step whose `k` all-reduces end at call `end`: seconds held up, and seconds
+        from the first start to the last completion (under way)."""
+        spans = self.spans[end - k:end]
+        return sum(self.seconds[end - k:end]), max(e for _, e in spans) - min(b for b, _ in spans)
+
+    def per_step(self, k: int, skip: int = 0) -> tuple[list[float], list[float]]:
+        """Held-up and under-way seconds of every step of `k` all-reduces (the first `skip`
+        steps left out, unless that leaves none)."""
+        pairs = [self.step(e, k) for e in range(k, len(self.seconds) + 1, k)]
+        pairs = pairs[skip:] or pairs
+        return [h for h, _ in pairs], [f for _, f in pairs]
+
+
+def _address(x: np.ndarray) -> int:
+    return x.__array_interface__["data"][0]
 
 
 class MpiCommunicator:
@@ -32,7 +56,37 @@ class MpiCommunicator:
     def __init__(self, world: World) -> None:
         self.MPI = import_mpi()
         self.comm, self.rank, self.size = world.comm, world.rank, world.size
+        self.guard = world.guard
         self.stats = Stats()
+        self.pending: dict[int, Any] = {}  # buffer address -> its MPI request
+
+    def start(self, x: Any) -> Any:
+        """MPI_Iallreduce(SUM) in place on `x` (a contiguous NumPy array; a device array is
+        summed at once, through host memory)."""
+        if not isinstance(x, np.ndarray) or not x.flags.c_contiguous:
+            return self.all_reduce(x, x)
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, x, op=self.MPI.SUM)
+        self.pending[_address(x)] = [request, time.perf_counter(), None]
+        return x
+
+    def wait(self, x: Any) -> Any:
+        """Wait for the all-reduce `start(x)` began (timed: the part not hidden)."""
+        entry = self.pending.pop(_address(x), None) if isinstance(x, np.ndarray) else None
+        if entry is None:
+            return x
+        request, began, done = entry
+        t0 = time.perf_counter()
+        with self.guard("an all-reduce"):
+            request.Wait()
+        t1 = time.perf_counter()
+        self.stats.add(t1 - t0, x.nbytes, (began, done or t1))
+        return x
+
+    def progress(self) -> None:
+        """Test the started all-reduces: MPICH moves them on only inside MPI calls."""
+        for entry in self.pending.values():
+            if entry[2] is None and entry[0].Test():
+                entry[2] = time.perf_counter()
 
     def all_reduce(self, x: Any, out: Any | None = None) -> Any:
         if not isinstance(x, np.ndarray):  # a CuPy array
@@ -44,10 +98,11 @@ class MpiCommunicator:
         t0 = time.perf_counter()
         if out is None:
             out = np.empty_like(x)
-        if out is x and x.flags.c_contiguous:
-            self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
-        else:
-            self.comm.Allreduce(np.ascontiguousarray(x), out, op=self.MPI.SUM)
+        with self.guard("an all-reduce"):
+            if out is x and x.flags.c_contiguous:
+                self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
+            else:
+                self.comm.Allreduce(np.ascontiguousarray(x), out, op=self.MPI.SUM)
         self.stats.add(time.perf_counter() - t0, x.nbytes)
         return out
 
@@ -85,6 +140,16 @@ class NcclCommunicator:
         stream.synchronize()
         self.stats.add(time.perf_counter() - t0, x.nbytes)
         return out
+
+    def start(self, x: Any) -> Any:
+        """NCCL runs on its own stream already: the sum is done here, `wait` has nothing to do."""
+        return self.all_reduce(x, x)
+
+    def wait(self, x: Any) -> Any:
+        return x
+
+    def progress(self) -> None:
+        pass
 
 
 def make_communicator(world: World, backend: str, device: str) -> Any:

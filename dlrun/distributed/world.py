@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from dlrun.distributed.watchdog import Beacon, Watchdog, leave_note
 from dlrun.errors import DistributedError
 
 # Sizes the MPI launchers put in each worker's environment: MPICH/Hydra (PMI), PMIx, Open MPI
@@ -48,6 +50,13 @@ class World:
     local_rank: int  # among the ranks on this machine: which GPU a rank uses
     communicator: Any = None  # set by runner.parallel.attach: MPI or NCCL
     backend: str = "mpi"
+    hosts: list[str] = field(default_factory=list)  # each rank's host name, in rank order
+    watchdog: Any = None  # distributed.watchdog.Watchdog: ends a rank stuck in a collective
+    beacon: Any = None  # distributed.watchdog.Beacon: the launcher's is-it-alive probe
+
+    def guard(self, what: str) -> Any:
+        """A context timing a blocking collective against the watchdog (if there is one)."""
+        return self.watchdog.guard(what) if self.watchdog is not None else nullcontext()
 
     @property
     def is_main(self) -> bool:
@@ -58,11 +67,25 @@ class World:
         two MPI broadcasts of plain buffers (nothing pickled)."""
         data = json.dumps(value).encode() if self.rank == 0 else b""
         size = np.array([len(data)], dtype=np.int64)
-        self.comm.Bcast(size, root=0)
-        buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else \
-            np.empty(int(size[0]), dtype=np.uint8)
-        self.comm.Bcast(buf, root=0)
+        buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else None
+        with self.guard("a broadcast"):
+            self.comm.Bcast(size, root=0)
+            if buf is None:
+                buf = np.empty(int(size[0]), dtype=np.uint8)
+            self.comm.Bcast(buf, root=0)
         return json.loads(buf.tobytes().decode())
+
+    def gather_json(self, value: Any) -> list[Any]:
+        """Every rank's JSON-able value, in rank order, on every rank (plain byte buffers)."""
+        data = np.frombuffer(json.dumps(value).encode(), dtype=np.uint8).copy()
+        sizes = np.empty(self.size, dtype=np.int64)
+        with self.guard("a gather"):
+            self.comm.Allgather(np.array([data.size], dtype=np.int64), sizes)
+            out = np.empty(int(sizes.sum()), dtype=np.uint8)
+            self.comm.Allgatherv(data, [out, sizes])
+        ends = np.cumsum(sizes)
+        return [json.loads(out[e - n:e].tobytes().decode()) for n, e in zip(sizes, ends,
+                                                                            strict=True)]
 
     def bcast_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rank 0's named NumPy arrays on every rank: names, shapes and dtypes as JSON, then
@@ -73,7 +96,8 @@ class World:
         for name, shape, dtype in spec:
             buf = (np.ascontiguousarray(arrays[name]) if self.rank == 0
                    else np.empty(shape, dtype=np.dtype(dtype)))
-            self.comm.Bcast(buf.reshape(-1).view(np.uint8), root=0)
+            with self.guard("a broadcast"):
+                self.comm.Bcast(buf.reshape(-1).view(np.uint8), root=0)
             out[name] = buf
         return out
 
@@ -82,7 +106,8 @@ class World:
         MPI = import_mpi()
         values = np.ascontiguousarray(values)
         out = np.empty_like(values)
-        self.comm.Allreduce(values, out, op=MPI.SUM)
+        with self.guard("a metric sum"):
+            self.comm.Allreduce(values, out, op=MPI.SUM)
         return out
 
 
@@ -92,5 +117,15 @@ def join() -> World | None:
         return None
     MPI = import_mpi()
     comm = MPI.COMM_WORLD
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    return World(comm, comm.Get_rank(), comm.Get_size(), local.Get_rank())
+    rank, host = comm.Get_rank(), MPI.Get_processor_name()
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    world = World(comm, rank, comm.Get_size(), local.Get_rank())
+    world.watchdog = Watchdog(f"rank {rank} on host {host}",
+                              lambda message: leave_note(f"rank{rank}.lost", message))
+    beacon = Beacon()
+    table = world.gather_json([host, beacon.port])
+    world.hosts = [h for h, _ in table]
+    world.beacon = beacon
+    if rank == 0:  # for the launcher: which host each rank is on, and where it answers
+        leave_note("ranks.json", json.dumps(table))
+    return world

@@ -4,6 +4,8 @@ process group (dlrun.distributed), so the engine itself never imports MPI or NCC
 A communicator sums arrays across the processes of a job: `all_reduce(x, out)` returns the sum
 of `x` over every rank (in `out` when given, which may be `x` itself). Eager ops and compiled
 plans call it through the `all_reduce` primitive, so both executors share one definition.
+`start(x)` begins the same sum in place without waiting, `wait(x)` ends it; `progress()` lets a
+started sum move on (MPI moves only inside MPI calls: a compiled plan calls it between nodes).
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ class Communicator(Protocol):
 
     def all_reduce(self, x: Any, out: Any | None = None) -> Any:
         """The elementwise sum of `x` over all ranks (written into `out` when given)."""
+        ...
+
+    def start(self, x: Any) -> Any:
+        """Begin summing `x` over all ranks, in place; returns `x` (do not touch it until
+        `wait(x)`)."""
+        ...
+
+    def wait(self, x: Any) -> Any:
+        """Finish the sum `start(x)` began; returns `x`, now the sum."""
+        ...
+
+    def progress(self) -> None:
+        """Let started sums move on."""
         ...
 
 
@@ -37,3 +52,9 @@ def world() -> Communicator:
         raise RuntimeError("all_reduce needs a communicator: this process is not part of a "
                            "distributed job (see dlrun.distributed)")
     return _WORLD
+
+
+def progress() -> None:
+    """Let this process's started collectives move on (a no-op without a communicator)."""
+    if _WORLD is not None:
+        _WORLD.progress()

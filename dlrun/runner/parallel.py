@@ -4,6 +4,7 @@ ranks, and what the summary says about communication."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ def attach(exp: Any, world: World) -> DataParallel:
     """Make the job's communicator the engine's and give the experiment its DataParallel."""
     world.communicator = make_communicator(world, exp.cfg.distributed.backend, exp.device)
     collective.set_world(world.communicator)
-    exp.parallel = DataParallel(world, exp.device, exp.dtype)
+    exp.parallel = DataParallel(world, exp.device, exp.dtype, exp.cfg.distributed.bucket_mb)
     return exp.parallel
 
 
@@ -78,8 +79,41 @@ def communication(parallel: DataParallel | None, skip: int) -> Communication | N
         return None
     world = parallel.world
     stats = world.communicator.stats
-    times = stats.seconds[skip:] or stats.seconds
+    k = parallel.buckets
+    held, flying = stats.per_step(k, skip)
     return Communication(
         backend=world.backend, workers=world.size,
-        all_reduce_ms=float(np.median(times)) * 1e3 if times else None,
-        all_reduce_bytes=stats.bytes[-1] if stats.bytes else 0, all_reduces_per_step=1)
+        all_reduce_ms=float(np.median(held)) * 1e3 if held else None,
+        all_reduce_bytes=sum(stats.bytes[-k:]) if stats.bytes else 0, all_reduces_per_step=k,
+        hosts=hosts_of(world), overlapped=overlapped(held, flying))
+
+
+def overlapped(held: list[float], flying: list[float]) -> float | None:
+    """The share of the all-reduces' time under way that the step did not wait for (hidden
+    behind the backward pass): 1 - median held / median under way."""
+    if not held or not flying or float(np.median(flying)) <= 0:
+        return None
+    return max(0.0, 1.0 - float(np.median(held)) / float(np.median(flying)))
+
+
+def hosts_of(world: World) -> dict[str, list[int]] | None:
+    """Each host's ranks, when the job runs on more than one host."""
+    by_host: dict[str, list[int]] = {}
+    for rank, host in enumerate(world.hosts):
+        by_host.setdefault(host, []).append(rank)
+    return by_host if len(by_host) > 1 else None
+
+
+def job_paths(cfg: ExperimentConfig, source: str) -> list[str]:
+    """The files a job's command reads, which every host must see: its config file and the
+    dataset's file or folder."""
+    from dlrun.data.datasets import dataset_options
+    from dlrun.data.download import cache_dir
+
+    paths = [str(Path(source).resolve())]
+    path = cfg.data.options.get("path")
+    if path:
+        paths.append(str(Path(path).resolve()))
+    elif "root" in dataset_options(cfg.data.name):
+        paths.append(str(Path(cfg.data.root).resolve()) if cfg.data.root else str(cache_dir()))
+    return paths

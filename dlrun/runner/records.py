@@ -67,9 +67,11 @@ class Communication:
 
     backend: str
     workers: int
-    all_reduce_ms: float | None = None
+    all_reduce_ms: float | None = None  # per step, the time a rank waited for it (not hidden)
     all_reduce_bytes: int = 0
     all_reduces_per_step: int = 1
+    hosts: dict[str, list[int]] | None = None  # host name -> its ranks (None: one machine)
+    overlapped: float | None = None  # share of the all-reduce time hidden behind the backward
 
 
 @dataclass(frozen=True)

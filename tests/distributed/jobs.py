@@ -4,7 +4,9 @@ weights a run ended with, and the pids of a job's ranks."""
 from __future__ import annotations
 
 import glob
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -68,6 +70,22 @@ def wait_for(predicate: Any, timeout: float = 60.0) -> None:
         if time.monotonic() > end:
             raise TimeoutError("condition not met")
         time.sleep(0.05)
+
+
+def interrupt_once_saved(proc: subprocess.Popen, runs: Path) -> tuple[Path, dict]:
+    """Send SIGINT (Ctrl-C) to a started training once it saved a checkpoint under `runs`;
+    it must end with status 130. The run directory it left and its summary."""
+    try:
+        wait_for(lambda: any(runs.glob("*/checkpoints/last.safetensors")))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    run = run_dir(runs)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    return run, summary
 
 
 def rank_pids(marker: str) -> dict[int, int]:

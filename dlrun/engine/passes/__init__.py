@@ -22,6 +22,7 @@ from dlrun.engine.passes.fuse import fuse
 from dlrun.engine.passes.fuse_rows import fuse_rows
 from dlrun.engine.passes.hoist import hoist
 from dlrun.engine.passes.matmul_sum import matmul_sum
+from dlrun.engine.passes.overlap import overlap
 from dlrun.engine.passes.simplify import simplify
 
 Pass = Callable[[Graph], tuple[Graph, dict[str, Any]]]
@@ -37,6 +38,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("dce2", dce),
     ("fuse_rows", fuse_rows),  # only where row kernels run (see CPU_KERNEL_PASSES)
     ("fuse", fuse),
+    ("overlap", overlap),  # gradient buckets' all-reduces start during the backward pass
 )
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
 # Passes whose nodes only a native CPU kernel runs well: skipped on CuPy and without Numba.

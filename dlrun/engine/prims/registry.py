@@ -64,6 +64,10 @@ class Primitive:
     view: bool = False
     # With `out=` given, the forward may write over one of its inputs (read before written).
     in_place: bool = False
+    # +1: starts a collective that runs on while later nodes compute; -1: waits for it (the
+    # plan lets started collectives progress between the nodes in between; the overlap pass
+    # moves starts to where their inputs are final).
+    in_flight: int = 0
     # layout(in_shapes, in_strides, out_shape, **attrs) -> the result's strides in elements, as
     # the forward lays it out; None: a fresh C-ordered array.
     layout: LayoutRule | None = None
@@ -224,6 +228,7 @@ def primitive(
     ufunc: str | None = None,
     view: bool = False,
     in_place: bool | None = None,
+    in_flight: int = 0,
     layout: LayoutRule | None = None,
     onnx: Callable[..., Any] | None = None,
     parts: Callable[..., list[tuple] | None] | None = None,
@@ -247,6 +252,7 @@ def primitive(
             name=name, forward=forward, kind=kind, shape_rule=rule, pure=pure,
             differentiable=differentiable, supports_out=takes_out, view=view,
             in_place=(elementwise and takes_out) if in_place is None else in_place,
+            in_flight=in_flight,
             layout=layout or (like_elementwise if elementwise else None),
             cuda_expr=cuda_expr, cpu_expr=cpu_expr, row_reduce=row_reduce,
             same_order=same_order, onnx=onnx, ufunc=ufunc, parts=parts,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlrun.engine import collective
 from dlrun.engine.graph import SINKS, Graph, Node
 from dlrun.engine.prims.registry import REGISTRY
 from dlrun.engine.static import cpu_kernels
@@ -100,6 +101,7 @@ class _Emitter:
         self.buffers: dict[str, Any] = {}
         self.live: set[int] = set()
         self.calls = 0
+        self.in_flight = 0
 
     def emit(self, pos: int, n: Node) -> None:
         """The line(s) for node n at position pos, then deletes of values dead after it."""
@@ -114,11 +116,21 @@ class _Emitter:
             self.line(f"v{n.id} = c{n.id}")
         else:
             self.compute(n)
+            self.poll_collectives(n)
         self.live.add(n.id)
         dead = sorted({i for i in n.inputs if self.last_use.get(i) == pos})
         if dead:
             self.line(f"del {', '.join(f'v{i}' for i in dead)}")
             self.live.difference_update(dead)
+
+    def poll_collectives(self, n: Node) -> None:
+        """While a started collective (all_reduce_start) is in flight, let it move on after
+        every node: MPI progresses only inside MPI calls (a progress thread costs a core)."""
+        change = REGISTRY[n.op].in_flight
+        self.in_flight += change
+        if change == 0 and self.in_flight > 0:
+            self.env["progress"] = collective.progress
+            self.line("progress()")
 
     def line(self, text: str, node: Node | None = None) -> None:
         self.lines.append(f"        {text}")

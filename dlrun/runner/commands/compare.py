@@ -127,7 +127,7 @@ def _timings(exps: dict[str, Experiment], x: Any, y: Any, warmup: int, timed: in
                 synchronize(device)
                 times[mode].append(time.perf_counter() - t0)
                 if world is not None:
-                    reduce_times[mode].append(world.communicator.stats.seconds[-1])
+                    reduce_times[mode].append(len(world.communicator.stats.seconds))
     return times, reduce_times
 
 
@@ -144,8 +144,7 @@ def _mode_figures(cfg: ExperimentConfig, exp: Experiment, ts: list[float],
     info.update(_memory(exp, x, y))
     info["ops_per_step"] = _ops_per_step(exp, x, y)
     if world is not None:
-        info["all_reduce_ms"] = statistics.median(reduce_ts) * 1e3
-        info["all_reduce_bytes"] = world.communicator.stats.bytes[-1]
+        info.update(_reduce_figures(world.communicator.stats, reduce_ts, exp.parallel.buckets))
     if exp.cfg.mode == "static":
         info.update(_static_figures(exp.train_step))
     return info
@@ -167,6 +166,19 @@ def _static_figures(step: Any) -> dict[str, Any]:
             "nodes_before": sum(r.report.traced_nodes for r in records),
             "nodes_after": sum(r.report.final_nodes for r in records),
             "passes": records[0].report.as_dict()}
+
+
+def _reduce_figures(stats: Any, ends: list[float], k: int) -> dict[str, Any]:
+    """All-reduce time per timed step (`ends`: how many all-reduces had been made when each
+    ended): held up, under way, the share hidden behind the backward pass, and bytes."""
+    from dlrun.runner.parallel import overlapped
+
+    held, flying = zip(*(stats.step(int(e), k) for e in ends), strict=True)
+    held, flying = list(held), list(flying)
+    return {"all_reduce_ms": statistics.median(held) * 1e3,
+            "all_reduce_in_flight_ms": statistics.median(flying) * 1e3,
+            "all_reduce_overlapped": overlapped(held, flying),
+            "all_reduces_per_step": k, "all_reduce_bytes": sum(stats.bytes[-k:])}
 
 
 def _cuda_figures(exp: Experiment, x: Any, y: Any, steps: int = 20) -> dict[str, Any]:
@@ -298,7 +310,11 @@ def markdown(report: dict[str, Any]) -> str:
         rows[3:3] = [
             ("all-reduce / step (ms)", f"{e['all_reduce_ms']:.3f}", f"{s['all_reduce_ms']:.3f}"),
             ("all-reduce / step (bytes)", f"{e['all_reduce_bytes']:,}",
-             f"{s['all_reduce_bytes']:,}")]
+             f"{s['all_reduce_bytes']:,}"),
+            ("all-reduce under way / step (ms)", f"{e['all_reduce_in_flight_ms']:.3f}",
+             f"{s['all_reduce_in_flight_ms']:.3f}"),
+            ("all-reduce hidden behind backward", _share(e["all_reduce_overlapped"]),
+             _share(s["all_reduce_overlapped"]))]
     where = report["device"] + (f", {report['workers']} workers (per rank; the batch is "
                                  f"global)" if report.get("workers", 1) > 1 else "")
     if report.get("accumulate", 1) > 1:
@@ -323,3 +339,7 @@ def markdown(report: dict[str, Any]) -> str:
               f"(tolerance {report['tolerance']:.0e}); final parameters differ by at most "
               f"{report['max_rel_param_diff']:.2e} of their scale.", ""]
     return "\n".join(lines)
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
