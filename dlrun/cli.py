@@ -538,7 +538,8 @@ def runs_diff(
     render.print_runs_diff(console, diff, wide=wide)
 
 
-prepare_app = typer.Typer(help="Turn your own data into files dlrun trains on.",
+prepare_app = typer.Typer(help="Turn your own data into files dlrun trains on.\n\nExample: "
+                          "dlrun prepare text corpus.txt --tokenizer bpe --out data/corpus",
                           no_args_is_help=True, add_completion=False)
 app.add_typer(prepare_app, name="prepare")
 
@@ -556,8 +557,12 @@ def prepare_text_cmd(
         help="The last fraction of the text kept for validation.")] = 0.1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Tokenize a text file into a token folder (nanoGPT's train.bin and val.bin) for the
-    `token_file` dataset."""
+    """Tokenize a text file into a token folder for the `token_file` dataset.
+
+    The folder holds nanoGPT's train.bin and val.bin, tokenizer.json and meta.json.
+
+    Example: dlrun prepare text corpus.txt --tokenizer bpe --vocab-size 4096 --out data/corpus
+    """
     from dlrun import render
     from dlrun.runner.commands.prepare import prepare_text
 
