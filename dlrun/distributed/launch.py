@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -308,6 +309,7 @@ def run_worker(world: Any, body: Any, debug: bool = False) -> Any:
 
             traceback.print_exc()
         print(f"rank {world.rank}: error: {message}", file=sys.stderr, flush=True)
+        time.sleep(0.5)  # Abort tears the job down at once: let mpiexec forward the line first
         with world.guard("an abort"):  # Abort itself may wait on a peer that is gone
             world.comm.Abort(1)
         raise
