@@ -31,7 +31,7 @@ class Accumulator:
     def __init__(self, params: list[Tensor], device: str, dtype: Any) -> None:
         self.params = [p for p in params if p.requires_grad]  # frozen ones get no gradient
         with no_grad():
-            self.grads = [zeros_like(p) for p in params]
+            self.grads = [zeros_like(p) for p in self.params]
         self.loss = zeros((), dtype=dtype, device=device)
         self.weight = full((), 1.0, dtype=dtype, device=device)
         self._weight = 1.0

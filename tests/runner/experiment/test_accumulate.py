@@ -179,3 +179,18 @@ def test_the_last_step_batch_must_reach_every_rank() -> None:
     check_batches(cfg, 2, 553)  # a last step of 53 rows: 27 / 26
     with pytest.raises(ConfigError, match="last batch of 1 sample"):
         check_batches(cfg, 2, 501)  # 5 steps of 100 and 1 row
+
+
+def test_the_accumulator_keeps_buffers_for_trainable_parameters_only() -> None:
+    import dlrun
+    from dlrun import nn
+
+    frozen, trained = nn.Parameter(dlrun.ones(2)), nn.Parameter(dlrun.ones(3))
+    frozen.requires_grad = False
+    acc = Accumulator([frozen, trained], "cpu", np.float64)
+    assert [g.shape for g in acc.grads] == [(3,)]
+    for _ in range(2):
+        (trained * 2.0).sum().backward()
+        acc.add((trained * 0.0).sum())
+    acc.take()
+    assert frozen.grad is None and np.array_equal(trained.grad.numpy(), np.full(3, 4.0))
