@@ -12,6 +12,7 @@ and in a kernel. Without Numba (or with DLRUN_CPU_KERNELS=0) every forward is pl
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
@@ -70,27 +71,39 @@ def fixed_sum(x: Any, axis: tuple[int, ...] | None, keepdims: bool, out: Any = N
     """
     if type(x) is not np.ndarray or x.dtype not in _FLOATS or not available():
         return None
-    vm = _vecmath()
-    shape, nd = x.shape, x.ndim
-    axes = tuple(range(nd)) if axis is None else axis
-    kept = tuple(n for d, n in enumerate(shape) if d not in axes)
-    n_out, n_in = math.prod(kept), math.prod(shape[d] for d in axes)
+    how, n_out, n_in, moved, shape = _sum_plan(x.shape, axis, keepdims)
     flat = np.empty(n_out, x.dtype) if n_in else np.zeros(n_out, x.dtype)
     if n_in and n_out:
-        k = len(axes)
-        if axes == tuple(range(nd - k, nd)):  # trailing axes: rows
+        vm = _vecmath()
+        if how == "rows":
             vm.row_sum(x.reshape(n_out, n_in), flat)
-        elif axes == tuple(range(k)):  # leading axes: columns
+        elif how == "cols":
             vm.col_sum(x.reshape(n_in, n_out), flat)
         else:
-            vm.row_sum(np.moveaxis(x, axes, range(-k, 0)).reshape(n_out, n_in), flat)
-    if keepdims:
-        kept = tuple(1 if d in axes else n for d, n in enumerate(shape))
-    result = flat.reshape(kept)
+            vm.row_sum(np.moveaxis(x, moved, range(-len(moved), 0)).reshape(n_out, n_in), flat)
+    result = flat.reshape(shape)
     if out is None:
         return result
     out[...] = result
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _sum_plan(shape: tuple[int, ...], axis: tuple[int, ...] | None, keepdims: bool
+              ) -> tuple[str, int, int, tuple[int, ...], tuple[int, ...]]:
+    """How fixed_sum reduces an array of `shape` (worked out once per shape: a step sums the
+    same shapes every call): 'rows' (trailing axes), 'cols' (leading axes) or 'moved', the
+    output and reduced sizes, the reduced axes and the result's shape."""
+    nd = len(shape)
+    axes = tuple(range(nd)) if axis is None else tuple(axis)
+    kept = tuple(n for d, n in enumerate(shape) if d not in axes)
+    n_out, n_in = math.prod(kept), math.prod(shape[d] for d in axes)
+    k = len(axes)
+    how = ("rows" if axes == tuple(range(nd - k, nd)) else
+           "cols" if axes == tuple(range(k)) else "moved")
+    if keepdims:
+        kept = tuple(1 if d in axes else n for d, n in enumerate(shape))
+    return how, n_out, n_in, axes, kept
 
 
 def _vecmath() -> Any:
