@@ -82,7 +82,8 @@ def _check_bounds(key: str, annotation: Any, value: Any) -> None:
             if isinstance(bound, kind) and not holds(value, getattr(bound, attr)):
                 raise HyperparameterError(key, f"{value!r} (expected {sign} "
                                                f"{getattr(bound, attr)})")
-    base = typing.get_args(annotation)[0] if bounds(annotation) else annotation
+    annotated = typing.get_origin(annotation) is Annotated
+    base = typing.get_args(annotation)[0] if annotated else annotation
     if typing.get_origin(base) is tuple and isinstance(value, tuple | list):
         for i, (item, v) in enumerate(zip(typing.get_args(base), value, strict=False)):
             _check_bounds(f"{key}[{i}]", item, v)
